@@ -1,0 +1,23 @@
+//! promfed: a federated PromQL gateway. To its clients it is a Prometheus;
+//! behind that API it reads raw series from every cluster's Prometheus,
+//! merges them and evaluates PromQL itself.
+//!
+//! # Layout
+//! A query travels through the modules in this order:
+//! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
+//! - [`promql`]: the engine: parse, fetch selectors, evaluate.
+//! - [`federation`]: fans a select out to every backend, adds external
+//!   labels, merges by label set.
+//! - [`source`]: the `Source` trait and its implementations (Prometheus
+//!   HTTP API, in-memory).
+//! - [`config`]: the YAML configuration and its validation.
+//! - [`model`]: labels, samples and series, shared by all of the above.
+//! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
+
+pub mod api;
+pub mod config;
+pub mod federation;
+pub mod model;
+pub mod promql;
+pub mod sim;
+pub mod source;
