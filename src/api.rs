@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::promql::{Engine, QueryOptions, QueryResult};
+use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
 
@@ -104,6 +105,64 @@ fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
     Ok((opts, timeout))
 }
 
+/// Thanos' federation parameters: `partial_response`, `dedup`, `replicaLabels[]`.
+pub fn read_options(p: &Params) -> Result<ReadOptions, ApiError> {
+    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
+        match p.non_empty(name) {
+            None => Ok(None),
+            Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+                ApiError::invalid_param(name, format!("cannot parse {v:?} as a boolean"))
+            }),
+        }
+    };
+    let replica_labels: Vec<String> = p
+        .all("replicaLabels[]")
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect();
+    Ok(ReadOptions {
+        partial_response: flag("partial_response")?,
+        dedup: flag("dedup")?,
+        replica_labels: (!replica_labels.is_empty()).then_some(replica_labels),
+    })
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+impl AppState {
+    /// The engine for a request with these federation options.
+    fn engine_for(&self, read: ReadOptions) -> Engine {
+        if read == ReadOptions::default() {
+            self.engine.clone()
+        } else {
+            Engine::new(Arc::new(WithReadOptions {
+                inner: self.engine.source().clone(),
+                read,
+            }))
+        }
+    }
+}
+
+/// A query answer; results with warnings must not be cached by proxies.
+fn query_response(r: &QueryResult) -> Response {
+    let mut resp = json_response(StatusCode::OK, encode::query_body(r));
+    if !r.warnings.is_empty() {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -124,9 +183,10 @@ async fn with_timeout(
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let (opts, timeout) = query_options(&p)?;
+    let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    let r = with_timeout(timeout, st.engine.instant(q, t, &opts)).await?;
-    Ok(json_response(StatusCode::OK, encode::query_body(&r)))
+    let r = with_timeout(timeout, engine.instant(q, t, &opts)).await?;
+    Ok(query_response(&r))
 }
 
 async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -139,7 +199,12 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let step = match p.non_empty("step") {
-        None => return Err(ApiError::invalid_param("step", "cannot parse \"\" to a valid duration")),
+        None => {
+            return Err(ApiError::invalid_param(
+                "step",
+                "cannot parse \"\" to a valid duration",
+            ))
+        }
         Some(_) => p.duration("step")?.unwrap_or(0),
     };
     if step <= 0 {
@@ -154,9 +219,10 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let (opts, timeout) = query_options(&p)?;
+    let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    let r = with_timeout(timeout, st.engine.range(q, start, end, step, &opts)).await?;
-    Ok(json_response(StatusCode::OK, encode::query_body(&r)))
+    let r = with_timeout(timeout, engine.range(q, start, end, step, &opts)).await?;
+    Ok(query_response(&r))
 }
 
 async fn buildinfo() -> Response {

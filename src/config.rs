@@ -16,6 +16,28 @@ pub struct Config {
     pub listen: String,
     /// The Prometheus servers (or Prometheus-compatible endpoints) to federate.
     pub backends: Vec<BackendConfig>,
+    /// What a query does when a backend fails: `abort` fails it with an
+    /// error naming the backend; `warn` answers from the others and names
+    /// the failed backend in `warnings`. Requests may override it with
+    /// Thanos' `partial_response` parameter.
+    #[serde(default)]
+    pub partial_response: PartialResponse,
+    /// Labels that tell HA replicas apart (e.g. `replica`). Series equal
+    /// but for these labels are merged into one. Requests may override it
+    /// with `replicaLabels[]` and turn merging off with `dedup=false`.
+    #[serde(default)]
+    pub replica_labels: Vec<String>,
+}
+
+/// The partial-response policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialResponse {
+    /// Fail the query when any backend fails (the default).
+    #[default]
+    Abort,
+    /// Leave failed backends out and say so in `warnings`.
+    Warn,
 }
 
 /// One backend: a cluster's Prometheus, Thanos sidecar or any
@@ -157,6 +179,13 @@ impl Config {
         if self.backends.is_empty() {
             problems.push("backends: at least one backend is required".to_string());
         }
+        for (i, l) in self.replica_labels.iter().enumerate() {
+            if !is_valid_label_name(l) {
+                problems.push(format!(
+                    "replica_labels[{i}]: {l:?} is not a valid label name"
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             let at = format!("backends[{i}]");
@@ -178,10 +207,14 @@ impl Config {
             }
             for (k, v) in &b.external_labels {
                 if !is_valid_label_name(k) {
-                    problems.push(format!("{at}.external_labels: {k:?} is not a valid label name"));
+                    problems.push(format!(
+                        "{at}.external_labels: {k:?} is not a valid label name"
+                    ));
                 }
                 if k == crate::model::METRIC_NAME {
-                    problems.push(format!("{at}.external_labels: __name__ cannot be an external label"));
+                    problems.push(format!(
+                        "{at}.external_labels: __name__ cannot be an external label"
+                    ));
                 }
                 if v.is_empty() {
                     problems.push(format!("{at}.external_labels.{k}: value must not be empty"));

@@ -1,6 +1,8 @@
 //! Fans one select out to every backend, adds each backend's external
 //! labels, and merges the answers by label set.
 
+pub mod dedup;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -19,14 +21,27 @@ pub struct Backend {
     pub source: Arc<dyn Source>,
 }
 
+/// Federation-wide defaults, from the config.
+#[derive(Debug, Clone, Default)]
+pub struct FederationOptions {
+    /// Leave failed backends out with a warning instead of failing.
+    pub partial_response: bool,
+    /// Labels that tell HA replicas apart.
+    pub replica_labels: Vec<String>,
+}
+
 /// A `Source` made of backends.
 pub struct Federation {
     backends: Vec<Backend>,
+    opts: FederationOptions,
 }
 
+/// Functions under which a replica switch must not make a counter go backwards.
+const COUNTER_FUNCS: [&str; 4] = ["rate", "irate", "increase", "resets"];
+
 impl Federation {
-    pub fn new(backends: Vec<Backend>) -> Self {
-        Federation { backends }
+    pub fn new(backends: Vec<Backend>, opts: FederationOptions) -> Self {
+        Federation { backends, opts }
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -44,10 +59,24 @@ impl Federation {
             .collect();
         let answers = join_all(plans.iter().map(|(b, s)| b.source.select(s))).await;
 
+        let partial = sel
+            .read
+            .partial_response
+            .unwrap_or(self.opts.partial_response);
         let mut warnings = Vec::new();
         let mut all: Vec<Series> = Vec::new();
         for ((b, _), answer) in plans.iter().zip(answers) {
-            let out = answer?;
+            let out = match answer {
+                Ok(out) => out,
+                Err(e) if partial => {
+                    warnings.push(format!(
+                        "partial response: backend {} left out: {e}",
+                        b.name
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             warnings.extend(out.warnings);
             for mut s in out.series {
                 for (k, v) in &b.external_labels {
@@ -62,10 +91,21 @@ impl Federation {
                 }
             }
         }
-        Ok(SelectOutput {
-            series: merge_series(all),
-            warnings,
-        })
+        let mut series = merge_series(all);
+        if sel.read.dedup.unwrap_or(true) {
+            let replica_labels = sel
+                .read
+                .replica_labels
+                .as_ref()
+                .unwrap_or(&self.opts.replica_labels);
+            let counter = sel
+                .hints
+                .func
+                .as_deref()
+                .is_some_and(|f| COUNTER_FUNCS.contains(&f));
+            series = dedup::dedup(series, replica_labels, counter);
+        }
+        Ok(SelectOutput { series, warnings })
     }
 }
 
@@ -90,6 +130,7 @@ fn backend_select(b: &Backend, sel: &Select) -> Option<Select> {
         start_ms: sel.start_ms,
         end_ms: sel.end_ms,
         hints: sel.hints.clone(),
+        read: sel.read.clone(),
     })
 }
 
@@ -132,7 +173,11 @@ fn merge_samples(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
 
 /// Label set of a backend's external labels, for display.
 pub fn external_labels_of(b: &Backend) -> Labels {
-    Labels::from_pairs(b.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    Labels::from_pairs(
+        b.external_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 #[cfg(test)]
@@ -150,6 +195,76 @@ mod tests {
         }
     }
 
+    struct Down;
+    impl Source for Down {
+        fn select<'a>(&'a self, _: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            Box::pin(async {
+                Err(SourceError::Backend {
+                    backend: "k8s-2".into(),
+                    message: "connection refused".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_response_policy() {
+        let make = |partial| {
+            Federation::new(
+                vec![
+                    backend("k8s-1", "k8s-1", up_source(&["x"])),
+                    Backend {
+                        name: "k8s-2".into(),
+                        external_labels: [("cluster".to_string(), "k8s-2".to_string())].into(),
+                        source: Arc::new(Down),
+                    },
+                ],
+                FederationOptions {
+                    partial_response: partial,
+                    replica_labels: vec![],
+                },
+            )
+        };
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let err = make(false).select(&s).await.expect_err("abort fails");
+        assert!(err.to_string().contains("k8s-2"), "{err}");
+        let out = make(true).select(&s).await.expect("warn answers");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].contains("k8s-2"), "{:?}", out.warnings);
+        // The request's parameter overrides the default both ways.
+        s.read.partial_response = Some(true);
+        assert!(make(false).select(&s).await.is_ok());
+        s.read.partial_response = Some(false);
+        assert!(make(true).select(&s).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn replicas_are_merged_unless_dedup_is_off() {
+        let mk = |replica: &str| Backend {
+            name: format!("k8s-2-{replica}"),
+            external_labels: [
+                ("cluster".to_string(), "k8s-2".to_string()),
+                ("replica".to_string(), replica.to_string()),
+            ]
+            .into(),
+            source: Arc::new(up_source(&["x"])),
+        };
+        let f = Federation::new(
+            vec![mk("a"), mk("b")],
+            FederationOptions {
+                partial_response: false,
+                replica_labels: vec!["replica".into()],
+            },
+        );
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let out = f.select(&s).await.expect("select");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].labels.get("replica"), None);
+        s.read.dedup = Some(false);
+        assert_eq!(f.select(&s).await.expect("select").series.len(), 2);
+    }
+
     fn up_source(jobs: &[&str]) -> MemorySource {
         let mut m = MemorySource::new();
         for j in jobs {
@@ -165,15 +280,19 @@ mod tests {
             start_ms: 0,
             end_ms: 10_000,
             hints: Default::default(),
+            read: Default::default(),
         }
     }
 
     #[tokio::test]
     async fn adds_external_labels_and_merges() {
-        let f = Federation::new(vec![
-            backend("a", "k8s-1", up_source(&["x", "y"])),
-            backend("b", "k8s-2", up_source(&["x"])),
-        ]);
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x", "y"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
         let out = f
             .select(&sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]))
             .await
@@ -191,10 +310,13 @@ mod tests {
 
     #[tokio::test]
     async fn routes_by_external_labels() {
-        let f = Federation::new(vec![
-            backend("a", "k8s-1", up_source(&["x"])),
-            backend("b", "k8s-2", up_source(&["x"])),
-        ]);
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
         let out = f
             .select(&sel(vec![
                 Matcher::new(MatchOp::Equal, "__name__", "up"),

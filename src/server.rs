@@ -7,7 +7,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::federation::{Backend, Federation};
+use crate::config::PartialResponse;
+use crate::federation::{Backend, Federation, FederationOptions};
 use crate::promql::Engine;
 use crate::source::prometheus::PrometheusHttpSource;
 
@@ -31,7 +32,13 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
             )),
         })
         .collect();
-    Ok(Federation::new(backends))
+    Ok(Federation::new(
+        backends,
+        FederationOptions {
+            partial_response: cfg.partial_response == PartialResponse::Warn,
+            replica_labels: cfg.replica_labels.clone(),
+        },
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -25,6 +25,19 @@ pub struct SelectHints {
     pub range_ms: i64,
 }
 
+/// Per-request federation options (Thanos' query parameters); `None`
+/// means "the configured default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ReadOptions {
+    /// `partial_response`: `true` leaves out failed backends with a warning,
+    /// `false` fails the query.
+    pub partial_response: Option<bool>,
+    /// `dedup`: merge HA replicas (default true).
+    pub dedup: Option<bool>,
+    /// `replicaLabels[]`: the labels that tell replicas apart.
+    pub replica_labels: Option<Vec<String>>,
+}
+
 /// One selection: every series matching all `matchers` (the `__name__`
 /// matcher included), with its samples in `[start_ms, end_ms]`.
 #[derive(Debug, Clone)]
@@ -33,6 +46,8 @@ pub struct Select {
     pub start_ms: i64,
     pub end_ms: i64,
     pub hints: SelectHints,
+    /// Federation options of the request this select serves.
+    pub read: ReadOptions,
 }
 
 /// The answer to a [`Select`]: series sorted by labels, unique label sets,
@@ -62,6 +77,24 @@ pub enum SourceError {
 pub trait Source: Send + Sync {
     /// Selects the series matching `sel`.
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>>;
+}
+
+/// A source that stamps the request's [`ReadOptions`] on every select it
+/// passes to `inner`: how per-request federation options reach the
+/// federation without the engine knowing about them.
+pub struct WithReadOptions {
+    pub inner: std::sync::Arc<dyn Source>,
+    pub read: ReadOptions,
+}
+
+impl Source for WithReadOptions {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(async move {
+            let mut sel = sel.clone();
+            sel.read = self.read.clone();
+            self.inner.select(&sel).await
+        })
+    }
 }
 
 /// True when `labels` satisfies every matcher (a missing label matches as "").
