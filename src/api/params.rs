@@ -54,7 +54,7 @@ impl Params {
         match self.non_empty(name) {
             None => Err(ApiError::invalid_param(
                 name,
-                format!("cannot parse \"\" to a valid timestamp"),
+                "cannot parse \"\" to a valid timestamp",
             )),
             Some(s) => parse_time(s).map_err(|e| ApiError::invalid_param(name, e)),
         }
