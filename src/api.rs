@@ -3,6 +3,7 @@
 pub mod encode;
 pub mod error;
 pub mod params;
+pub mod read;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::federation::Federation;
 use crate::promql::{Engine, QueryOptions, QueryResult};
 use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
@@ -32,14 +34,16 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// What the handlers share.
 pub struct AppState {
     pub engine: Engine,
+    pub federation: Arc<Federation>,
     /// Set once the listener serves.
     pub ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(engine: Engine) -> Arc<Self> {
+    pub fn new(federation: Arc<Federation>) -> Arc<Self> {
         Arc::new(AppState {
-            engine,
+            engine: Engine::new(federation.clone()),
+            federation,
             ready: AtomicBool::new(false),
         })
     }
@@ -50,6 +54,26 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(read::series).post(read::series))
+        .route("/api/v1/labels", get(read::labels).post(read::labels))
+        .route("/api/v1/label/{name}/values", get(read::label_values))
+        .route("/api/v1/metadata", get(read::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(read::query_exemplars).post(read::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(read::format_query).post(read::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(read::parse_query).post(read::parse_query),
+        )
+        .route("/api/v1/rules", get(read::rules))
+        .route("/api/v1/alerts", get(read::alerts))
+        .route("/api/v1/stores", get(read::stores))
+        .route("/metrics", get(metrics))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
@@ -235,6 +259,18 @@ async fn buildinfo() -> Response {
         "goVersion": "none (promfed is written in Rust)",
     });
     json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
+}
+
+async fn metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(),
+    )
+        .into_response()
 }
 
 async fn healthy() -> &'static str {

@@ -2,6 +2,7 @@
 //! labels, and merges the answers by label set.
 
 pub mod dedup;
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,10 @@ use futures::future::{join_all, BoxFuture};
 use promql_parser::label::Matcher;
 
 use crate::model::{Labels, Sample, Series};
-use crate::source::{matches_all, Select, SelectOutput, Source, SourceError};
+use crate::source::{
+    matches_all, ApiData, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
+    SourceError,
+};
 
 /// One federated backend: a source and the labels that identify it.
 pub struct Backend {
@@ -34,6 +38,7 @@ pub struct FederationOptions {
 pub struct Federation {
     backends: Vec<Backend>,
     opts: FederationOptions,
+    health: health::HealthBoard,
 }
 
 /// Functions under which a replica switch must not make a counter go backwards.
@@ -41,11 +46,198 @@ const COUNTER_FUNCS: [&str; 4] = ["rate", "irate", "increase", "resets"];
 
 impl Federation {
     pub fn new(backends: Vec<Backend>, opts: FederationOptions) -> Self {
-        Federation { backends, opts }
+        let health = health::HealthBoard::new(backends.len());
+        Federation {
+            backends,
+            opts,
+            health,
+        }
     }
 
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    fn partial(&self, read: &ReadOptions) -> bool {
+        read.partial_response.unwrap_or(self.opts.partial_response)
+    }
+
+    /// The replica labels to merge over, or `None` when dedup is off.
+    fn dedup_labels<'a>(&'a self, read: &'a ReadOptions) -> Option<&'a [String]> {
+        if !read.dedup.unwrap_or(true) {
+            return None;
+        }
+        let labels = read
+            .replica_labels
+            .as_ref()
+            .unwrap_or(&self.opts.replica_labels);
+        (!labels.is_empty()).then_some(labels.as_slice())
+    }
+
+    /// Keeps the answers of the backends that answered; a failure either
+    /// fails the whole call or, under partial response, becomes a warning.
+    fn gather<'b, T>(
+        &self,
+        read: &ReadOptions,
+        asked: impl IntoIterator<Item = (&'b Backend, Result<T, SourceError>)>,
+    ) -> Result<(Vec<(&'b Backend, T)>, Vec<String>), SourceError> {
+        let partial = self.partial(read);
+        let mut ok = Vec::new();
+        let mut warnings = Vec::new();
+        for (b, answer) in asked {
+            match answer {
+                Ok(v) => ok.push((b, v)),
+                Err(e) if partial => warnings.push(format!(
+                    "partial response: backend {} left out: {e}",
+                    b.name
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ok, warnings))
+    }
+
+    /// The metadata query to send to each backend that can match `q`.
+    fn meta_plans(&self, q: &MetaQuery) -> Vec<(&Backend, MetaQuery)> {
+        self.backends
+            .iter()
+            .filter_map(|b| {
+                let sets: Vec<Vec<Matcher>> = q
+                    .matchers
+                    .iter()
+                    .filter_map(|m| route_matchers(b, m))
+                    .collect();
+                if !q.matchers.is_empty() && sets.is_empty() {
+                    return None;
+                }
+                Some((
+                    b,
+                    MetaQuery {
+                        matchers: sets,
+                        ..q.clone()
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds `b`'s external labels to `labels` where absent.
+    fn with_external(b: &Backend, mut labels: Labels) -> Labels {
+        for (k, v) in &b.external_labels {
+            if labels.get(k).is_none() {
+                labels.set(k, v);
+            }
+        }
+        labels
+    }
+
+    async fn series_all(&self, q: &MetaQuery) -> Result<MetaOutput<Labels>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.series(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            for l in out.items {
+                let mut l = Self::with_external(b, l);
+                if !q.matchers.is_empty() && !q.matchers.iter().any(|m| matches_all(&l, m)) {
+                    continue;
+                }
+                if let Some(replicas) = dedup {
+                    l.retain(|x| !replicas.contains(&x.name));
+                }
+                items.push(l);
+            }
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_names_all(&self, q: &MetaQuery) -> Result<MetaOutput<String>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.label_names(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            let any = !out.items.is_empty();
+            items.extend(out.items);
+            if any {
+                items.extend(b.external_labels.keys().cloned());
+            }
+        }
+        if let Some(replicas) = dedup {
+            items.retain(|n| !replicas.contains(n));
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_values_all(
+        &self,
+        name: &str,
+        q: &MetaQuery,
+    ) -> Result<MetaOutput<String>, SourceError> {
+        if self
+            .dedup_labels(&q.read)
+            .is_some_and(|r| r.iter().any(|x| x == name))
+        {
+            return Ok(MetaOutput::default());
+        }
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| async move {
+            if b.external_labels.contains_key(name) {
+                // The backend's storage lacks its external labels: derive the
+                // values from its series.
+                b.source.series(pq).await.map(|s| MetaOutput {
+                    items: s
+                        .items
+                        .into_iter()
+                        .filter_map(|l| Self::with_external(b, l).get(name).map(str::to_string))
+                        .collect(),
+                    warnings: s.warnings,
+                })
+            } else {
+                b.source.label_values(name, pq).await
+            }
+        }))
+        .await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let mut items = Vec::new();
+        for (_, out) in ok {
+            warnings.extend(out.warnings);
+            items.extend(out.items);
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    /// GETs `path` from every backend that has an HTTP API; per-backend
+    /// answers (with the backend) and warnings.
+    pub async fn api_get_all(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        read: &ReadOptions,
+    ) -> Result<(Vec<(&Backend, ApiData)>, Vec<String>), SourceError> {
+        let answers = join_all(self.backends.iter().map(|b| b.source.api_get(path, params))).await;
+        let (ok, mut warnings) = self.gather(read, self.backends.iter().zip(answers))?;
+        let mut out = Vec::new();
+        for (b, d) in ok {
+            if let Some(d) = d {
+                warnings.extend(d.warnings.iter().cloned());
+                out.push((b, d));
+            }
+        }
+        Ok((out, warnings))
     }
 
     async fn select_all(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
@@ -92,12 +284,7 @@ impl Federation {
             }
         }
         let mut series = merge_series(all);
-        if sel.read.dedup.unwrap_or(true) {
-            let replica_labels = sel
-                .read
-                .replica_labels
-                .as_ref()
-                .unwrap_or(&self.opts.replica_labels);
+        if let Some(replica_labels) = self.dedup_labels(&sel.read) {
             let counter = sel
                 .hints
                 .func
@@ -113,20 +300,49 @@ impl Source for Federation {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(self.select_all(sel))
     }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(self.series_all(q))
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_names_all(q))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_values_all(name, q))
+    }
+}
+
+/// The matchers to send to `b`: without those its external labels satisfy
+/// (its own storage does not hold them), or `None` when its external labels
+/// contradict one.
+fn route_matchers(b: &Backend, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+    let mut out: Vec<Matcher> = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match b.external_labels.get(&m.name) {
+            Some(v) if m.is_match(v) => {}
+            Some(_) => return None,
+            None => out.push(m.clone()),
+        }
+    }
+    Some(out)
 }
 
 /// The select to send to `b`, or `None` when `b` cannot hold a matching series.
 fn backend_select(b: &Backend, sel: &Select) -> Option<Select> {
-    let mut matchers: Vec<Matcher> = Vec::with_capacity(sel.matchers.len());
-    for m in &sel.matchers {
-        match b.external_labels.get(&m.name) {
-            Some(v) if m.is_match(v) => {}
-            Some(_) => return None,
-            None => matchers.push(m.clone()),
-        }
-    }
     Some(Select {
-        matchers,
+        matchers: route_matchers(b, &sel.matchers)?,
         start_ms: sel.start_ms,
         end_ms: sel.end_ms,
         hints: sel.hints.clone(),

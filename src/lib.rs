@@ -13,6 +13,7 @@
 //! - [`server`]: builds the service from a config and serves it.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
+//! - [`telemetry`]: promfed's own metrics on `/metrics`.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
@@ -23,3 +24,4 @@ pub mod promql;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod telemetry;

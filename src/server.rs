@@ -9,8 +9,10 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::config::PartialResponse;
 use crate::federation::{Backend, Federation, FederationOptions};
-use crate::promql::Engine;
 use crate::source::prometheus::PrometheusHttpSource;
+
+/// How often backends are probed for `/api/v1/stores` and `/metrics`.
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Builds the federation of every configured backend.
 pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
@@ -47,12 +49,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let fed = federation_from_config(cfg)?;
-    let state = AppState::new(Engine::new(Arc::new(fed)));
+    let fed = Arc::new(federation_from_config(cfg)?);
+    let state = AppState::new(fed.clone());
     let app = api::router(state.clone());
+    // Health probes run in the background; they are shown, never gated on.
+    let prober = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        loop {
+            tick.tick().await;
+            fed.probe_all().await;
+        }
+    });
     state.ready.store(true, Ordering::Release);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| format!("serving: {e}"))
+        .map_err(|e| format!("serving: {e}"));
+    prober.abort();
+    served
 }
