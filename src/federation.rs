@@ -34,6 +34,9 @@ pub struct FederationOptions {
     pub replica_labels: Vec<String>,
 }
 
+/// The answers of the backends that answered, and the warnings.
+pub type Gathered<'b, T> = (Vec<(&'b Backend, T)>, Vec<String>);
+
 /// A `Source` made of backends.
 pub struct Federation {
     backends: Vec<Backend>,
@@ -80,7 +83,7 @@ impl Federation {
         &self,
         read: &ReadOptions,
         asked: impl IntoIterator<Item = (&'b Backend, Result<T, SourceError>)>,
-    ) -> Result<(Vec<(&'b Backend, T)>, Vec<String>), SourceError> {
+    ) -> Result<Gathered<'b, T>, SourceError> {
         let partial = self.partial(read);
         let mut ok = Vec::new();
         let mut warnings = Vec::new();
@@ -227,7 +230,7 @@ impl Federation {
         path: &str,
         params: &[(String, String)],
         read: &ReadOptions,
-    ) -> Result<(Vec<(&Backend, ApiData)>, Vec<String>), SourceError> {
+    ) -> Result<Gathered<'_, ApiData>, SourceError> {
         let answers = join_all(self.backends.iter().map(|b| b.source.api_get(path, params))).await;
         let (ok, mut warnings) = self.gather(read, self.backends.iter().zip(answers))?;
         let mut out = Vec::new();
