@@ -1,0 +1,475 @@
+//! Reads raw series from a Prometheus through its remote-read API
+//! (`POST /api/v1/read`), as streamed XOR chunks when the server offers
+//! them, else as plain samples.
+
+pub mod chunk;
+pub mod frame;
+pub mod prompb;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use promql_parser::label::{MatchOp, Matcher};
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+
+use self::chunk::{decode_xor_into, xor_sample_count};
+use self::frame::FrameReader;
+use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
+use super::{Select, SelectOutput, Source, SourceError};
+use crate::model::{Labels, Sample, Series};
+
+/// Content type of a STREAMED_XOR_CHUNKS response.
+const STREAMED_CONTENT_TYPE: &str = "application/x-streamed-protobuf";
+/// The message a streamed response must carry.
+const STREAMED_PROTO: &str = "proto=prometheus.ChunkedReadResponse";
+/// Remote-read protocol version promfed speaks.
+const READ_VERSION: &str = "0.1.0";
+/// How much of an error body is quoted in an error message.
+const ERROR_BODY_QUOTE: usize = 512;
+
+/// Default limit on one frame of a streamed response (Prometheus itself
+/// sends frames of about 1 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 << 20;
+/// Default limit on a whole response body, and on a decompressed SAMPLES
+/// response.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 30;
+
+/// Which response types a source asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// Streamed XOR chunks, falling back to samples when the server does not
+    /// offer chunks (what Prometheus ≥ 2.13 answers with).
+    #[default]
+    Chunks,
+    /// Samples only (one snappy-compressed `ReadResponse`).
+    Samples,
+}
+
+/// Tuning of a [`RemoteReadSource`] beyond its address and deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReadOptions {
+    /// Response types to ask for.
+    pub mode: ResponseMode,
+    /// Largest frame accepted in a streamed response, bytes.
+    pub max_frame_bytes: usize,
+    /// Largest response body accepted, bytes (also bounds a decompressed
+    /// SAMPLES response).
+    pub max_response_bytes: usize,
+}
+
+impl Default for RemoteReadOptions {
+    fn default() -> Self {
+        RemoteReadOptions {
+            mode: ResponseMode::Chunks,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// A Prometheus (or anything serving `/api/v1/read`) read through remote
+/// read.
+#[derive(Debug)]
+pub struct RemoteReadSource {
+    name: String,
+    url: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    options: RemoteReadOptions,
+    /// Response body bytes received, over the source's life.
+    bytes_read: AtomicU64,
+}
+
+impl RemoteReadSource {
+    /// A source named `name` (the name errors and warnings carry) reading
+    /// from the Prometheus at `base_url` (e.g. `http://prom:9090`, or with a
+    /// path prefix); `timeout` bounds each whole exchange, body included.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: &str,
+        timeout: Duration,
+        client: reqwest::Client,
+    ) -> Self {
+        RemoteReadSource {
+            name: name.into(),
+            url: format!("{}/api/v1/read", base_url.trim_end_matches('/')),
+            timeout,
+            client,
+            options: RemoteReadOptions::default(),
+            bytes_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RemoteReadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Asks for samples only, never chunks.
+    pub fn samples_only(mut self) -> Self {
+        self.options.mode = ResponseMode::Samples;
+        self
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Response body bytes received so far, over every select.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn error(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Backend {
+            backend: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn exchange(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
+        let request = build_request(sel, self.options.mode).encode_to_vec();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request)
+            .map_err(|e| self.error(format!("compressing remote read request: {e}")))?;
+        let mut response = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_ENCODING, "snappy")
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header("X-Prometheus-Remote-Read-Version", READ_VERSION)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.error(format!("remote read request failed: {}", chain(e))))?;
+
+        let status = response.status();
+        if !status.is_success() {
+            let quote = self.read_body(&mut response, ERROR_BODY_QUOTE).await;
+            let text = match quote {
+                Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+                Err(e) => format!("(body unreadable: {e})"),
+            };
+            return Err(self.error(format!("remote read answered HTTP {status}: {text}")));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut out = Collector::new(sel.start_ms, sel.end_ms);
+        if content_type.starts_with(STREAMED_CONTENT_TYPE) {
+            if !content_type.contains(STREAMED_PROTO) {
+                return Err(self.error(format!(
+                    "remote read streamed an unexpected message: {content_type:?}"
+                )));
+            }
+            self.read_chunks(&mut response, &mut out).await?;
+        } else {
+            let body = self
+                .read_body(&mut response, self.options.max_response_bytes)
+                .await
+                .map_err(|e| self.error(e))?;
+            if body.len() >= self.options.max_response_bytes {
+                return Err(self.error(format!(
+                    "remote read response exceeds {} bytes",
+                    self.options.max_response_bytes
+                )));
+            }
+            self.decode_samples(&body, &content_type, &mut out)?;
+        }
+        Ok(out.finish(&self.name))
+    }
+
+    /// Reads the body, at most `limit` bytes of it (more is left unread).
+    async fn read_body(
+        &self,
+        response: &mut reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        while body.len() < limit {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    self.bytes_read
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let take = bytes.len().min(limit - body.len());
+                    body.extend_from_slice(&bytes[..take]);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading remote read response: {}", chain(e))),
+            }
+        }
+        Ok(body)
+    }
+
+    /// Decodes a streamed response frame by frame as it arrives.
+    async fn read_chunks(
+        &self,
+        response: &mut reqwest::Response,
+        out: &mut Collector,
+    ) -> Result<(), SourceError> {
+        let mut frames = FrameReader::new(self.options.max_frame_bytes);
+        let mut total: usize = 0;
+        loop {
+            let bytes = match response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(self.error(format!("reading remote read response: {}", chain(e))))
+                }
+            };
+            self.bytes_read
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            total = total.saturating_add(bytes.len());
+            if total > self.options.max_response_bytes {
+                return Err(self.error(format!(
+                    "remote read response exceeds {} bytes",
+                    self.options.max_response_bytes
+                )));
+            }
+            frames.push(&bytes);
+            while let Some(data) = frames
+                .next_frame()
+                .map_err(|e| self.error(format!("remote read stream: {e}")))?
+            {
+                let msg = prompb::ChunkedReadResponse::decode(data).map_err(|e| {
+                    self.error(format!("remote read stream: bad ChunkedReadResponse: {e}"))
+                })?;
+                if msg.query_index != 0 {
+                    return Err(self.error(format!(
+                        "remote read stream answers query {} of a one-query request",
+                        msg.query_index
+                    )));
+                }
+                for series in msg.chunked_series {
+                    out.add_chunked(series)
+                        .map_err(|e| self.error(format!("remote read stream: {e}")))?;
+                }
+            }
+        }
+        frames
+            .finish()
+            .map_err(|e| self.error(format!("remote read stream: {e}")))
+    }
+
+    /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`.
+    fn decode_samples(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        out: &mut Collector,
+    ) -> Result<(), SourceError> {
+        let bad = |what: String| {
+            self.error(format!(
+                "remote read response (content type {content_type:?}) is not a snappy-compressed ReadResponse: {what}"
+            ))
+        };
+        let len = snap::raw::decompress_len(body).map_err(|e| bad(e.to_string()))?;
+        if len > self.options.max_response_bytes {
+            return Err(self.error(format!(
+                "remote read response decompresses to {len} bytes, over the limit of {}",
+                self.options.max_response_bytes
+            )));
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| bad(e.to_string()))?;
+        let response =
+            prompb::ReadResponse::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+        if response.results.len() > 1 {
+            return Err(self.error(format!(
+                "remote read answered {} results to a one-query request",
+                response.results.len()
+            )));
+        }
+        for result in response.results {
+            for ts in result.timeseries {
+                out.add_samples(ts);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for RemoteReadSource {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, self.exchange(sel)).await {
+                Ok(result) => result,
+                Err(_) => Err(SourceError::Timeout {
+                    backend: self.name.clone(),
+                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            }
+        })
+    }
+}
+
+/// The `ReadRequest` for one select: its matchers, its time range, and the
+/// engine's hints.
+pub fn build_request(sel: &Select, mode: ResponseMode) -> prompb::ReadRequest {
+    let accepted = match mode {
+        ResponseMode::Chunks => vec![ResponseType::StreamedXorChunks, ResponseType::Samples],
+        ResponseMode::Samples => vec![ResponseType::Samples],
+    };
+    let hints = prompb::ReadHints {
+        step_ms: sel.hints.step_ms,
+        func: sel.hints.func.clone().unwrap_or_default(),
+        // A server selects with the hints' range when hints are present, so
+        // they carry the selection's own range.
+        start_ms: sel.start_ms,
+        end_ms: sel.end_ms,
+        grouping: Vec::new(),
+        by: false,
+        range_ms: sel.hints.range_ms,
+    };
+    prompb::ReadRequest {
+        queries: vec![prompb::Query {
+            start_timestamp_ms: sel.start_ms,
+            end_timestamp_ms: sel.end_ms,
+            matchers: sel.matchers.iter().map(to_label_matcher).collect(),
+            hints: Some(hints),
+        }],
+        accepted_response_types: accepted.into_iter().map(i32::from).collect(),
+    }
+}
+
+fn to_label_matcher(m: &Matcher) -> prompb::LabelMatcher {
+    let kind = match m.op {
+        MatchOp::Equal => MatcherType::Eq,
+        MatchOp::NotEqual => MatcherType::Neq,
+        MatchOp::Re(_) => MatcherType::Re,
+        MatchOp::NotRe(_) => MatcherType::Nre,
+    };
+    prompb::LabelMatcher {
+        r#type: kind.into(),
+        name: m.name.clone(),
+        value: m.value.clone(),
+    }
+}
+
+/// Gathers the series of one response, clipped to the selection's range.
+struct Collector {
+    start_ms: i64,
+    end_ms: i64,
+    series: BTreeMap<Labels, Vec<Sample>>,
+    histogram_chunks: usize,
+    histogram_samples: usize,
+    unknown_chunks: usize,
+}
+
+impl Collector {
+    fn new(start_ms: i64, end_ms: i64) -> Self {
+        Collector {
+            start_ms,
+            end_ms,
+            series: BTreeMap::new(),
+            histogram_chunks: 0,
+            histogram_samples: 0,
+            unknown_chunks: 0,
+        }
+    }
+
+    fn samples_of(&mut self, labels: Vec<prompb::Label>) -> &mut Vec<Sample> {
+        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
+        self.series.entry(labels).or_default()
+    }
+
+    /// Adds one streamed series (or a slice of it).
+    fn add_chunked(&mut self, series: prompb::ChunkedSeries) -> Result<(), chunk::ChunkError> {
+        let (start, end) = (self.start_ms, self.end_ms);
+        let mut histograms = 0;
+        let mut unknown = 0;
+        let samples = self.samples_of(series.labels);
+        for c in series.chunks {
+            if c.max_time_ms < start || c.min_time_ms > end {
+                continue;
+            }
+            match ChunkEncoding::try_from(c.r#type) {
+                Ok(ChunkEncoding::Xor) => {
+                    samples.reserve(xor_sample_count(&c.data));
+                    decode_xor_into(&c.data, start, end, samples)?;
+                }
+                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => histograms += 1,
+                Ok(ChunkEncoding::Unknown) | Err(_) => unknown += 1,
+            }
+        }
+        self.histogram_chunks += histograms;
+        self.unknown_chunks += unknown;
+        Ok(())
+    }
+
+    /// Adds one series of a SAMPLES response.
+    fn add_samples(&mut self, ts: prompb::TimeSeries) {
+        let (start, end) = (self.start_ms, self.end_ms);
+        self.histogram_samples += ts.histograms.len();
+        let samples = self.samples_of(ts.labels);
+        samples.extend(
+            ts.samples
+                .iter()
+                .filter(|s| (start..=end).contains(&s.timestamp))
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                }),
+        );
+    }
+
+    /// Series sorted by labels, each in time order with one sample per
+    /// timestamp; series left without samples are dropped.
+    fn finish(self, backend: &str) -> SelectOutput {
+        let mut warnings = Vec::new();
+        if self.histogram_chunks > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} native histogram chunk(s): native histograms are not evaluated yet",
+                self.histogram_chunks
+            ));
+        }
+        if self.histogram_samples > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} native histogram sample(s): native histograms are not evaluated yet",
+                self.histogram_samples
+            ));
+        }
+        if self.unknown_chunks > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} chunk(s) of unknown encoding",
+                self.unknown_chunks
+            ));
+        }
+        let series = self
+            .series
+            .into_iter()
+            .filter_map(|(labels, mut samples)| {
+                if !samples.is_sorted_by(|a, b| a.t < b.t) {
+                    // Overlapping chunks: keep the first sample at each time.
+                    samples.sort_by_key(|s| s.t);
+                    samples.dedup_by_key(|s| s.t);
+                }
+                (!samples.is_empty()).then_some(Series { labels, samples })
+            })
+            .collect();
+        SelectOutput { series, warnings }
+    }
+}
+
+/// An error and its causes on one line, without the URL (which may carry
+/// credentials).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
