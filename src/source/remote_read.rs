@@ -79,8 +79,25 @@ pub struct RemoteReadSource {
     timeout: Duration,
     client: reqwest::Client,
     options: RemoteReadOptions,
-    /// Response body bytes received, over the source's life.
+    stats: Counters,
+}
+
+/// What a source has received over its life (for metrics and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemoteReadStats {
+    /// Response body bytes received (after any HTTP content decoding).
+    pub bytes_read: u64,
+    /// Responses that came as streamed XOR chunks.
+    pub chunked_responses: u64,
+    /// Responses that came as one SAMPLES message.
+    pub sample_responses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     bytes_read: AtomicU64,
+    chunked_responses: AtomicU64,
+    sample_responses: AtomicU64,
 }
 
 impl RemoteReadSource {
@@ -99,7 +116,7 @@ impl RemoteReadSource {
             timeout,
             client,
             options: RemoteReadOptions::default(),
-            bytes_read: AtomicU64::new(0),
+            stats: Counters::default(),
         }
     }
 
@@ -120,9 +137,13 @@ impl RemoteReadSource {
         &self.name
     }
 
-    /// Response body bytes received so far, over every select.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
+    /// What this source has received so far, over every select.
+    pub fn stats(&self) -> RemoteReadStats {
+        RemoteReadStats {
+            bytes_read: self.stats.bytes_read.load(Ordering::Relaxed),
+            chunked_responses: self.stats.chunked_responses.load(Ordering::Relaxed),
+            sample_responses: self.stats.sample_responses.load(Ordering::Relaxed),
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> SourceError {
@@ -170,6 +191,7 @@ impl RemoteReadSource {
                     "remote read streamed an unexpected message: {content_type:?}"
                 )));
             }
+            self.stats.chunked_responses.fetch_add(1, Ordering::Relaxed);
             self.read_chunks(&mut response, &mut out).await?;
         } else {
             let body = self
@@ -182,6 +204,7 @@ impl RemoteReadSource {
                     self.options.max_response_bytes
                 )));
             }
+            self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
             self.decode_samples(&body, &content_type, &mut out)?;
         }
         Ok(out.finish(&self.name))
@@ -197,7 +220,8 @@ impl RemoteReadSource {
         while body.len() < limit {
             match response.chunk().await {
                 Ok(Some(bytes)) => {
-                    self.bytes_read
+                    self.stats
+                        .bytes_read
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let take = bytes.len().min(limit - body.len());
                     body.extend_from_slice(&bytes[..take]);
@@ -225,7 +249,8 @@ impl RemoteReadSource {
                     return Err(self.error(format!("reading remote read response: {}", chain(e))))
                 }
             };
-            self.bytes_read
+            self.stats
+                .bytes_read
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             total = total.saturating_add(bytes.len());
             if total > self.options.max_response_bytes {
