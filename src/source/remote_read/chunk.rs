@@ -362,6 +362,32 @@ pub(crate) mod tests {
         Sample { t, v }
     }
 
+    /// A chunk as Prometheus 2.42 streamed it by remote read, from a block
+    /// backfilled with 40 samples: t = 1790000000007 + 15000 i, v = i.
+    const PROMETHEUS_CHUNK: &str = "00288eb083c5986800000000000000009875c457fec25fff6c06d616da0d\
+        b02d2d427b7036d0b4b607d14d16b13dbc1b705a5b43e8a68b609e851a14e851a1691ffb8036f0b4b707d14d10";
+
+    fn from_hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_a_chunk_written_by_prometheus() {
+        let data = from_hex(PROMETHEUS_CHUNK);
+        assert_eq!(data.len(), 75);
+        let want: Vec<Sample> = (0..40)
+            .map(|i| s(1_790_000_000_007 + 15_000 * i, i as f64))
+            .collect();
+        let got = decode_xor(&data).expect("decodes");
+        assert!(same(&got, &want), "{got:?}");
+        // And the test encoder writes the very same bytes.
+        assert_eq!(encode_xor(&want), data);
+    }
+
     #[test]
     fn empty_and_headerless_chunks_hold_nothing() {
         assert_eq!(decode_xor(&[]), Ok(vec![]));
