@@ -3,6 +3,7 @@
 
 pub mod memory;
 pub mod prometheus;
+pub mod remote_read;
 
 use futures::future::BoxFuture;
 use promql_parser::label::Matcher;
