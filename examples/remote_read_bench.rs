@@ -220,6 +220,7 @@ async fn main() -> Result<(), BoxError> {
             range_ms: 3 * HOUR_MS,
             ..Default::default()
         },
+        read: Default::default(),
     };
     let client = reqwest::Client::new();
     let raw = reqwest::Client::builder().no_gzip().build()?;

@@ -58,6 +58,24 @@ pub struct BackendConfig {
     /// (a Prometheus duration such as `30s`; default 30s).
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// How raw samples are read: `remote_read` (Prometheus's
+    /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
+    /// Thanos sidecars) or `query_api` (`/api/v1/query` of a range selector,
+    /// for any Prometheus-compatible endpoint such as Thanos Query,
+    /// VictoriaMetrics or Mimir). Metadata always uses the HTTP API.
+    #[serde(default)]
+    pub protocol: ReadProtocol,
+}
+
+/// How a backend's raw samples are read.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadProtocol {
+    /// Prometheus remote read (`POST /api/v1/read`).
+    #[default]
+    RemoteRead,
+    /// The query API (`/api/v1/query` of a range selector).
+    QueryApi,
 }
 
 fn default_listen() -> String {

@@ -8,8 +8,11 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::config::PartialResponse;
+use crate::config::ReadProtocol;
 use crate::federation::{Backend, Federation, FederationOptions};
-use crate::source::prometheus::PrometheusHttpSource;
+use crate::source::prometheus::{PrometheusHttpSource, SamplesVia};
+use crate::source::remote_read::RemoteReadSource;
+use crate::source::Source;
 
 /// How often backends are probed for `/api/v1/stores` and `/metrics`.
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -23,15 +26,20 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
     let backends = cfg
         .backends
         .iter()
-        .map(|b| Backend {
-            name: b.name.clone(),
-            external_labels: b.external_labels.clone(),
-            source: Arc::new(PrometheusHttpSource::new(
-                &b.name,
-                &b.url,
-                client.clone(),
-                b.timeout,
-            )),
+        .map(|b| {
+            let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout);
+            let source: Arc<dyn Source> = match b.protocol {
+                ReadProtocol::QueryApi => Arc::new(api),
+                ReadProtocol::RemoteRead => Arc::new(SamplesVia {
+                    samples: RemoteReadSource::new(&b.name, &b.url, b.timeout, client.clone()),
+                    api,
+                }),
+            };
+            Backend {
+                name: b.name.clone(),
+                external_labels: b.external_labels.clone(),
+                source,
+            }
         })
         .collect();
     Ok(Federation::new(

@@ -315,6 +315,7 @@ fn select(matchers: Vec<Matcher>, start_ms: i64, end_ms: i64) -> Select {
             end_ms,
             ..Default::default()
         },
+        read: Default::default(),
     }
 }
 

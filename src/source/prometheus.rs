@@ -271,6 +271,53 @@ impl Source for PrometheusHttpSource {
     }
 }
 
+/// A Prometheus backend whose samples come from another source (remote
+/// read) and whose metadata comes from its HTTP API.
+pub struct SamplesVia<S> {
+    pub samples: S,
+    pub api: PrometheusHttpSource,
+}
+
+impl<S: Source> Source for SamplesVia<S> {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        self.samples.select(sel)
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        self.api.series(q)
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_names(q)
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_values(name, q)
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        self.api.probe()
+    }
+
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        self.api.api_get(path, params)
+    }
+}
+
 /// A label name as a URL path segment: legacy names as they are, others in
 /// Prometheus's `U__` escaping (`_` doubled, other characters `_<hex>_`).
 pub fn escape_label_name(name: &str) -> String {

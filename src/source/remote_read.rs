@@ -515,6 +515,7 @@ mod tests {
             start_ms,
             end_ms,
             hints: Default::default(),
+            read: Default::default(),
         }
     }
 
