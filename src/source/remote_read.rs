@@ -201,11 +201,13 @@ impl RemoteReadSource {
             self.stats.chunked_responses.fetch_add(1, Ordering::Relaxed);
             self.read_chunks(&mut response, &mut out).await?;
         } else {
+            // One byte over the limit tells a body at the limit from a longer one.
+            let limit = self.options.max_response_bytes;
             let body = self
-                .read_body(&mut response, self.options.max_response_bytes)
+                .read_body(&mut response, limit.saturating_add(1))
                 .await
                 .map_err(|e| self.error(e))?;
-            if body.len() >= self.options.max_response_bytes {
+            if body.len() > limit {
                 return Err(self.error(format!(
                     "remote read response exceeds {} bytes",
                     self.options.max_response_bytes
