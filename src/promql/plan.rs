@@ -225,6 +225,7 @@ pub(crate) async fn fetch(
                     start_ms: n.mint,
                     end_ms: n.maxt,
                     hints: n.hints.clone(),
+                    read: Default::default(),
                 },
             ));
         }
