@@ -1,1 +1,317 @@
+//! The YAML configuration: its schema, defaults and validation.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on, e.g. `0.0.0.0:9090`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The Prometheus servers (or Prometheus-compatible endpoints) to federate.
+    pub backends: Vec<BackendConfig>,
+    /// What a query does when a backend fails: `abort` fails it with an
+    /// error naming the backend; `warn` answers from the others and names
+    /// the failed backend in `warnings`. Requests may override it with
+    /// Thanos' `partial_response` parameter.
+    #[serde(default)]
+    pub partial_response: PartialResponse,
+    /// Labels that tell HA replicas apart (e.g. `replica`). Series equal
+    /// but for these labels are merged into one. Requests may override it
+    /// with `replicaLabels[]` and turn merging off with `dedup=false`.
+    #[serde(default)]
+    pub replica_labels: Vec<String>,
+}
+
+/// The partial-response policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialResponse {
+    /// Fail the query when any backend fails (the default).
+    #[default]
+    Abort,
+    /// Leave failed backends out and say so in `warnings`.
+    Warn,
+}
+
+/// One backend: a cluster's Prometheus, Thanos sidecar or any
+/// Prometheus-compatible HTTP API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// A unique name, used in errors, warnings and metrics (e.g. `k8s-1`).
+    pub name: String,
+    /// Base URL of the backend's HTTP API, e.g. `http://prometheus.k8s-1:9090`.
+    pub url: String,
+    /// Labels added to every series from this backend when the series lacks
+    /// them (e.g. `{cluster: k8s-1}`); also used to skip backends that
+    /// cannot match a query's matchers.
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    /// Deadline for one whole exchange with this backend, body included
+    /// (a Prometheus duration such as `30s`; default 30s).
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// How raw samples are read: `remote_read` (Prometheus's
+    /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
+    /// Thanos sidecars) or `query_api` (`/api/v1/query` of a range selector,
+    /// for any Prometheus-compatible endpoint such as Thanos Query,
+    /// VictoriaMetrics or Mimir). Metadata always uses the HTTP API.
+    #[serde(default)]
+    pub protocol: ReadProtocol,
+}
+
+/// How a backend's raw samples are read.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadProtocol {
+    /// Prometheus remote read (`POST /api/v1/read`).
+    #[default]
+    RemoteRead,
+    /// The query API (`/api/v1/query` of a range selector).
+    QueryApi,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9090".to_string()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_prometheus_duration(&s)
+        .map(|ms| Duration::from_millis(ms as u64))
+        .map_err(serde::de::Error::custom)
+}
+
+/// Parses a Prometheus duration (`1h30m`, `250ms`, `2d`) into milliseconds.
+/// Units must fall in order `y w d h m s ms`, each at most once.
+pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 24 * 3_600_000),
+        ("w", 7 * 24 * 3_600_000),
+        ("d", 24 * 3_600_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let bad = || format!("not a valid duration string: {s:?}");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if s == "0" {
+        return Ok(0);
+    }
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut total: i64 = 0;
+    let mut last_unit: Option<usize> = None;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let ustart = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit = &s[ustart..i];
+        let idx = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+        if last_unit.is_some_and(|l| idx <= l) {
+            return Err(bad());
+        }
+        last_unit = Some(idx);
+        total = n
+            .checked_mul(UNITS[idx].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration out of range: {s:?}"))?;
+    }
+    Ok(total)
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path} is invalid:\n  - {}", problems.join("\n  - "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &p)
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem with this config, all at once (empty when valid).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "listen: {:?} is not a socket address such as 0.0.0.0:9090",
+                self.listen
+            ));
+        }
+        if self.backends.is_empty() {
+            problems.push("backends: at least one backend is required".to_string());
+        }
+        for (i, l) in self.replica_labels.iter().enumerate() {
+            if !is_valid_label_name(l) {
+                problems.push(format!(
+                    "replica_labels[{i}]: {l:?} is not a valid label name"
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let at = format!("backends[{i}]");
+            if b.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !seen.insert(b.name.as_str()) {
+                problems.push(format!("{at}.name: {:?} is used twice", b.name));
+            }
+            match reqwest::Url::parse(&b.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                Ok(u) => problems.push(format!(
+                    "{at}.url: scheme {:?} is not http or https",
+                    u.scheme()
+                )),
+                Err(e) => problems.push(format!("{at}.url: {e}")),
+            }
+            if b.timeout.is_zero() {
+                problems.push(format!("{at}.timeout: must be greater than 0"));
+            }
+            for (k, v) in &b.external_labels {
+                if !is_valid_label_name(k) {
+                    problems.push(format!(
+                        "{at}.external_labels: {k:?} is not a valid label name"
+                    ));
+                }
+                if k == crate::model::METRIC_NAME {
+                    problems.push(format!(
+                        "{at}.external_labels: __name__ cannot be an external label"
+                    ));
+                }
+                if v.is_empty() {
+                    problems.push(format!("{at}.external_labels.{k}: value must not be empty"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// True for a legacy Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_prometheus_duration("30s"), Ok(30_000));
+        assert_eq!(parse_prometheus_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_prometheus_duration("250ms"), Ok(250));
+        assert_eq!(parse_prometheus_duration("0"), Ok(0));
+        assert!(parse_prometheus_duration("").is_err());
+        assert!(parse_prometheus_duration("30").is_err());
+        assert!(parse_prometheus_duration("1m1h").is_err());
+        assert!(parse_prometheus_duration("1x").is_err());
+        assert!(parse_prometheus_duration("99999999999999999y").is_err());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(
+            "backends:\n  - name: a\n    url: http://127.0.0.1:9091\n",
+            "test",
+        )
+        .expect("valid");
+        assert_eq!(c.listen, "0.0.0.0:9090");
+        assert_eq!(c.backends[0].timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = Config::from_yaml(
+            "backends:\n  - name: a\n    url: http://x\n    tiemout: 3s\n",
+            "test",
+        )
+        .expect_err("typo must be refused");
+        assert!(e.to_string().contains("tiemout"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = Config::from_yaml(
+            "listen: nowhere\nbackends:\n  - name: a\n    url: ftp://x\n  - name: a\n    url: 'not a url'\n    external_labels: {'0bad': x}\n",
+            "test",
+        )
+        .expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = e else {
+            panic!("expected Invalid, got {e}");
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no config files found in {}", dir.display());
+    }
+}

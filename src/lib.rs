@@ -10,8 +10,10 @@
 //!   labels, merges by label set.
 //! - [`source`]: the `Source` trait and its implementations (Prometheus
 //!   HTTP API, in-memory).
+//! - [`server`]: builds the service from a config and serves it.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
+//! - [`telemetry`]: promfed's own metrics on `/metrics`.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
@@ -19,5 +21,7 @@ pub mod config;
 pub mod federation;
 pub mod model;
 pub mod promql;
+pub mod server;
 pub mod sim;
 pub mod source;
+pub mod telemetry;
