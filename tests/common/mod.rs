@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod client;
+pub mod gateway;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use std::time::Duration;
 use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
 pub use client::{query, query_range, ApiResponse};
-pub use process::{find_tool, PromServer, TempDir, Tools};
+pub use gateway::{config_yaml, Promfed};
+pub use process::{PromServer, TempDir, Tools};
 
 /// How long a Prometheus may take to answer `/-/ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
