@@ -21,8 +21,10 @@ use std::time::Duration;
 use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
 pub use client::{query, query_range, ApiResponse};
+#[allow(unused_imports)] // each test binary uses a different part
 pub use gateway::{config_yaml, Promfed};
-pub use process::{PromServer, TempDir, Tools};
+#[allow(unused_imports)]
+pub use process::{find_tool, PromServer, TempDir, Tools};
 
 /// How long a Prometheus may take to answer `/-/ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
