@@ -20,8 +20,11 @@ pub struct Promfed {
     _dir: TempDir,
 }
 
-/// A promfed config with these `(name, url, external labels)` backends.
-pub fn config_yaml(backends: &[(&str, &str, &[(&str, &str)])], extra: &str) -> String {
+/// One backend of a test config: name, URL, external labels.
+pub type BackendSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A promfed config with these backends; `extra` goes before `backends:`.
+pub fn config_yaml(backends: &[BackendSpec<'_>], extra: &str) -> String {
     let mut y = String::from("listen: 127.0.0.1:0\n");
     y.push_str(extra);
     y.push_str("backends:\n");
