@@ -549,3 +549,210 @@ async fn read_api_matches_the_union() -> R {
     }
     Ok(())
 }
+
+/// A backend that accepts TCP and never answers cannot hold a query past
+/// its deadline.
+#[tokio::test]
+async fn a_hanging_backend_is_cut_at_its_deadline() -> R {
+    let h = harness();
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| HarnessError::Io {
+            what: "binding the hanging listener".into(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| HarnessError::Io {
+        what: "reading its address".into(),
+        source,
+    })?;
+    // Accept connections and hold them open, silent, for at most 60 s.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let t0 = std::time::Instant::now();
+        let _ = listener.set_nonblocking(true);
+        while t0.elapsed() < std::time::Duration::from_secs(60) {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let k1 = h.cluster("k8s-1").expect("k8s-1");
+    for protocol in ["remote_read", "query_api"] {
+        let cfg = format!(
+            "listen: 127.0.0.1:0\nbackends:\n  - name: k8s-1\n    url: {}\n    external_labels: {{cluster: k8s-1}}\n  - name: k8s-2\n    url: http://{addr}\n    protocol: {protocol}\n    timeout: 2s\n    external_labels: {{cluster: k8s-2}}\n",
+            k1.url
+        );
+        let p = Promfed::start(&cfg)?;
+        let t0 = std::time::Instant::now();
+        let r = query(&p.url, SUCCESS_RATE_QUERY, h.schedule.steps[2].mid()).await?;
+        let took = t0.elapsed();
+        expect_error(r, 422, "execution", "k8s-2").await;
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{protocol}: the 2 s deadline held the query {took:?}"
+        );
+        let r = post_form(
+            &p.url,
+            "/api/v1/query",
+            &[
+                ("query", "count(up or istio_requests_total)".into()),
+                ("time", format!("{:.3}", h.schedule.steps[2].mid())),
+                ("partial_response", "1".into()),
+            ],
+        )
+        .await?;
+        assert!(r.is_success(), "{}", r.body);
+        assert!(
+            r.body["warnings"].to_string().contains("timed out"),
+            "{}",
+            r.body
+        );
+    }
+    Ok(())
+}
+
+/// Grafana's calls (CONTRACTS.md §4): save & test, label browser,
+/// variables, metadata, rules, exemplar probe with millisecond times.
+#[tokio::test]
+async fn grafana_call_sequence_succeeds() -> R {
+    let h = harness();
+    let url = &promfed().url;
+    let r = post_form(
+        url,
+        "/api/v1/query",
+        &[("query", "1+1".into()), ("time", "4".into())],
+    )
+    .await?;
+    assert!(r.is_success(), "save & test: {}", r.body);
+    assert_eq!(r.result_type(), Some("scalar"));
+    assert_eq!(r.first_value(), Some(2.0));
+    let (s, e) = (h.schedule.start, h.schedule.end);
+    let (sm, em) = (s * 1000, e * 1000);
+    for path in [
+        "/api/v1/status/buildinfo".to_string(),
+        format!("/api/v1/label/__name__/values?start={s}&end={e}&limit=40000"),
+        format!("/api/v1/labels?start={s}&end={e}"),
+        format!("/api/v1/label/destination_service/values?match[]=istio_requests_total&start={s}&end={e}"),
+        format!("/api/v1/series?match[]=%7B__name__%3D%22istio_requests_total%22%2Creporter%3D%22source%22%7D&start={s}&end={e}&limit=100"),
+        "/api/v1/metadata".to_string(),
+        "/api/v1/rules".to_string(),
+        format!("/api/v1/query_exemplars?query=test&start={sm}&end={em}"),
+        format!("/api/v1/query_range?query=sum(rate(istio_requests_total%5B5m%5D))&start={}&end={}&step=60", s + 600, e),
+    ] {
+        let (status, text) = get_text(url, &path).await?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        assert_eq!((status, v["status"].as_str()), (200, Some("success")), "{path}: {text}");
+    }
+    Ok(())
+}
+
+/// promtool's series and label-values queries (client_golang, GET).
+#[tokio::test]
+async fn promtool_series_and_labels() -> R {
+    let h = harness();
+    let run = |args: &[&str]| -> String {
+        match std::process::Command::new("promtool").args(args).output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => panic!("promtool {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => panic!("running promtool: {e}"),
+        }
+    };
+    let (s, e) = (h.schedule.start.to_string(), h.schedule.end.to_string());
+    let sorted = |t: String| {
+        let mut l: Vec<String> = t.lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    let sel = "--match=istio_requests_total{destination_service_name=\"helloworld-canary\",reporter=\"source\"}";
+    let got = sorted(run(&[
+        "query",
+        "series",
+        &promfed().url,
+        sel,
+        "--start",
+        &s,
+        "--end",
+        &e,
+    ]));
+    let want = sorted(run(&[
+        "query",
+        "series",
+        &h.union.url,
+        sel,
+        "--start",
+        &s,
+        "--end",
+        &e,
+    ]));
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    let got = run(&[
+        "query",
+        "labels",
+        &promfed().url,
+        "cluster",
+        "--start",
+        &s,
+        "--end",
+        &e,
+    ]);
+    let want = run(&[
+        "query",
+        "labels",
+        &h.union.url,
+        "cluster",
+        "--start",
+        &s,
+        "--end",
+        &e,
+    ]);
+    assert_eq!(got, want);
+    assert!(want.contains("k8s-1") && want.contains("k8s-2"), "{want}");
+    Ok(())
+}
+
+/// `/api/v1/stores` and `/metrics` show backend health from the probes.
+#[tokio::test]
+async fn stores_and_metrics_show_backend_health() -> R {
+    let h = harness();
+    let dead = format!("http://127.0.0.1:{}", common::process::free_port()?);
+    let k1 = h.cluster("k8s-1").expect("k8s-1");
+    let cfg = config_yaml(
+        &[
+            ("k8s-1", &k1.url, &[("cluster", "k8s-1")]),
+            ("k8s-2", &dead, &[("cluster", "k8s-2")]),
+        ],
+        "",
+    );
+    let p = Promfed::start(&cfg)?;
+    // The first probe runs at start; give it a moment.
+    let mut stores = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (_, text) = get_text(&p.url, "/api/v1/stores").await?;
+        stores = serde_json::from_str(&text).unwrap_or_default();
+        if stores["data"]["sidecar"][1]["lastCheck"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let list = &stores["data"]["sidecar"];
+    assert_eq!(list[0]["name"], "k8s-1", "{stores}");
+    assert!(list[0]["lastError"].is_null(), "{stores}");
+    assert_eq!(list[0]["labelSets"][0]["cluster"], "k8s-1");
+    assert!(list[1]["lastError"].is_string(), "{stores}");
+    assert!(
+        !list[1]["lastError"].to_string().contains(&dead),
+        "URL leaked: {stores}"
+    );
+    let (_, metrics) = get_text(&p.url, "/metrics").await?;
+    assert!(
+        metrics.contains("promfed_backend_up{backend=\"k8s-1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("promfed_backend_up{backend=\"k8s-2\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(get_text(&p.url, "/-/ready").await?.0, 200);
+    Ok(())
+}
