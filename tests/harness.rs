@@ -15,10 +15,9 @@ use promfed::sim::{Canary, SUCCESS_RATE_QUERY, SUCCESS_THRESHOLD};
 type R = Result<(), HarnessError>;
 
 fn pid_alive(pid: u32) -> bool {
-    Command::new("kill")
-        .arg("-0")
+    Command::new("sh")
+        .args(["-c", "kill -0 \"$1\" 2>/dev/null", "sh"])
         .arg(pid.to_string())
-        .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)

@@ -188,7 +188,8 @@ impl Harness {
             clusters.push(server);
         }
         let union = PromServer::start(&tools, "union", &jobs[jobs.len() - 1].2, &[], dir.path())?;
-        for s in clusters.iter().chain(std::iter::once(&union)) {
+        let mut union = union;
+        for s in clusters.iter_mut().chain(std::iter::once(&mut union)) {
             s.wait_ready(READY_TIMEOUT)?;
         }
         Ok(Harness {

@@ -287,30 +287,21 @@ impl PromServer {
         }
     }
 
-    /// Waits until `GET /-/ready` answers 200, at most `timeout`.
-    pub fn wait_ready(&self, timeout: Duration) -> Result<(), HarnessError> {
+    /// Waits until `GET /-/ready` answers 200, at most `timeout`; fails
+    /// early, with its log, when the process exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
             if http_status(self.addr, "/-/ready", Duration::from_secs(2)) == Some(200) {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_ref() {
-                // `try_wait` needs `&mut`; probe liveness with kill -0 instead.
-                let alive = Command::new("kill")
-                    .arg("-0")
-                    .arg(child.id().to_string())
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(true);
-                if !alive {
-                    return Err(HarnessError::Exited {
-                        name: self.name.clone(),
-                        status: "exited".into(),
-                        log: self.log_path.clone(),
-                        tail: tail(&self.log_path, 20),
-                    });
-                }
+            if let Some(status) = self.exited() {
+                return Err(HarnessError::Exited {
+                    name: self.name.clone(),
+                    status,
+                    log: self.log_path.clone(),
+                    tail: tail(&self.log_path, 20),
+                });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -350,7 +341,7 @@ impl PromServer {
         self.dir = Some(dir);
     }
 
-    /// Stops the server (SIGTERM via `kill`, then SIGKILL after 10 s) and
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and
     /// waits for it.
     pub fn stop(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
@@ -360,9 +351,12 @@ impl PromServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
+        // SIGTERM first so that Prometheus shuts down cleanly (`kill` of
+        // sh, as procps may be missing).
+        let _ = Command::new("sh")
+            .args(["-c", "kill \"$1\" 2>/dev/null", "sh"])
             .arg(child.id().to_string())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
             .status();
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
