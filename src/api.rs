@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::cache::{Answer, QueryCache, CACHE_HEADER};
 use crate::promql::{Engine, QueryOptions, QueryResult};
+use crate::telemetry::Telemetry;
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
 
@@ -33,13 +35,28 @@ pub struct AppState {
     pub engine: Engine,
     /// Set once the listener serves.
     pub ready: AtomicBool,
+    /// The query cache, when configured.
+    pub cache: Option<QueryCache>,
+    /// What `/metrics` serves.
+    pub telemetry: Telemetry,
 }
 
 impl AppState {
     pub fn new(engine: Engine) -> Arc<Self> {
+        Self::with_cache(engine, None, Telemetry::new())
+    }
+
+    /// State with a query cache (its metrics registered in `telemetry`).
+    pub fn with_cache(
+        engine: Engine,
+        cache: Option<QueryCache>,
+        telemetry: Telemetry,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             engine,
             ready: AtomicBool::new(false),
+            cache,
+            telemetry,
         })
     }
 }
@@ -52,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -104,6 +122,30 @@ fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
     Ok((opts, timeout))
 }
 
+/// A cached answer: its stored body and a header saying how it was obtained.
+fn cached_response(a: Answer) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static(CACHE_HEADER),
+                a.status.as_str(),
+            ),
+        ],
+        a.body,
+    )
+        .into_response()
+}
+
+/// The error of a query that ran past its deadline.
+pub(crate) fn timeout_error() -> ApiError {
+    ApiError::new(
+        ErrorType::Timeout,
+        "query timed out in expression evaluation",
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -114,10 +156,7 @@ async fn with_timeout(
 ) -> Result<QueryResult, ApiError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(
-            ErrorType::Timeout,
-            "query timed out in expression evaluation",
-        )),
+        Err(_) => Err(timeout_error()),
     }
 }
 
@@ -125,6 +164,9 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     let t = p.time_or("time", now_ms())?;
     let (opts, timeout) = query_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        return Ok(cached_response(c.instant(q, t, &opts, timeout).await?));
+    }
     let r = with_timeout(timeout, st.engine.instant(q, t, &opts)).await?;
     Ok(json_response(StatusCode::OK, encode::query_body(&r)))
 }
@@ -139,7 +181,12 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let step = match p.non_empty("step") {
-        None => return Err(ApiError::invalid_param("step", "cannot parse \"\" to a valid duration")),
+        None => {
+            return Err(ApiError::invalid_param(
+                "step",
+                "cannot parse \"\" to a valid duration",
+            ))
+        }
         Some(_) => p.duration("step")?.unwrap_or(0),
     };
     if step <= 0 {
@@ -155,6 +202,11 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
     }
     let (opts, timeout) = query_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        return Ok(cached_response(
+            c.range(q, start, end, step, &opts, timeout).await?,
+        ));
+    }
     let r = with_timeout(timeout, st.engine.range(q, start, end, step, &opts)).await?;
     Ok(json_response(StatusCode::OK, encode::query_body(&r)))
 }
@@ -169,6 +221,18 @@ async fn buildinfo() -> Response {
         "goVersion": "none (promfed is written in Rust)",
     });
     json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.telemetry.render(),
+    )
+        .into_response()
 }
 
 async fn healthy() -> &'static str {

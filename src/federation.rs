@@ -132,7 +132,11 @@ fn merge_samples(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
 
 /// Label set of a backend's external labels, for display.
 pub fn external_labels_of(b: &Backend) -> Labels {
-    Labels::from_pairs(b.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    Labels::from_pairs(
+        b.external_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 #[cfg(test)]

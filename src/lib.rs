@@ -5,6 +5,8 @@
 //! # Layout
 //! A query travels through the modules in this order:
 //! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
+//! - [`cache`]: instant answers on a time grid with single flight, range
+//!   answers as step-aligned extents; in memory or shared through Redis.
 //! - [`promql`]: the engine: parse, fetch selectors, evaluate.
 //! - [`federation`]: fans a select out to every backend, adds external
 //!   labels, merges by label set.
@@ -13,9 +15,11 @@
 //! - [`server`]: builds the service from a config and serves it.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
+//! - [`telemetry`]: the metrics registry behind `/metrics`.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod federation;
 pub mod model;
@@ -23,3 +27,4 @@ pub mod promql;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod telemetry;

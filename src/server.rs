@@ -6,10 +6,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::federation::{Backend, Federation};
 use crate::promql::Engine;
 use crate::source::prometheus::PrometheusHttpSource;
+use crate::telemetry::Telemetry;
 
 /// Builds the federation of every configured backend.
 pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
@@ -41,11 +43,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let fed = federation_from_config(cfg)?;
-    let state = AppState::new(Engine::new(Arc::new(fed)));
+    let engine = Engine::new(Arc::new(fed));
+    let telemetry = Telemetry::new();
+    let cache = match &cfg.cache {
+        Some(c) if c.enabled => Some(QueryCache::new(
+            c,
+            Arc::new(engine.clone()),
+            telemetry.registry(),
+        )?),
+        _ => None,
+    };
+    let warmer = cache.as_ref().and_then(QueryCache::spawn_warmer);
+    let state = AppState::with_cache(engine, cache, telemetry);
     let app = api::router(state.clone());
     state.ready.store(true, Ordering::Release);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| format!("serving: {e}"))
+        .map_err(|e| format!("serving: {e}"));
+    if let Some(w) = warmer {
+        w.abort();
+    }
+    served
 }

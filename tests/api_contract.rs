@@ -78,23 +78,59 @@ async fn bad_time_is_bad_data() {
 #[tokio::test]
 async fn range_checks() {
     let (s, b) = get("/api/v1/query_range?query=up&start=100&end=200&step=0").await;
-    assert_error(s, &b, 400, "bad_data", "zero or negative query resolution step");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "zero or negative query resolution step",
+    );
     let (s, b) = get("/api/v1/query_range?query=up&start=100&end=200&step=-1").await;
-    assert_error(s, &b, 400, "bad_data", "zero or negative query resolution step");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "zero or negative query resolution step",
+    );
     let (s, b) = get("/api/v1/query_range?query=up&start=200&end=100&step=1").await;
-    assert_error(s, &b, 400, "bad_data", "end timestamp must not be before start time");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "end timestamp must not be before start time",
+    );
     let (s, b) = get("/api/v1/query_range?query=up&start=0&end=11001&step=1").await;
-    assert_error(s, &b, 400, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries");
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        "exceeded maximum resolution of 11,000 points per timeseries",
+    );
     let (s, b) = get("/api/v1/query_range?query=up&start=x&end=1&step=1").await;
     assert_error(s, &b, 400, "bad_data", r#"invalid parameter "start""#);
     let (s, b) = get("/api/v1/query_range?query=up&start=0&end=1&step=abc").await;
-    assert_error(s, &b, 400, "bad_data", r#"invalid parameter "step": cannot parse "abc" to a valid duration"#);
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        r#"invalid parameter "step": cannot parse "abc" to a valid duration"#,
+    );
     let (s, b) = get("/api/v1/query_range?query=up&start=0&end=1").await;
     assert_error(s, &b, 400, "bad_data", r#"invalid parameter "step""#);
     let (s, b) = post_form("/api/v1/query", "query=up&timeout=forever").await;
     assert_error(s, &b, 400, "bad_data", r#"invalid parameter "timeout""#);
     let (s, b) = post_form("/api/v1/query", "query=up&lookback_delta=-5m").await;
-    assert_error(s, &b, 400, "bad_data", r#"invalid parameter "lookback_delta""#);
+    assert_error(
+        s,
+        &b,
+        400,
+        "bad_data",
+        r#"invalid parameter "lookback_delta""#,
+    );
 }
 
 #[tokio::test]
@@ -109,7 +145,14 @@ async fn buildinfo_health_ready() {
     assert_eq!(s, StatusCode::OK);
     let v = json(&b);
     assert_eq!(v["status"], "success");
-    for k in ["version", "revision", "branch", "buildUser", "buildDate", "goVersion"] {
+    for k in [
+        "version",
+        "revision",
+        "branch",
+        "buildUser",
+        "buildDate",
+        "goVersion",
+    ] {
         assert!(v["data"][k].is_string(), "missing {k}: {b}");
     }
     assert_eq!(get("/-/healthy").await.0, StatusCode::OK);

@@ -287,7 +287,13 @@ mod tests {
         let r = QueryResult {
             value: Value::Matrix(vec![Series {
                 labels: Labels::from_pairs([("a", "\"q\"\n")]),
-                samples: vec![Sample { t: 1000, v: f64::NAN }, Sample { t: 2000, v: 2.0 }],
+                samples: vec![
+                    Sample {
+                        t: 1000,
+                        v: f64::NAN,
+                    },
+                    Sample { t: 2000, v: 2.0 },
+                ],
             }]),
             warnings: vec![],
             infos: vec!["i".into()],
@@ -306,7 +312,10 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"scalar","result":[4,"2"]}}"#
         );
         let st = QueryResult {
-            value: Value::String { t: 0, s: "x".into() },
+            value: Value::String {
+                t: 0,
+                s: "x".into(),
+            },
             warnings: vec![],
             infos: vec![],
         };

@@ -54,7 +54,7 @@ impl Params {
         match self.non_empty(name) {
             None => Err(ApiError::invalid_param(
                 name,
-                format!("cannot parse \"\" to a valid timestamp"),
+                "cannot parse \"\" to a valid timestamp",
             )),
             Some(s) => parse_time(s).map_err(|e| ApiError::invalid_param(name, e)),
         }
@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn rfc3339_times() {
         assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Ok(1500));
-        assert_eq!(parse_time("2024-08-18T12:00:00+02:00"), Ok(1_723_975_200_000));
+        assert_eq!(
+            parse_time("2024-08-18T12:00:00+02:00"),
+            Ok(1_723_975_200_000)
+        );
         assert_eq!(
             parse_time("abc"),
             Err("cannot parse \"abc\" to a valid timestamp".into())

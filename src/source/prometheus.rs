@@ -91,7 +91,8 @@ impl PrometheusHttpSource {
                 if t < sel.start_ms || t > sel.end_ms {
                     continue;
                 }
-                let v = parse_value(&v).ok_or_else(|| self.err(format!("bad sample value {v:?}")))?;
+                let v =
+                    parse_value(&v).ok_or_else(|| self.err(format!("bad sample value {v:?}")))?;
                 samples.push(Sample { t, v });
             }
             if !samples.is_empty() {
