@@ -38,7 +38,7 @@ use store::{MemoryStore, RedisStore, Stores};
 pub const CACHE_HEADER: &str = "x-promfed-cache";
 
 /// How a query was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheStatus {
     /// From a stored entry, without evaluating.
     Hit,

@@ -466,6 +466,47 @@ mod tests {
     }
 
     #[test]
+    fn cache_section_is_optional_and_has_defaults() {
+        let base = "backends:\n  - name: a\n    url: http://127.0.0.1:9091\n";
+        assert_eq!(Config::from_yaml(base, "test").expect("valid").cache, None);
+        let c = Config::from_yaml(&format!("{base}cache: {{}}\n"), "test")
+            .expect("valid")
+            .cache
+            .expect("cache section");
+        assert!(c.enabled && c.range.enabled);
+        assert_eq!(c.grid, Duration::from_secs(10));
+        assert_eq!(c.store, CacheStoreKind::Memory);
+        let c = Config::from_yaml(
+            &format!("{base}cache:\n  grid: 20s\n  store: redis\n  redis: {{url: 'redis://127.0.0.1:6379/0', timeout: 50ms}}\n  warm_queries: ['sum(up)']\n"),
+            "test",
+        )
+        .expect("valid")
+        .cache
+        .expect("cache section");
+        assert_eq!(c.grid, Duration::from_secs(20));
+        assert_eq!(c.redis.map(|r| r.timeout), Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn cache_problems_are_reported() {
+        let e = Config::from_yaml(
+            "backends:\n  - name: a\n    url: http://x\ncache:\n  grid: 0s\n  store: redis\n  warm_queries: ['sum(']\n  memory: {max_mib: 0}\n",
+            "test",
+        )
+        .expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = e else {
+            panic!("expected Invalid, got {e}");
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let e = Config::from_yaml(
+            "backends:\n  - name: a\n    url: http://x\ncache: {gird: 10s}\n",
+            "test",
+        )
+        .expect_err("typo must be refused");
+        assert!(e.to_string().contains("gird"), "{e}");
+    }
+
+    #[test]
     fn shipped_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut n = 0;

@@ -235,3 +235,89 @@ pub mod codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::stale_nan;
+    use proptest::prelude::*;
+
+    fn piece(start: i64, end: i64, step: i64, ids: &[&str]) -> Extent {
+        let series = ids
+            .iter()
+            .map(|id| Series {
+                labels: Labels::from_pairs([("id", *id)]),
+                samples: (0..)
+                    .map(|i| start + i * step)
+                    .take_while(|t| *t <= end)
+                    .map(|t| Sample { t, v: t as f64 })
+                    .collect(),
+            })
+            .collect();
+        Extent { start, end, series }
+    }
+
+    #[test]
+    fn codec_round_trips_bits() {
+        let mut x = piece(0, 40, 10, &["a", "b"]);
+        x.series[0].samples[1].v = stale_nan();
+        x.series[1].samples[2].v = f64::NEG_INFINITY;
+        let empty = Extent {
+            start: 50,
+            end: 90,
+            series: vec![],
+        };
+        let enc = codec::encode(&[x.clone(), empty.clone()]);
+        let dec = codec::decode(&enc).expect("decodes");
+        assert_eq!(dec.len(), 2);
+        assert_eq!(dec[1], empty);
+        assert!(crate::model::is_stale_nan(dec[0].series[0].samples[1].v));
+        assert_eq!(dec[0].series[1], x.series[1]);
+        for cut in [0, 3, 4, 10, enc.len() - 1] {
+            assert!(codec::decode(&enc[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(codec::decode(b"garbage!").is_none());
+    }
+
+    proptest! {
+        /// Gaps and extents together cover exactly the request's points,
+        /// and inserting the evaluated gaps leaves sorted, disjoint extents.
+        #[test]
+        fn gaps_complete_the_extents(
+            spans in prop::collection::vec((0i64..60, 0i64..10), 0..6),
+            start in 0i64..70,
+            len in 0i64..40,
+        ) {
+            let step = 10;
+            let mut extents = Vec::new();
+            for (s, l) in spans {
+                extents = insert(extents, vec![piece(s * step, (s + l) * step, step, &["a"])], step, i64::MIN);
+            }
+            prop_assert!(extents.windows(2).all(|w| w[0].end + step < w[1].start));
+            let (s, e) = (start * step, (start + len) * step + 3);
+            let gs = gaps(&extents, s, e, step);
+            let last = last_point(s, e, step);
+            let mut covered = Vec::new();
+            for t in (s..=last).step_by(step as usize) {
+                let in_extent = extents.iter().any(|x| x.start <= t && t <= x.end);
+                let in_gap = gs.iter().any(|(a, b)| *a <= t && t <= *b);
+                prop_assert!(in_extent != in_gap, "t={} extent={} gap={}", t, in_extent, in_gap);
+                covered.push(t);
+            }
+            let new: Vec<Extent> = gs.iter().map(|&(a, b)| piece(a, b, step, &["a"])).collect();
+            let all = insert(extents, new, step, i64::MIN);
+            let merged = merge(all.iter().map(|x| x.series.as_slice()), s, last);
+            let ts: Vec<i64> = merged.iter().flat_map(|x| x.samples.iter().map(|p| p.t)).collect();
+            prop_assert_eq!(ts, covered);
+        }
+    }
+
+    #[test]
+    fn insert_trims_history_on_the_lattice() {
+        let x = insert(vec![piece(0, 100, 10, &["a"])], vec![], 10, 35);
+        assert_eq!(x.len(), 1);
+        assert_eq!(x[0].start, 40);
+        assert_eq!(x[0].series[0].samples[0].t, 40);
+        assert!(insert(vec![piece(0, 30, 10, &["a"])], vec![], 10, 35).is_empty());
+    }
+}
