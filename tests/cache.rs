@@ -393,3 +393,38 @@ async fn http_answers_carry_the_cache_header_and_metrics_count_them() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_hundred_controllers_cause_one_evaluation_per_grid_cell() {
+    // 100 controllers poll every 20 s for 2 minutes (simulated time), each
+    // with its own phase and millisecond jitter, as rollouts controllers in
+    // many clusters do. The oracle is the number of grid cells their
+    // `time`s fall in, counted independently of the cache.
+    let eval = Arc::new(CountingEval::new(istio_source(13)));
+    let start = T0 + 3_600_000 + 3_000;
+    let (cache, clock) = cache_over(eval.clone(), start);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let phases: Vec<i64> = (0..100).map(|_| rng.gen_range(0..20_000)).collect();
+    let mut polls: Vec<(i64, usize)> = Vec::new();
+    for (c, phase) in phases.iter().enumerate() {
+        for k in 0..6 {
+            polls.push((start + phase + k * 20_000 + rng.gen_range(0..50), c));
+        }
+    }
+    polls.sort();
+    let mut cells = std::collections::BTreeSet::new();
+    let mut bodies_by_cell: std::collections::HashMap<i64, bytes::Bytes> = Default::default();
+    for (t, _) in &polls {
+        clock.store(*t, Ordering::SeqCst);
+        let cell = t - t.rem_euclid(10_000);
+        cells.insert(cell);
+        let a = cache
+            .instant(Q, *t, &default_opts(), T)
+            .await
+            .expect("answer");
+        let first = bodies_by_cell.entry(cell).or_insert_with(|| a.body.clone());
+        assert_eq!(*first, a.body, "two bodies in cell {cell}");
+    }
+    assert_eq!(polls.len(), 600);
+    assert_eq!(eval.instants(), cells.len());
+}
