@@ -152,6 +152,14 @@ impl From<&CacheConfig> for Settings {
     }
 }
 
+/// Size bound of the memo of canonical forms (raw text → canonical text).
+const CANON_MEMO_BYTES: u64 = 32 << 20;
+
+/// History kept per range key, in steps: as many points as one request may
+/// ask for, so panels over different windows of one query do not evict
+/// each other's extents.
+const RANGE_HISTORY_STEPS: i64 = crate::api::MAX_POINTS_PER_SERIES;
+
 /// What a flight yields: the body and how its leader obtained it.
 type Flown = Result<(Bytes, CacheStatus), ApiError>;
 
@@ -213,7 +221,13 @@ impl QueryCache {
                 eval,
                 stores: Stores::new(memory, shared),
                 flights: Flights::default(),
-                canon: moka::future::Cache::new(10_000),
+                canon: moka::future::Cache::builder()
+                    .max_capacity(CANON_MEMO_BYTES)
+                    .weigher(|k: &String, v: &Option<Arc<Canonical>>| {
+                        let n = k.len() + v.as_ref().map_or(0, |c| c.text.len()) + 64;
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    })
+                    .build(),
                 metrics,
                 clock,
             }),
@@ -555,7 +569,7 @@ impl Inner {
         if new.is_empty() {
             self.not_stored("fresh");
         } else {
-            let keep_from = start.saturating_sub(last - start).saturating_sub(step);
+            let keep_from = last.saturating_sub(RANGE_HISTORY_STEPS.saturating_mul(step));
             let kept = range::insert(extents, new, step, keep_from);
             self.stores
                 .put(rkey, Bytes::from(range::codec::encode(&kept)), ttl)
