@@ -3,6 +3,7 @@
 pub mod encode;
 pub mod error;
 pub mod params;
+pub mod read;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::cache::{Answer, QueryCache, CACHE_HEADER};
+use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
+use crate::federation::Federation;
 use crate::promql::{Engine, QueryOptions, QueryResult};
-use crate::telemetry::Telemetry;
+use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
 
@@ -33,30 +35,25 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// What the handlers share.
 pub struct AppState {
     pub engine: Engine,
+    pub federation: Arc<Federation>,
     /// Set once the listener serves.
     pub ready: AtomicBool,
     /// The query cache, when configured.
     pub cache: Option<QueryCache>,
-    /// What `/metrics` serves.
-    pub telemetry: Telemetry,
 }
 
 impl AppState {
-    pub fn new(engine: Engine) -> Arc<Self> {
-        Self::with_cache(engine, None, Telemetry::new())
+    pub fn new(federation: Arc<Federation>) -> Arc<Self> {
+        Self::with_cache(federation, None)
     }
 
-    /// State with a query cache (its metrics registered in `telemetry`).
-    pub fn with_cache(
-        engine: Engine,
-        cache: Option<QueryCache>,
-        telemetry: Telemetry,
-    ) -> Arc<Self> {
+    /// State whose `query` and `query_range` go through `cache`.
+    pub fn with_cache(federation: Arc<Federation>, cache: Option<QueryCache>) -> Arc<Self> {
         Arc::new(AppState {
-            engine,
+            engine: Engine::new(federation.clone()),
+            federation,
             ready: AtomicBool::new(false),
             cache,
-            telemetry,
         })
     }
 }
@@ -66,10 +63,29 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(read::series).post(read::series))
+        .route("/api/v1/labels", get(read::labels).post(read::labels))
+        .route("/api/v1/label/{name}/values", get(read::label_values))
+        .route("/api/v1/metadata", get(read::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(read::query_exemplars).post(read::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(read::format_query).post(read::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(read::parse_query).post(read::parse_query),
+        )
+        .route("/api/v1/rules", get(read::rules))
+        .route("/api/v1/alerts", get(read::alerts))
+        .route("/api/v1/stores", get(read::stores))
+        .route("/metrics", get(metrics))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -122,9 +138,67 @@ fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
     Ok((opts, timeout))
 }
 
-/// A cached answer: its stored body and a header saying how it was obtained.
+/// Thanos' federation parameters: `partial_response`, `dedup`, `replicaLabels[]`.
+pub fn read_options(p: &Params) -> Result<ReadOptions, ApiError> {
+    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
+        match p.non_empty(name) {
+            None => Ok(None),
+            Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+                ApiError::invalid_param(name, format!("cannot parse {v:?} as a boolean"))
+            }),
+        }
+    };
+    let replica_labels: Vec<String> = p
+        .all("replicaLabels[]")
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect();
+    Ok(ReadOptions {
+        partial_response: flag("partial_response")?,
+        dedup: flag("dedup")?,
+        replica_labels: (!replica_labels.is_empty()).then_some(replica_labels),
+    })
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+impl AppState {
+    /// The engine for a request with these federation options.
+    fn engine_for(&self, read: ReadOptions) -> Engine {
+        if read == ReadOptions::default() {
+            self.engine.clone()
+        } else {
+            Engine::new(Arc::new(WithReadOptions {
+                inner: self.engine.source().clone(),
+                read,
+            }))
+        }
+    }
+}
+
+/// A query answer; results with warnings must not be cached by proxies.
+fn query_response(r: &QueryResult) -> Response {
+    let mut resp = json_response(StatusCode::OK, encode::query_body(r));
+    if !r.warnings.is_empty() {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// A cached answer: its body and a header saying how it was obtained.
 fn cached_response(a: Answer) -> Response {
-    (
+    let mut resp = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -135,7 +209,26 @@ fn cached_response(a: Answer) -> Response {
         ],
         a.body,
     )
-        .into_response()
+        .into_response();
+    if a.has_warnings {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// What the cache needs to know of a request's federation options: the
+/// engine that honours them (none for the defaults) and their key.
+fn cache_variant(st: &AppState, read: ReadOptions) -> Variant {
+    if read == ReadOptions::default() {
+        return Variant::default();
+    }
+    Variant {
+        key: format!("{read:?}"),
+        eval: Some(Arc::new(st.engine_for(read))),
+    }
 }
 
 /// The error of a query that ran past its deadline.
@@ -163,12 +256,15 @@ async fn with_timeout(
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let (opts, timeout) = query_options(&p)?;
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
     if let Some(c) = &st.cache {
-        return Ok(cached_response(c.instant(q, t, &opts, timeout).await?));
+        let v = cache_variant(&st, read);
+        return Ok(cached_response(c.instant(q, t, &opts, &v, timeout).await?));
     }
-    let r = with_timeout(timeout, st.engine.instant(q, t, &opts)).await?;
-    Ok(json_response(StatusCode::OK, encode::query_body(&r)))
+    let engine = st.engine_for(read);
+    let r = with_timeout(timeout, engine.instant(q, t, &opts)).await?;
+    Ok(query_response(&r))
 }
 
 async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -201,14 +297,17 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let (opts, timeout) = query_options(&p)?;
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
     if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
         return Ok(cached_response(
-            c.range(q, start, end, step, &opts, timeout).await?,
+            c.range(q, start, end, step, &opts, &v, timeout).await?,
         ));
     }
-    let r = with_timeout(timeout, st.engine.range(q, start, end, step, &opts)).await?;
-    Ok(json_response(StatusCode::OK, encode::query_body(&r)))
+    let engine = st.engine_for(read);
+    let r = with_timeout(timeout, engine.range(q, start, end, step, &opts)).await?;
+    Ok(query_response(&r))
 }
 
 async fn buildinfo() -> Response {
@@ -223,14 +322,14 @@ async fn buildinfo() -> Response {
     json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
 }
 
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+async fn metrics() -> Response {
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        st.telemetry.render(),
+        crate::telemetry::render(),
     )
         .into_response()
 }

@@ -70,6 +70,37 @@ impl CacheStatus {
 pub struct Answer {
     pub body: Bytes,
     pub status: CacheStatus,
+    /// The body carries warnings (such answers are never stored).
+    pub has_warnings: bool,
+}
+
+impl Answer {
+    fn of(r: &QueryResult, status: CacheStatus) -> Answer {
+        Answer {
+            body: Bytes::from(encode::query_body(r)),
+            status,
+            has_warnings: !r.warnings.is_empty(),
+        }
+    }
+
+    fn stored(body: Bytes) -> Answer {
+        Answer {
+            body,
+            status: CacheStatus::Hit,
+            has_warnings: false,
+        }
+    }
+}
+
+/// What sets a request apart beyond its query and [`QueryOptions`]: e.g.
+/// Thanos' `partial_response`/`dedup`/`replicaLabels[]`, which need their
+/// own engine. The default is the cache's own evaluator and an empty key.
+#[derive(Clone, Default)]
+pub struct Variant {
+    /// Part of every key of this request.
+    pub key: String,
+    /// Evaluates this request instead of the cache's evaluator.
+    pub eval: Option<Arc<dyn Evaluate>>,
 }
 
 /// What the cache evaluates with: the engine, or a stand-in in tests.
@@ -160,8 +191,8 @@ const CANON_MEMO_BYTES: u64 = 32 << 20;
 /// each other's extents.
 const RANGE_HISTORY_STEPS: i64 = crate::api::MAX_POINTS_PER_SERIES;
 
-/// What a flight yields: the body and how its leader obtained it.
-type Flown = Result<(Bytes, CacheStatus), ApiError>;
+/// What a flight yields: the answer as its leader obtained it.
+type Flown = Result<Answer, ApiError>;
 
 fn flight_panicked() -> Flown {
     Err(ApiError::new(
@@ -188,17 +219,15 @@ struct Inner {
 }
 
 impl QueryCache {
-    /// Builds the cache of `cfg` over `eval`, its metrics registered in
-    /// `registry`. With `store: redis` it must run inside Tokio.
-    pub fn new(
-        cfg: &CacheConfig,
-        eval: Arc<dyn Evaluate>,
-        registry: &Registry,
-    ) -> Result<Self, String> {
-        Self::with_clock(cfg, eval, registry, system_clock())
+    /// Builds the cache of `cfg` over `eval`, with its metrics in promfed's
+    /// registry. With `store: redis` it must run inside Tokio.
+    pub fn new(cfg: &CacheConfig, eval: Arc<dyn Evaluate>) -> Result<Self, String> {
+        let metrics = CacheMetrics::global().map_err(|e| format!("cache metrics: {e}"))?;
+        Self::build(cfg, eval, metrics, system_clock())
     }
 
-    /// [`new`](Self::new) with a chosen clock (tests move time by hand).
+    /// [`new`](Self::new) with its metrics in `registry` and a chosen clock
+    /// (tests count and move time by hand).
     pub fn with_clock(
         cfg: &CacheConfig,
         eval: Arc<dyn Evaluate>,
@@ -207,6 +236,15 @@ impl QueryCache {
     ) -> Result<Self, String> {
         let metrics =
             CacheMetrics::register(registry).map_err(|e| format!("cache metrics: {e}"))?;
+        Self::build(cfg, eval, metrics, clock)
+    }
+
+    fn build(
+        cfg: &CacheConfig,
+        eval: Arc<dyn Evaluate>,
+        metrics: CacheMetrics,
+        clock: Clock,
+    ) -> Result<Self, String> {
         let memory = MemoryStore::new(cfg.memory.max_mib.saturating_mul(1 << 20), &metrics);
         let shared = match (cfg.store, &cfg.redis) {
             (CacheStoreKind::Redis, Some(r)) => Some(RedisStore::new(r, &metrics)?),
@@ -246,9 +284,11 @@ impl QueryCache {
         query: &str,
         t_ms: i64,
         opts: &QueryOptions,
+        variant: &Variant,
         timeout: Duration,
     ) -> Result<Answer, ApiError> {
-        self.instant_as("instant", query, t_ms, opts, timeout).await
+        self.instant_as("instant", query, t_ms, opts, variant, timeout)
+            .await
     }
 
     async fn instant_as(
@@ -257,33 +297,29 @@ impl QueryCache {
         query: &str,
         t_ms: i64,
         opts: &QueryOptions,
+        variant: &Variant,
         timeout: Duration,
     ) -> Result<Answer, ApiError> {
         let inner = &self.inner;
+        let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
         let Some(canon) = inner.canonical(query).await else {
             inner.count(kind, CacheStatus::Bypass);
             let r = inner
-                .bounded(timeout, inner.eval.instant(query, t_ms, opts))
+                .bounded(timeout, eval.instant(query, t_ms, opts))
                 .await?;
-            return Ok(Answer {
-                body: Bytes::from(encode::query_body(&r)),
-                status: CacheStatus::Bypass,
-            });
+            return Ok(Answer::of(&r, CacheStatus::Bypass));
         };
         let t = key::round_down(t_ms, inner.settings.grid_ms);
-        let key = key::instant_key(&canon, t, opts);
+        let key = key::instant_key(&canon, t, opts, &variant.key);
         if let Some(body) = inner.stores.get(&key, inner.instant_ttl(t)).await {
             inner.count(kind, CacheStatus::Hit);
-            return Ok(Answer {
-                body,
-                status: CacheStatus::Hit,
-            });
+            return Ok(Answer::stored(body));
         }
         let (flight, leader) = inner.flights.join_or_start(
             &key,
             || {
                 let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
-                async move { inner.evaluate_instant(&key, &canon, t, &opts).await }
+                async move { inner.evaluate_instant(eval, &key, &canon, t, &opts).await }
             },
             flight_panicked,
         );
@@ -292,6 +328,7 @@ impl QueryCache {
 
     /// Answers a range query from stored extents and evaluations of what
     /// they lack.
+    #[allow(clippy::too_many_arguments)]
     pub async fn range(
         &self,
         query: &str,
@@ -299,26 +336,22 @@ impl QueryCache {
         end_ms: i64,
         step_ms: i64,
         opts: &QueryOptions,
+        variant: &Variant,
         timeout: Duration,
     ) -> Result<Answer, ApiError> {
         let inner = &self.inner;
+        let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
         let canon = match inner.canonical(query).await {
             Some(c) if c.range_cacheable && inner.settings.range_enabled && step_ms > 0 => c,
             _ => {
                 inner.count("range", CacheStatus::Bypass);
                 let r = inner
-                    .bounded(
-                        timeout,
-                        inner.eval.range(query, start_ms, end_ms, step_ms, opts),
-                    )
+                    .bounded(timeout, eval.range(query, start_ms, end_ms, step_ms, opts))
                     .await?;
-                return Ok(Answer {
-                    body: Bytes::from(encode::query_body(&r)),
-                    status: CacheStatus::Bypass,
-                });
+                return Ok(Answer::of(&r, CacheStatus::Bypass));
             }
         };
-        let rkey = key::range_key(&canon, step_ms, start_ms, opts);
+        let rkey = key::range_key(&canon, step_ms, start_ms, opts, &variant.key);
         let fkey = format!("{rkey}|{start_ms}|{end_ms}");
         let (flight, leader) = inner.flights.join_or_start(
             &fkey,
@@ -326,7 +359,7 @@ impl QueryCache {
                 let (inner, opts) = (self.inner.clone(), opts.clone());
                 async move {
                     inner
-                        .evaluate_range(&rkey, &canon, start_ms, end_ms, step_ms, &opts)
+                        .evaluate_range(eval, &rkey, &canon, start_ms, end_ms, step_ms, &opts)
                         .await
                 }
             },
@@ -342,16 +375,16 @@ impl QueryCache {
         flight: flight::Flight<Flown>,
         leader: bool,
     ) -> Result<Answer, ApiError> {
-        let (body, status) = tokio::time::timeout(timeout, flight)
+        let mut answer = tokio::time::timeout(timeout, flight)
             .await
             .map_err(|_| crate::api::timeout_error())??;
-        let status = match status {
+        answer.status = match answer.status {
             CacheStatus::Hit => CacheStatus::Hit,
             s if leader => s,
             _ => CacheStatus::Coalesced,
         };
-        self.inner.count(kind, status);
-        Ok(Answer { body, status })
+        self.inner.count(kind, answer.status);
+        Ok(answer)
     }
 
     /// Starts evaluating the configured warm queries at every grid tick;
@@ -376,11 +409,12 @@ impl QueryCache {
     pub async fn warm_once(&self) {
         let now = (self.inner.clock)();
         let opts = QueryOptions::default();
+        let variant = Variant::default();
         let runs = self.inner.settings.warm_queries.iter().map(|q| {
-            let opts = &opts;
+            let (opts, variant) = (&opts, &variant);
             async move {
                 if let Err(e) = self
-                    .instant_as("warm", q, now, opts, DEFAULT_QUERY_TIMEOUT)
+                    .instant_as("warm", q, now, opts, variant, DEFAULT_QUERY_TIMEOUT)
                     .await
                 {
                     tracing::warn!(query = %q, error = %e.message, "warm query failed");
@@ -435,6 +469,7 @@ impl Inner {
 
     async fn evaluate_instant(
         &self,
+        eval: Arc<dyn Evaluate>,
         key: &str,
         canon: &Canonical,
         t: i64,
@@ -444,34 +479,31 @@ impl Inner {
         // A flight that just landed may have stored the answer between this
         // caller's lookup and its start of this flight.
         if let Some(body) = self.stores.get(key, ttl).await {
-            return Ok((body, CacheStatus::Hit));
+            return Ok(Answer::stored(body));
         }
         self.metrics
             .evaluations
             .with_label_values(&["instant"])
             .inc();
         let r = self
-            .bounded(
-                DEFAULT_QUERY_TIMEOUT,
-                self.eval.instant(&canon.text, t, opts),
-            )
+            .bounded(DEFAULT_QUERY_TIMEOUT, eval.instant(&canon.text, t, opts))
             .await?;
-        let body = Bytes::from(encode::query_body(&r));
-        let body = if !r.warnings.is_empty() {
+        let mut answer = Answer::of(&r, CacheStatus::Miss);
+        if answer.has_warnings {
             self.not_stored("warnings");
-            body
         } else if t > (self.clock)() {
             // A time still ahead: samples up to it may yet arrive.
             self.not_stored("fresh");
-            body
         } else {
-            self.stores.put_first(key, body, ttl).await
-        };
-        Ok((body, CacheStatus::Miss))
+            answer.body = self.stores.put_first(key, answer.body, ttl).await;
+        }
+        Ok(answer)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn evaluate_range(
         &self,
+        eval: Arc<dyn Evaluate>,
         rkey: &str,
         canon: &Canonical,
         start: i64,
@@ -493,7 +525,7 @@ impl Inner {
                 warnings: Vec::new(),
                 infos: Vec::new(),
             };
-            return Ok((Bytes::from(encode::query_body(&r)), CacheStatus::Hit));
+            return Ok(Answer::of(&r, CacheStatus::Hit));
         }
         let status = if gaps == [(start, last)] {
             CacheStatus::Miss
@@ -507,7 +539,7 @@ impl Inner {
         let evals = gaps.iter().map(|&(s, e)| {
             self.bounded(
                 DEFAULT_QUERY_TIMEOUT,
-                self.eval.range(&canon.text, s, e, step, opts),
+                eval.range(&canon.text, s, e, step, opts),
             )
         });
         let mut pieces = Vec::with_capacity(gaps.len());
@@ -527,10 +559,10 @@ impl Inner {
                     let r = self
                         .bounded(
                             DEFAULT_QUERY_TIMEOUT,
-                            self.eval.range(&canon.text, start, end, step, opts),
+                            eval.range(&canon.text, start, end, step, opts),
                         )
                         .await?;
-                    return Ok((Bytes::from(encode::query_body(&r)), CacheStatus::Bypass));
+                    return Ok(Answer::of(&r, CacheStatus::Bypass));
                 }
             }
         }
@@ -548,11 +580,11 @@ impl Inner {
             warnings,
             infos,
         };
-        let body = Bytes::from(encode::query_body(&r));
+        let answer = Answer::of(&r, status);
         if annotated {
             // Extents carry no annotations: a later hit could not repeat them.
             self.not_stored("annotations");
-            return Ok((body, status));
+            return Ok(answer);
         }
         let cacheable_end = (self.clock)().saturating_sub(self.settings.max_freshness_ms);
         let new: Vec<Extent> = pieces
@@ -575,7 +607,7 @@ impl Inner {
                 .put(rkey, Bytes::from(range::codec::encode(&kept)), ttl)
                 .await;
         }
-        Ok((body, status))
+        Ok(answer)
     }
 }
 

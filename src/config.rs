@@ -20,6 +20,28 @@ pub struct Config {
     /// no cache, every query is evaluated.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// What a query does when a backend fails: `abort` fails it with an
+    /// error naming the backend; `warn` answers from the others and names
+    /// the failed backend in `warnings`. Requests may override it with
+    /// Thanos' `partial_response` parameter.
+    #[serde(default)]
+    pub partial_response: PartialResponse,
+    /// Labels that tell HA replicas apart (e.g. `replica`). Series equal
+    /// but for these labels are merged into one. Requests may override it
+    /// with `replicaLabels[]` and turn merging off with `dedup=false`.
+    #[serde(default)]
+    pub replica_labels: Vec<String>,
+}
+
+/// The partial-response policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialResponse {
+    /// Fail the query when any backend fails (the default).
+    #[default]
+    Abort,
+    /// Leave failed backends out and say so in `warnings`.
+    Warn,
 }
 
 /// One backend: a cluster's Prometheus, Thanos sidecar or any
@@ -40,6 +62,24 @@ pub struct BackendConfig {
     /// (a Prometheus duration such as `30s`; default 30s).
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// How raw samples are read: `remote_read` (Prometheus's
+    /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
+    /// Thanos sidecars) or `query_api` (`/api/v1/query` of a range selector,
+    /// for any Prometheus-compatible endpoint such as Thanos Query,
+    /// VictoriaMetrics or Mimir). Metadata always uses the HTTP API.
+    #[serde(default)]
+    pub protocol: ReadProtocol,
+}
+
+/// How a backend's raw samples are read.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadProtocol {
+    /// Prometheus remote read (`POST /api/v1/read`).
+    #[default]
+    RemoteRead,
+    /// The query API (`/api/v1/query` of a range selector).
+    QueryApi,
 }
 
 fn default_listen() -> String {
@@ -160,6 +200,13 @@ impl Config {
         }
         if self.backends.is_empty() {
             problems.push("backends: at least one backend is required".to_string());
+        }
+        for (i, l) in self.replica_labels.iter().enumerate() {
+            if !is_valid_label_name(l) {
+                problems.push(format!(
+                    "replica_labels[{i}]: {l:?} is not a valid label name"
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {

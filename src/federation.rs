@@ -1,6 +1,9 @@
 //! Fans one select out to every backend, adds each backend's external
 //! labels, and merges the answers by label set.
 
+pub mod dedup;
+pub mod health;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -8,7 +11,10 @@ use futures::future::{join_all, BoxFuture};
 use promql_parser::label::Matcher;
 
 use crate::model::{Labels, Sample, Series};
-use crate::source::{matches_all, Select, SelectOutput, Source, SourceError};
+use crate::source::{
+    matches_all, ApiData, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
+    SourceError,
+};
 
 /// One federated backend: a source and the labels that identify it.
 pub struct Backend {
@@ -19,18 +25,222 @@ pub struct Backend {
     pub source: Arc<dyn Source>,
 }
 
+/// Federation-wide defaults, from the config.
+#[derive(Debug, Clone, Default)]
+pub struct FederationOptions {
+    /// Leave failed backends out with a warning instead of failing.
+    pub partial_response: bool,
+    /// Labels that tell HA replicas apart.
+    pub replica_labels: Vec<String>,
+}
+
+/// The answers of the backends that answered, and the warnings.
+pub type Gathered<'b, T> = (Vec<(&'b Backend, T)>, Vec<String>);
+
 /// A `Source` made of backends.
 pub struct Federation {
     backends: Vec<Backend>,
+    opts: FederationOptions,
+    health: health::HealthBoard,
 }
 
+/// Functions under which a replica switch must not make a counter go backwards.
+const COUNTER_FUNCS: [&str; 4] = ["rate", "irate", "increase", "resets"];
+
 impl Federation {
-    pub fn new(backends: Vec<Backend>) -> Self {
-        Federation { backends }
+    pub fn new(backends: Vec<Backend>, opts: FederationOptions) -> Self {
+        let health = health::HealthBoard::new(backends.len());
+        Federation {
+            backends,
+            opts,
+            health,
+        }
     }
 
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    fn partial(&self, read: &ReadOptions) -> bool {
+        read.partial_response.unwrap_or(self.opts.partial_response)
+    }
+
+    /// The replica labels to merge over, or `None` when dedup is off.
+    fn dedup_labels<'a>(&'a self, read: &'a ReadOptions) -> Option<&'a [String]> {
+        if !read.dedup.unwrap_or(true) {
+            return None;
+        }
+        let labels = read
+            .replica_labels
+            .as_ref()
+            .unwrap_or(&self.opts.replica_labels);
+        (!labels.is_empty()).then_some(labels.as_slice())
+    }
+
+    /// Keeps the answers of the backends that answered; a failure either
+    /// fails the whole call or, under partial response, becomes a warning.
+    fn gather<'b, T>(
+        &self,
+        read: &ReadOptions,
+        asked: impl IntoIterator<Item = (&'b Backend, Result<T, SourceError>)>,
+    ) -> Result<Gathered<'b, T>, SourceError> {
+        let partial = self.partial(read);
+        let mut ok = Vec::new();
+        let mut warnings = Vec::new();
+        for (b, answer) in asked {
+            match answer {
+                Ok(v) => ok.push((b, v)),
+                Err(e) if partial => warnings.push(format!(
+                    "partial response: backend {} left out: {e}",
+                    b.name
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ok, warnings))
+    }
+
+    /// The metadata query to send to each backend that can match `q`.
+    fn meta_plans(&self, q: &MetaQuery) -> Vec<(&Backend, MetaQuery)> {
+        self.backends
+            .iter()
+            .filter_map(|b| {
+                let sets: Vec<Vec<Matcher>> = q
+                    .matchers
+                    .iter()
+                    .filter_map(|m| route_matchers(b, m))
+                    .collect();
+                if !q.matchers.is_empty() && sets.is_empty() {
+                    return None;
+                }
+                Some((
+                    b,
+                    MetaQuery {
+                        matchers: sets,
+                        ..q.clone()
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds `b`'s external labels to `labels` where absent.
+    fn with_external(b: &Backend, mut labels: Labels) -> Labels {
+        for (k, v) in &b.external_labels {
+            if labels.get(k).is_none() {
+                labels.set(k, v);
+            }
+        }
+        labels
+    }
+
+    async fn series_all(&self, q: &MetaQuery) -> Result<MetaOutput<Labels>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.series(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            for l in out.items {
+                let mut l = Self::with_external(b, l);
+                if !q.matchers.is_empty() && !q.matchers.iter().any(|m| matches_all(&l, m)) {
+                    continue;
+                }
+                if let Some(replicas) = dedup {
+                    l.retain(|x| !replicas.contains(&x.name));
+                }
+                items.push(l);
+            }
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_names_all(&self, q: &MetaQuery) -> Result<MetaOutput<String>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.label_names(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            let any = !out.items.is_empty();
+            items.extend(out.items);
+            if any {
+                items.extend(b.external_labels.keys().cloned());
+            }
+        }
+        if let Some(replicas) = dedup {
+            items.retain(|n| !replicas.contains(n));
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_values_all(
+        &self,
+        name: &str,
+        q: &MetaQuery,
+    ) -> Result<MetaOutput<String>, SourceError> {
+        if self
+            .dedup_labels(&q.read)
+            .is_some_and(|r| r.iter().any(|x| x == name))
+        {
+            return Ok(MetaOutput::default());
+        }
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| async move {
+            if b.external_labels.contains_key(name) {
+                // The backend's storage lacks its external labels: derive the
+                // values from its series.
+                b.source.series(pq).await.map(|s| MetaOutput {
+                    items: s
+                        .items
+                        .into_iter()
+                        .filter_map(|l| Self::with_external(b, l).get(name).map(str::to_string))
+                        .collect(),
+                    warnings: s.warnings,
+                })
+            } else {
+                b.source.label_values(name, pq).await
+            }
+        }))
+        .await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let mut items = Vec::new();
+        for (_, out) in ok {
+            warnings.extend(out.warnings);
+            items.extend(out.items);
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    /// GETs `path` from every backend that has an HTTP API; per-backend
+    /// answers (with the backend) and warnings.
+    pub async fn api_get_all(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        read: &ReadOptions,
+    ) -> Result<Gathered<'_, ApiData>, SourceError> {
+        let answers = join_all(self.backends.iter().map(|b| b.source.api_get(path, params))).await;
+        let (ok, mut warnings) = self.gather(read, self.backends.iter().zip(answers))?;
+        let mut out = Vec::new();
+        for (b, d) in ok {
+            if let Some(d) = d {
+                warnings.extend(d.warnings.iter().cloned());
+                out.push((b, d));
+            }
+        }
+        Ok((out, warnings))
     }
 
     async fn select_all(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
@@ -44,10 +254,24 @@ impl Federation {
             .collect();
         let answers = join_all(plans.iter().map(|(b, s)| b.source.select(s))).await;
 
+        let partial = sel
+            .read
+            .partial_response
+            .unwrap_or(self.opts.partial_response);
         let mut warnings = Vec::new();
         let mut all: Vec<Series> = Vec::new();
         for ((b, _), answer) in plans.iter().zip(answers) {
-            let out = answer?;
+            let out = match answer {
+                Ok(out) => out,
+                Err(e) if partial => {
+                    warnings.push(format!(
+                        "partial response: backend {} left out: {e}",
+                        b.name
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             warnings.extend(out.warnings);
             for mut s in out.series {
                 for (k, v) in &b.external_labels {
@@ -62,10 +286,16 @@ impl Federation {
                 }
             }
         }
-        Ok(SelectOutput {
-            series: merge_series(all),
-            warnings,
-        })
+        let mut series = merge_series(all);
+        if let Some(replica_labels) = self.dedup_labels(&sel.read) {
+            let counter = sel
+                .hints
+                .func
+                .as_deref()
+                .is_some_and(|f| COUNTER_FUNCS.contains(&f));
+            series = dedup::dedup(series, replica_labels, counter);
+        }
+        Ok(SelectOutput { series, warnings })
     }
 }
 
@@ -73,23 +303,53 @@ impl Source for Federation {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(self.select_all(sel))
     }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(self.series_all(q))
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_names_all(q))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_values_all(name, q))
+    }
+}
+
+/// The matchers to send to `b`: without those its external labels satisfy
+/// (its own storage does not hold them), or `None` when its external labels
+/// contradict one.
+fn route_matchers(b: &Backend, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+    let mut out: Vec<Matcher> = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match b.external_labels.get(&m.name) {
+            Some(v) if m.is_match(v) => {}
+            Some(_) => return None,
+            None => out.push(m.clone()),
+        }
+    }
+    Some(out)
 }
 
 /// The select to send to `b`, or `None` when `b` cannot hold a matching series.
 fn backend_select(b: &Backend, sel: &Select) -> Option<Select> {
-    let mut matchers: Vec<Matcher> = Vec::with_capacity(sel.matchers.len());
-    for m in &sel.matchers {
-        match b.external_labels.get(&m.name) {
-            Some(v) if m.is_match(v) => {}
-            Some(_) => return None,
-            None => matchers.push(m.clone()),
-        }
-    }
     Some(Select {
-        matchers,
+        matchers: route_matchers(b, &sel.matchers)?,
         start_ms: sel.start_ms,
         end_ms: sel.end_ms,
         hints: sel.hints.clone(),
+        read: sel.read.clone(),
     })
 }
 
@@ -154,6 +414,76 @@ mod tests {
         }
     }
 
+    struct Down;
+    impl Source for Down {
+        fn select<'a>(&'a self, _: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            Box::pin(async {
+                Err(SourceError::Backend {
+                    backend: "k8s-2".into(),
+                    message: "connection refused".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_response_policy() {
+        let make = |partial| {
+            Federation::new(
+                vec![
+                    backend("k8s-1", "k8s-1", up_source(&["x"])),
+                    Backend {
+                        name: "k8s-2".into(),
+                        external_labels: [("cluster".to_string(), "k8s-2".to_string())].into(),
+                        source: Arc::new(Down),
+                    },
+                ],
+                FederationOptions {
+                    partial_response: partial,
+                    replica_labels: vec![],
+                },
+            )
+        };
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let err = make(false).select(&s).await.expect_err("abort fails");
+        assert!(err.to_string().contains("k8s-2"), "{err}");
+        let out = make(true).select(&s).await.expect("warn answers");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].contains("k8s-2"), "{:?}", out.warnings);
+        // The request's parameter overrides the default both ways.
+        s.read.partial_response = Some(true);
+        assert!(make(false).select(&s).await.is_ok());
+        s.read.partial_response = Some(false);
+        assert!(make(true).select(&s).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn replicas_are_merged_unless_dedup_is_off() {
+        let mk = |replica: &str| Backend {
+            name: format!("k8s-2-{replica}"),
+            external_labels: [
+                ("cluster".to_string(), "k8s-2".to_string()),
+                ("replica".to_string(), replica.to_string()),
+            ]
+            .into(),
+            source: Arc::new(up_source(&["x"])),
+        };
+        let f = Federation::new(
+            vec![mk("a"), mk("b")],
+            FederationOptions {
+                partial_response: false,
+                replica_labels: vec!["replica".into()],
+            },
+        );
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let out = f.select(&s).await.expect("select");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].labels.get("replica"), None);
+        s.read.dedup = Some(false);
+        assert_eq!(f.select(&s).await.expect("select").series.len(), 2);
+    }
+
     fn up_source(jobs: &[&str]) -> MemorySource {
         let mut m = MemorySource::new();
         for j in jobs {
@@ -169,15 +499,19 @@ mod tests {
             start_ms: 0,
             end_ms: 10_000,
             hints: Default::default(),
+            read: Default::default(),
         }
     }
 
     #[tokio::test]
     async fn adds_external_labels_and_merges() {
-        let f = Federation::new(vec![
-            backend("a", "k8s-1", up_source(&["x", "y"])),
-            backend("b", "k8s-2", up_source(&["x"])),
-        ]);
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x", "y"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
         let out = f
             .select(&sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]))
             .await
@@ -195,10 +529,13 @@ mod tests {
 
     #[tokio::test]
     async fn routes_by_external_labels() {
-        let f = Federation::new(vec![
-            backend("a", "k8s-1", up_source(&["x"])),
-            backend("b", "k8s-2", up_source(&["x"])),
-        ]);
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
         let out = f
             .select(&sel(vec![
                 Matcher::new(MatchOp::Equal, "__name__", "up"),

@@ -15,7 +15,7 @@
 //! - [`server`]: builds the service from a config and serves it.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
-//! - [`telemetry`]: the metrics registry behind `/metrics`.
+//! - [`telemetry`]: promfed's own metrics on `/metrics`.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;

@@ -7,11 +7,23 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use promfed::api::{router, AppState};
+use promfed::federation::{Backend, Federation, FederationOptions};
 use promfed::model::Labels;
-use promfed::promql::Engine;
 use promfed::source::memory::MemorySource;
 use serde_json::Value as Json;
 use tower::ServiceExt;
+
+/// One in-memory backend labelled `cluster="mem"`.
+fn federation_of(m: MemorySource) -> Federation {
+    Federation::new(
+        vec![Backend {
+            name: "mem".into(),
+            external_labels: [("cluster".to_string(), "mem".to_string())].into(),
+            source: Arc::new(m),
+        }],
+        FederationOptions::default(),
+    )
+}
 
 fn app() -> axum::Router {
     let mut m = MemorySource::new();
@@ -21,7 +33,7 @@ fn app() -> axum::Router {
             m.add(l.clone(), i * 15_000 + 7, v);
         }
     }
-    let st = AppState::new(Engine::new(Arc::new(m)));
+    let st = AppState::new(Arc::new(federation_of(m)));
     st.ready.store(true, Ordering::Release);
     router(st)
 }
@@ -163,7 +175,7 @@ async fn buildinfo_health_ready() {
 
 #[tokio::test]
 async fn not_ready_until_marked() {
-    let st = AppState::new(Engine::new(Arc::new(MemorySource::new())));
+    let st = AppState::new(Arc::new(federation_of(MemorySource::new())));
     let resp = router(st)
         .oneshot(Request::get("/-/ready").body(Body::empty()).expect("req"))
         .await
@@ -175,4 +187,67 @@ async fn not_ready_until_marked() {
 async fn unknown_path_is_not_found_in_prometheus_format() {
     let (s, b) = get("/api/v1/nope").await;
     assert_error(s, &b, 404, "not_found", "/api/v1/nope");
+}
+
+#[tokio::test]
+async fn series_requires_match() {
+    let (s, b) = get("/api/v1/series").await;
+    assert_error(s, &b, 400, "bad_data", "no match[] parameter provided");
+    let (s, b) = get("/api/v1/series?match[]=rate(up[5m])").await;
+    assert_error(s, &b, 400, "bad_data", r#"invalid parameter "match[]""#);
+}
+
+#[tokio::test]
+async fn series_labels_and_values_carry_external_labels() {
+    let (s, b) = get("/api/v1/series?match[]=up").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        json(&b)["data"],
+        serde_json::json!([
+            {"__name__": "up", "cluster": "mem", "job": "a"},
+            {"__name__": "up", "cluster": "mem", "job": "b"}
+        ])
+    );
+    let (_, b) = get("/api/v1/labels").await;
+    assert_eq!(
+        json(&b)["data"],
+        serde_json::json!(["__name__", "cluster", "job"])
+    );
+    let (_, b) = get("/api/v1/label/job/values?match[]=up").await;
+    assert_eq!(json(&b)["data"], serde_json::json!(["a", "b"]));
+    let (_, b) = get("/api/v1/label/cluster/values").await;
+    assert_eq!(json(&b)["data"], serde_json::json!(["mem"]));
+    let (_, b) = get("/api/v1/label/cluster/values?match[]=%7Bcluster=%22other%22%7D").await;
+    assert_eq!(json(&b)["data"], serde_json::json!([]));
+    let (_, b) = get("/api/v1/series?match[]=up&limit=1").await;
+    let v = json(&b);
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["warnings"][0], "results truncated due to limit");
+}
+
+#[tokio::test]
+async fn grafana_endpoints_never_404() {
+    for path in [
+        "/api/v1/rules",
+        "/api/v1/alerts",
+        "/api/v1/metadata",
+        "/api/v1/query_exemplars?query=test&start=1724000000000&end=1724000300000",
+        "/api/v1/stores",
+        "/api/v1/format_query?query=sum(rate(x[5m]))by(job)",
+        "/api/v1/parse_query?query=up",
+        "/metrics",
+    ] {
+        let (s, b) = get(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+    }
+    let (_, b) = get("/api/v1/rules").await;
+    assert_eq!(json(&b)["data"]["groups"], serde_json::json!([]));
+    let (_, b) = get("/api/v1/format_query?query=sum(rate(x[5m]))by(job)").await;
+    assert_eq!(json(&b)["data"], "sum by (job) (rate(x[5m]))");
+    let (_, b) = get("/api/v1/stores").await;
+    assert_eq!(json(&b)["data"]["sidecar"][0]["name"], "mem");
+    assert_eq!(
+        json(&b)["data"]["sidecar"][0]["labelSets"][0]["cluster"],
+        "mem"
+    );
 }

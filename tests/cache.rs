@@ -12,9 +12,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cache_common::*;
 use promfed::api::{encode, router, AppState};
-use promfed::cache::{CacheStatus, QueryCache, CACHE_HEADER};
-use promfed::promql::{Engine, QueryOptions};
-use promfed::telemetry::Telemetry;
+use promfed::cache::{CacheStatus, QueryCache, Variant, CACHE_HEADER};
+use promfed::federation::Federation;
+use promfed::promql::QueryOptions;
 use rand::{Rng, SeedableRng};
 use tower::ServiceExt;
 
@@ -42,11 +42,11 @@ async fn two_controllers_in_one_grid_cell_get_identical_bytes_from_one_evaluatio
     let cell = T0 + 3_600_000; // a multiple of 10 s
                                // Two controllers polling at different float times inside one cell.
     let a = cache
-        .instant(Q, cell + 123, &default_opts(), T)
+        .instant(Q, cell + 123, &default_opts(), &Variant::default(), T)
         .await
         .expect("a");
     let b = cache
-        .instant(Q, cell + 9_876, &default_opts(), T)
+        .instant(Q, cell + 9_876, &default_opts(), &Variant::default(), T)
         .await
         .expect("b");
     assert_eq!(a.body, b.body);
@@ -61,20 +61,23 @@ async fn two_controllers_in_one_grid_cell_get_identical_bytes_from_one_evaluatio
     // Whitespace and matcher order do not make another entry.
     let q2 = r#"istio_requests_total{ cluster="k8s-1", response_code="200" }"#;
     let c = cache
-        .instant(q2, cell + 5_000, &default_opts(), T)
+        .instant(q2, cell + 5_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("c");
     assert_eq!(c.body, a.body);
     assert_eq!(eval.instants(), 1);
     // The next cell is a new evaluation; a different lookback is another key.
     cache
-        .instant(Q, cell + 10_000, &default_opts(), T)
+        .instant(Q, cell + 10_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("d");
     assert_eq!(eval.instants(), 2);
     let mut o = default_opts();
     o.lookback_delta_ms = 60_000;
-    cache.instant(Q, cell + 10_000, &o, T).await.expect("e");
+    cache
+        .instant(Q, cell + 10_000, &o, &Variant::default(), T)
+        .await
+        .expect("e");
     assert_eq!(eval.instants(), 3);
 }
 
@@ -88,7 +91,11 @@ async fn fifty_concurrent_cold_requests_cause_one_evaluation() {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.instant(Q, t + i * 100, &default_opts(), T).await })
+            tokio::spawn(async move {
+                cache
+                    .instant(Q, t + i * 100, &default_opts(), &Variant::default(), T)
+                    .await
+            })
         })
         .collect();
     let mut bodies = Vec::new();
@@ -115,7 +122,7 @@ async fn errors_and_warnings_are_not_stored() {
     let q = r#"istio_requests_total{cluster="k8s-2"}"#;
     for _ in 0..3 {
         let a = cache
-            .instant(q, t, &default_opts(), T)
+            .instant(q, t, &default_opts(), &Variant::default(), T)
             .await
             .expect("warned answer");
         assert!(std::str::from_utf8(&a.body)
@@ -127,7 +134,13 @@ async fn errors_and_warnings_are_not_stored() {
     // Evaluation errors: returned each time, never stored.
     for _ in 0..2 {
         let err = cache
-            .instant("sum(istio_requests_total)", t, &default_opts(), T)
+            .instant(
+                "sum(istio_requests_total)",
+                t,
+                &default_opts(),
+                &Variant::default(),
+                T,
+            )
             .await
             .expect_err("the test evaluator refuses aggregations");
         assert!(
@@ -139,7 +152,7 @@ async fn errors_and_warnings_are_not_stored() {
     assert_eq!(eval.instants(), 5);
     // Parse errors: the engine's own error, uncached.
     let err = cache
-        .instant("sum(", t, &default_opts(), T)
+        .instant("sum(", t, &default_opts(), &Variant::default(), T)
         .await
         .expect_err("parse error");
     assert_eq!(err.kind, promfed::api::ErrorType::BadData);
@@ -151,21 +164,21 @@ async fn times_ahead_of_now_are_not_stored() {
     let now = T0 + 3_600_000;
     let (cache, clock) = cache_over(eval.clone(), now);
     cache
-        .instant(Q, now + 15_000, &default_opts(), T)
+        .instant(Q, now + 15_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("a");
     cache
-        .instant(Q, now + 15_000, &default_opts(), T)
+        .instant(Q, now + 15_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("b");
     assert_eq!(eval.instants(), 2);
     clock.store(now + 30_000, Ordering::SeqCst);
     cache
-        .instant(Q, now + 15_000, &default_opts(), T)
+        .instant(Q, now + 15_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("c");
     cache
-        .instant(Q, now + 15_000, &default_opts(), T)
+        .instant(Q, now + 15_000, &default_opts(), &Variant::default(), T)
         .await
         .expect("d");
     assert_eq!(eval.instants(), 3);
@@ -179,13 +192,19 @@ async fn a_short_caller_deadline_times_out_but_the_evaluation_still_fills_the_ca
     let (cache, _) = cache_over(eval.clone(), T0 + 7_200_000);
     let t = T0 + 900_000;
     let err = cache
-        .instant(Q, t, &default_opts(), Duration::from_millis(50))
+        .instant(
+            Q,
+            t,
+            &default_opts(),
+            &Variant::default(),
+            Duration::from_millis(50),
+        )
         .await
         .expect_err("deadline");
     assert_eq!(err.kind, promfed::api::ErrorType::Timeout);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let a = cache
-        .instant(Q, t, &default_opts(), T)
+        .instant(Q, t, &default_opts(), &Variant::default(), T)
         .await
         .expect("later");
     assert_eq!(a.status, CacheStatus::Hit);
@@ -204,7 +223,7 @@ async fn warm_queries_leave_a_fresh_entry_for_callers() {
     cache.warm_once().await;
     assert_eq!(eval.instants(), 1);
     let a = cache
-        .instant(Q, now + 10, &default_opts(), T)
+        .instant(Q, now + 10, &default_opts(), &Variant::default(), T)
         .await
         .expect("a");
     assert_eq!(a.status, CacheStatus::Hit);
@@ -219,7 +238,7 @@ async fn range_body(
     step: i64,
 ) -> (bytes::Bytes, CacheStatus) {
     let a = cache
-        .range(q, s, e, step, &default_opts(), T)
+        .range(q, s, e, step, &default_opts(), &Variant::default(), T)
         .await
         .expect("range answer");
     (a.body, a.status)
@@ -326,14 +345,16 @@ async fn range_answers_with_warnings_are_not_stored() {
 #[tokio::test]
 async fn http_answers_carry_the_cache_header_and_metrics_count_them() {
     let eval = Arc::new(CountingEval::new(istio_source(10)));
-    let telemetry = Telemetry::new();
-    let cache =
-        QueryCache::new(&cache_config(), eval.clone(), telemetry.registry()).expect("cache");
-    // The engine is unused: every query goes through the cache's evaluator.
-    let engine = Engine::new(Arc::new(promfed::source::memory::MemorySource::new()));
-    let st = AppState::with_cache(engine, Some(cache), telemetry);
+    // Metrics in promfed's registry, as `serve` builds it.
+    let cache = QueryCache::new(&cache_config(), eval.clone()).expect("cache");
+    // The federation is unused: every query goes through the cache's evaluator.
+    let fed = Arc::new(Federation::new(vec![], Default::default()));
+    let st = AppState::with_cache(fed, Some(cache));
     st.ready.store(true, Ordering::Release);
     let app = router(st);
+    let hits = r#"promfed_cache_requests_total{kind="instant",result="hit"}"#;
+    let evals = r#"promfed_cache_upstream_evaluations_total{kind="instant"}"#;
+    let before = metrics_text(&app).await;
     let t = (T0 + 3_600_000) as f64 / 1000.0;
     let form = |dt: f64| {
         format!(
@@ -369,7 +390,22 @@ async fn http_answers_carry_the_cache_header_and_metrics_count_them() {
     assert_eq!(seen[0].0, "miss");
     assert_eq!(seen[1].0, "hit");
     assert!(seen.windows(2).all(|w| w[0].1 == w[1].1));
+    let after = metrics_text(&app).await;
+    assert_eq!(
+        metric_value(&after, hits) - metric_value(&before, hits),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric_value(&after, evals) - metric_value(&before, evals),
+        1.0,
+        "{after}"
+    );
+}
+
+async fn metrics_text(app: &axum::Router) -> String {
     let resp = app
+        .clone()
         .oneshot(
             Request::get("/metrics")
                 .body(Body::empty())
@@ -377,21 +413,18 @@ async fn http_answers_carry_the_cache_header_and_metrics_count_them() {
         )
         .await
         .expect("answer");
-    let text = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 24)
-            .await
-            .expect("body")
-            .to_vec(),
-    )
-    .expect("utf8");
-    assert!(
-        text.contains(r#"promfed_cache_requests_total{kind="instant",result="hit"} 2"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"promfed_cache_upstream_evaluations_total{kind="instant"} 1"#),
-        "{text}"
-    );
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    String::from_utf8(body.to_vec()).expect("utf8")
+}
+
+/// The value of the sample whose name and labels are `series` (0 if absent).
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]
@@ -419,7 +452,7 @@ async fn a_hundred_controllers_cause_one_evaluation_per_grid_cell() {
         let cell = t - t.rem_euclid(10_000);
         cells.insert(cell);
         let a = cache
-            .instant(Q, *t, &default_opts(), T)
+            .instant(Q, *t, &default_opts(), &Variant::default(), T)
             .await
             .expect("answer");
         let first = bodies_by_cell.entry(cell).or_insert_with(|| a.body.clone());

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cache_common::*;
 use promfed::cache::metrics::CacheMetrics;
 use promfed::cache::store::RedisStore;
-use promfed::cache::{CacheStatus, QueryCache};
+use promfed::cache::{CacheStatus, QueryCache, Variant};
 use promfed::config::{CacheConfig, CacheStoreKind, RedisStoreConfig};
 use promfed::promql::QueryOptions;
 
@@ -66,12 +66,24 @@ async fn two_replicas_share_entries_through_redis() {
     let t = T0 + 3_600_000;
     let x = a
         .cache
-        .instant(Q, t + 1_500, &QueryOptions::default(), T)
+        .instant(
+            Q,
+            t + 1_500,
+            &QueryOptions::default(),
+            &Variant::default(),
+            T,
+        )
         .await
         .expect("a");
     let y = b
         .cache
-        .instant(Q, t + 8_000, &QueryOptions::default(), T)
+        .instant(
+            Q,
+            t + 8_000,
+            &QueryOptions::default(),
+            &Variant::default(),
+            T,
+        )
         .await
         .expect("b");
     assert_eq!((x.status, y.status), (CacheStatus::Miss, CacheStatus::Hit));
@@ -81,12 +93,28 @@ async fn two_replicas_share_entries_through_redis() {
     let (s, e, step) = (T0, T0 + 1_800_000, 60_000);
     let r1 = a
         .cache
-        .range(Q, s, e, step, &QueryOptions::default(), T)
+        .range(
+            Q,
+            s,
+            e,
+            step,
+            &QueryOptions::default(),
+            &Variant::default(),
+            T,
+        )
         .await
         .expect("r1");
     let r2 = b
         .cache
-        .range(Q, s, e, step, &QueryOptions::default(), T)
+        .range(
+            Q,
+            s,
+            e,
+            step,
+            &QueryOptions::default(),
+            &Variant::default(),
+            T,
+        )
         .await
         .expect("r2");
     assert_eq!(
@@ -134,7 +162,7 @@ async fn redis_killed_mid_test_degrades_to_no_shared_cache_and_recovers() {
     let opts = QueryOptions::default();
     let t = T0 + 2_400_000;
     a.cache
-        .instant(Q, t, &opts, T)
+        .instant(Q, t, &opts, &Variant::default(), T)
         .await
         .expect("before the outage");
     assert_eq!(metric(&a.registry, "promfed_cache_redis_up"), 1.0);
@@ -146,7 +174,7 @@ async fn redis_killed_mid_test_degrades_to_no_shared_cache_and_recovers() {
         let started = Instant::now();
         let ans = a
             .cache
-            .instant(Q, t + (i + 1) * 10_000, &opts, T)
+            .instant(Q, t + (i + 1) * 10_000, &opts, &Variant::default(), T)
             .await
             .expect("answered without Redis");
         assert_eq!(ans.status, CacheStatus::Miss);
@@ -156,11 +184,15 @@ async fn redis_killed_mid_test_degrades_to_no_shared_cache_and_recovers() {
             started.elapsed()
         );
     }
-    let held = a.cache.instant(Q, t, &opts, T).await.expect("memory tier");
+    let held = a
+        .cache
+        .instant(Q, t, &opts, &Variant::default(), T)
+        .await
+        .expect("memory tier");
     assert_eq!(held.status, CacheStatus::Hit);
     let range = a
         .cache
-        .range(Q, T0, T0 + 600_000, 60_000, &opts, T)
+        .range(Q, T0, T0 + 600_000, 60_000, &opts, &Variant::default(), T)
         .await
         .expect("range without Redis");
     assert_eq!(range.status, CacheStatus::Miss);
@@ -176,9 +208,15 @@ async fn redis_killed_mid_test_degrades_to_no_shared_cache_and_recovers() {
         tokio::time::sleep(Duration::from_millis(350)).await;
         k += 1;
         let tk = t + k * 10_000;
-        a.cache.instant(Q, tk, &opts, T).await.expect("a");
+        a.cache
+            .instant(Q, tk, &opts, &Variant::default(), T)
+            .await
+            .expect("a");
         let before = b.eval.instants();
-        b.cache.instant(Q, tk, &opts, T).await.expect("b");
+        b.cache
+            .instant(Q, tk, &opts, &Variant::default(), T)
+            .await
+            .expect("b");
         if b.eval.instants() == before {
             break;
         }

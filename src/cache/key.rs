@@ -63,27 +63,34 @@ pub fn round_down(t: i64, grid: i64) -> i64 {
     t.div_euclid(grid) * grid
 }
 
-/// Every option that can change an answer, as text. The `Debug` form of
-/// [`QueryOptions`] names every field, so a field added later is keyed too.
-fn options_part(opts: &QueryOptions) -> String {
-    format!("{opts:?}")
+/// Every option that can change an answer, as text: the `Debug` form of
+/// [`QueryOptions`] names every field, so a field added later is keyed too;
+/// `variant` is the key of the request's federation options.
+fn options_part(opts: &QueryOptions, variant: &str) -> String {
+    format!("{opts:?}|{variant}")
 }
 
 /// Key of an instant answer at the rounded time `t_rounded`.
-pub fn instant_key(q: &Canonical, t_rounded: i64, opts: &QueryOptions) -> String {
+pub fn instant_key(q: &Canonical, t_rounded: i64, opts: &QueryOptions, variant: &str) -> String {
     format!(
         "i|{KEY_VERSION}|{}|{}|{}",
-        options_part(opts),
+        options_part(opts, variant),
         t_rounded,
         q.key_part()
     )
 }
 
 /// Key of the extents of a range query: points at `offset + k * step`.
-pub fn range_key(q: &Canonical, step: i64, start: i64, opts: &QueryOptions) -> String {
+pub fn range_key(
+    q: &Canonical,
+    step: i64,
+    start: i64,
+    opts: &QueryOptions,
+    variant: &str,
+) -> String {
     format!(
         "r|{KEY_VERSION}|{}|{}|{}|{}",
-        options_part(opts),
+        options_part(opts, variant),
         step,
         start.rem_euclid(step),
         q.key_part()
@@ -155,8 +162,8 @@ mod tests {
         assert!(a.printed && b.printed, "{a:?} {b:?}");
         assert_eq!(a.text, b.text);
         assert_eq!(
-            instant_key(&a, 10_000, &QueryOptions::default()),
-            instant_key(&b, 10_000, &QueryOptions::default())
+            instant_key(&a, 10_000, &QueryOptions::default(), ""),
+            instant_key(&b, 10_000, &QueryOptions::default(), "")
         );
     }
 
@@ -180,7 +187,7 @@ mod tests {
         ];
         let keys: std::collections::HashSet<String> = qs
             .iter()
-            .map(|q| instant_key(&canon(q), 0, &QueryOptions::default()))
+            .map(|q| instant_key(&canon(q), 0, &QueryOptions::default(), ""))
             .collect();
         assert_eq!(keys.len(), qs.len());
     }
@@ -230,20 +237,23 @@ mod tests {
         let d = QueryOptions::default();
         let mut o = QueryOptions::default();
         o.lookback_delta_ms = 60_000;
-        assert_ne!(instant_key(&c, 0, &d), instant_key(&c, 0, &o));
-        assert_ne!(instant_key(&c, 0, &d), instant_key(&c, 10_000, &d));
+        assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 0, &o, ""));
+        assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 10_000, &d, ""));
         assert_eq!(round_down(19_999, 10_000), 10_000);
         assert_eq!(round_down(20_000, 10_000), 20_000);
         assert_eq!(round_down(-1, 10_000), -10_000);
         // Range keys: same offset within the step share extents.
         assert_eq!(
-            range_key(&c, 30_000, 0, &d),
-            range_key(&c, 30_000, 90_000, &d)
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 30_000, 90_000, &d, "")
         );
         assert_ne!(
-            range_key(&c, 30_000, 0, &d),
-            range_key(&c, 30_000, 1_000, &d)
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 30_000, 1_000, &d, "")
         );
-        assert_ne!(range_key(&c, 30_000, 0, &d), range_key(&c, 15_000, 0, &d));
+        assert_ne!(
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 15_000, 0, &d, "")
+        );
     }
 }

@@ -1,6 +1,12 @@
 //! The cache's `/metrics` counters.
 
+use std::sync::LazyLock;
+
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+static GLOBAL: LazyLock<Result<CacheMetrics, String>> = LazyLock::new(|| {
+    CacheMetrics::register(&crate::telemetry::REGISTRY).map_err(|e| e.to_string())
+});
 
 /// Counters of hits, misses, coalesced waits, evictions, upstream
 /// evaluations and store failures.
@@ -21,6 +27,12 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
+    /// The metrics in promfed's registry (what `/metrics` serves), created
+    /// once per process and shared by every cache in it.
+    pub fn global() -> Result<Self, String> {
+        GLOBAL.clone()
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = CacheMetrics {

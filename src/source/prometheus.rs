@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use promql_parser::label::{MatchOp, Matcher};
 use serde::Deserialize;
 
-use super::{Select, SelectOutput, Source, SourceError};
+use super::{ApiData, MetaOutput, MetaQuery, Select, SelectOutput, Source, SourceError};
 use crate::model::{Labels, Sample, Series};
 
 /// A backend read through the Prometheus HTTP query API.
@@ -107,18 +107,270 @@ impl PrometheusHttpSource {
     }
 }
 
-impl Source for PrometheusHttpSource {
-    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
-        Box::pin(async move {
-            match tokio::time::timeout(self.timeout, self.fetch(sel)).await {
-                Ok(r) => r,
-                Err(_) => Err(SourceError::Timeout {
-                    backend: self.name.clone(),
-                    timeout_ms: self.timeout.as_millis() as u64,
-                }),
-            }
+impl PrometheusHttpSource {
+    /// Runs `fut` under this backend's deadline.
+    async fn deadline<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Timeout {
+                backend: self.name.clone(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// GETs `path` with `params` and returns the answer's `data` and warnings.
+    async fn get_data(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<ApiData, SourceError> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .client
+            .get(&url)
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
+        let parsed: Envelope = serde_json::from_slice(&body).map_err(|e| {
+            self.err(format!(
+                "unexpected response to {path} (HTTP {}): {e}",
+                status.as_u16()
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(self.err(format!(
+                "{path}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            )));
+        }
+        Ok(ApiData {
+            data: parsed.data,
+            warnings: parsed.warnings,
         })
     }
+
+    fn meta_params(q: &MetaQuery) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = q
+            .matchers
+            .iter()
+            .map(|m| ("match[]".to_string(), selector_text(m)))
+            .collect();
+        if q.start_ms > crate::api::params::MIN_TIME_MS {
+            params.push(("start".into(), format_api_time(q.start_ms)));
+        }
+        if q.end_ms < crate::api::params::MAX_TIME_MS {
+            params.push(("end".into(), format_api_time(q.end_ms)));
+        }
+        params
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        d: ApiData,
+        what: &str,
+    ) -> Result<MetaOutput<T>, SourceError> {
+        let items: Vec<T> = serde_json::from_value(d.data)
+            .map_err(|e| self.err(format!("unexpected {what} answer: {e}")))?;
+        Ok(MetaOutput {
+            items,
+            warnings: d.warnings,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+impl Source for PrometheusHttpSource {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(self.deadline(self.fetch(sel)))
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let mut q = q.clone();
+            if q.matchers.is_empty() {
+                q.matchers = vec![vec![super::any_series_matcher()]];
+            }
+            let d = self
+                .get_data("/api/v1/series", &Self::meta_params(&q))
+                .await?;
+            let raw: MetaOutput<std::collections::HashMap<String, String>> =
+                self.typed(d, "series")?;
+            let mut items: Vec<Labels> = raw.items.into_iter().map(Labels::from_pairs).collect();
+            items.sort();
+            items.dedup();
+            Ok(MetaOutput {
+                items,
+                warnings: raw.warnings,
+            })
+        }))
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let d = self
+                .get_data("/api/v1/labels", &Self::meta_params(q))
+                .await?;
+            self.typed(d, "labels")
+        }))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let path = format!("/api/v1/label/{}/values", escape_label_name(name));
+            let d = self.get_data(&path, &Self::meta_params(q)).await?;
+            self.typed(d, "label values")
+        }))
+    }
+
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        Box::pin(self.deadline(async move { self.get_data(path, params).await.map(Some) }))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        Box::pin(self.deadline(async move {
+            self.get_data("/api/v1/query", &[("query".to_string(), "1".to_string())])
+                .await
+                .map(|_| ())
+        }))
+    }
+}
+
+/// A Prometheus backend whose samples come from another source (remote
+/// read) and whose metadata comes from its HTTP API.
+pub struct SamplesVia<S> {
+    pub samples: S,
+    pub api: PrometheusHttpSource,
+}
+
+impl<S: Source> Source for SamplesVia<S> {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        self.samples.select(sel)
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        self.api.series(q)
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_names(q)
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_values(name, q)
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        self.api.probe()
+    }
+
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        self.api.api_get(path, params)
+    }
+}
+
+/// A label name as a URL path segment: legacy names as they are, others in
+/// Prometheus's `U__` escaping (`_` doubled, other characters `_<hex>_`).
+pub fn escape_label_name(name: &str) -> String {
+    if crate::config::is_valid_label_name(name) {
+        return name.to_string();
+    }
+    let mut out = String::from("U__");
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            c if c.is_ascii_alphanumeric() => out.push(c),
+            c => out.push_str(&format!("_{:x}_", c as u32)),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_label_name`]; names without the `U__` prefix are
+/// returned as they are, and so are malformed escapes.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("U__") else {
+        return name.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let mut hex = String::new();
+        let mut closed = false;
+        for h in chars.by_ref() {
+            if h == '_' {
+                closed = true;
+                break;
+            }
+            hex.push(h);
+        }
+        match (
+            closed,
+            u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32),
+        ) {
+            (true, Some(ch)) => out.push(ch),
+            _ => return name.to_string(),
+        }
+    }
+    out
 }
 
 /// Hides the URL (which may hold credentials) from a reqwest error.
@@ -139,7 +391,7 @@ fn without_url(e: &reqwest::Error) -> String {
 #[derive(Deserialize)]
 struct ApiResponse {
     status: String,
-    data: Option<ApiData>,
+    data: Option<MatrixData>,
     #[serde(rename = "errorType")]
     error_type: Option<String>,
     error: Option<String>,
@@ -148,7 +400,7 @@ struct ApiResponse {
 }
 
 #[derive(Deserialize)]
-struct ApiData {
+struct MatrixData {
     #[serde(rename = "resultType")]
     result_type: String,
     #[serde(default)]
@@ -259,6 +511,16 @@ mod tests {
     fn all_empty_matchers_get_a_name_matcher() {
         let m = vec![Matcher::new(MatchOp::Equal, "job", "")];
         assert_eq!(selector_text(&m), r#"{job="",__name__=~".+"}"#);
+    }
+
+    #[test]
+    fn label_name_escaping_round_trips() {
+        for n in ["job", "http.method", "a_b", "ünïcode name", "_x"] {
+            assert_eq!(unescape_label_name(&escape_label_name(n)), n);
+        }
+        assert_eq!(escape_label_name("http.method"), "U__http_2e_method");
+        assert_eq!(unescape_label_name("U__http_2e_method"), "http.method");
+        assert_eq!(unescape_label_name("U__bad_zz"), "U__bad_zz");
     }
 
     #[test]

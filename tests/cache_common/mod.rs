@@ -79,6 +79,7 @@ impl CountingEval {
             start_ms: lo,
             end_ms: hi,
             hints: Default::default(),
+            read: Default::default(),
         };
         Ok(self.source.select(&sel).await?.series)
     }
