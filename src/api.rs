@@ -25,10 +25,11 @@ pub use params::Params;
 /// Most points a range query may return per series, as Prometheus.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
-/// Default and largest query timeout (Prometheus's default is 2 m).
+/// Default and largest query timeout (Prometheus's default is 2 m); the
+/// config's `limits.query_timeout` replaces it.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Largest request body accepted, bytes.
+/// Largest request body accepted by default, bytes (`limits.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// What the handlers share.
@@ -37,14 +38,25 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     /// Set once the listener serves.
     pub ready: AtomicBool,
+    /// Query admission and budgets (`limits:` in the config).
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
     pub fn new(federation: Arc<Federation>) -> Arc<Self> {
+        Self::with_limits(federation, crate::limits::LimitsConfig::default())
+    }
+
+    /// The state with the config's limits.
+    pub fn with_limits(
+        federation: Arc<Federation>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             engine: Engine::new(federation.clone()),
             federation,
             ready: AtomicBool::new(false),
+            limits: crate::limits::Limits::new(limits),
         })
     }
 }
@@ -78,6 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.config.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .with_state(state)
 }
 
@@ -109,7 +125,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// Options shared by instant and range queries.
-fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
+fn query_options(
+    p: &Params,
+    limits: &crate::limits::Limits,
+) -> Result<(QueryOptions, Duration), ApiError> {
     let mut opts = QueryOptions::default();
     if let Some(ms) = p.duration("lookback_delta")? {
         if ms < 0 {
@@ -122,10 +141,7 @@ fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
             opts.lookback_delta_ms = ms;
         }
     }
-    let timeout = match p.duration("timeout")? {
-        Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(DEFAULT_QUERY_TIMEOUT),
-        _ => DEFAULT_QUERY_TIMEOUT,
-    };
+    let timeout = limits.timeout_for(p.duration("timeout")?);
     Ok((opts, timeout))
 }
 
@@ -191,25 +207,15 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn with_timeout(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<QueryResult, crate::promql::EngineError>>,
-) -> Result<QueryResult, ApiError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(
-            ErrorType::Timeout,
-            "query timed out in expression evaluation",
-        )),
-    }
-}
-
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
-    let (opts, timeout) = query_options(&p)?;
+    let (opts, timeout) = query_options(&p, &st.limits)?;
     let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    let r = with_timeout(timeout, engine.instant(q, t, &opts)).await?;
+    st.limits.check_query_length(q)?;
+    let r = (st.limits)
+        .run("instant", q, timeout, engine.instant(q, t, &opts))
+        .await?;
     Ok(query_response(&r))
 }
 
@@ -242,10 +248,18 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let (opts, timeout) = query_options(&p)?;
+    let (opts, timeout) = query_options(&p, &st.limits)?;
     let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    let r = with_timeout(timeout, engine.range(q, start, end, step, &opts)).await?;
+    st.limits.check_query_length(q)?;
+    let r = (st.limits)
+        .run(
+            "range",
+            q,
+            timeout,
+            engine.range(q, start, end, step, &opts),
+        )
+        .await?;
     Ok(query_response(&r))
 }
 

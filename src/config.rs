@@ -27,6 +27,14 @@ pub struct Config {
     /// with `replicaLabels[]` and turn merging off with `dedup=false`.
     #[serde(default)]
     pub replica_labels: Vec<String>,
+    /// Limits on what one query or request may cost (see `limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
+    /// Where to write the query log, one JSON line per query (query,
+    /// duration, samples, backends asked): `stderr` or a file path
+    /// (appended to). Off when absent.
+    #[serde(default)]
+    pub query_log: Option<String>,
 }
 
 /// The partial-response policy.
@@ -86,7 +94,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_prometheus_duration(&s)
         .map(|ms| Duration::from_millis(ms as u64))
@@ -203,6 +211,14 @@ impl Config {
                     "replica_labels[{i}]: {l:?} is not a valid label name"
                 ));
             }
+        }
+        problems.extend(self.limits.validate());
+        if self
+            .query_log
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            problems.push("query_log: must be `stderr` or a file path".to_string());
         }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {

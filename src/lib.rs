@@ -13,12 +13,14 @@
 //! - [`server`]: builds the service from a config and serves it.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
-//! - [`telemetry`]: promfed's own metrics on `/metrics`.
+//! - [`limits`]: query admission, deadlines and the per-query budget.
+//! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
 pub mod config;
 pub mod federation;
+pub mod limits;
 pub mod model;
 pub mod promql;
 pub mod server;

@@ -58,7 +58,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let fed = Arc::new(federation_from_config(cfg)?);
-    let state = AppState::new(fed.clone());
+    crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
+    let state = AppState::with_limits(fed.clone(), cfg.limits.clone());
     let app = api::router(state.clone());
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
