@@ -27,6 +27,7 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
         .backends
         .iter()
         .map(|b| {
+            let client = crate::tls::backend_client(&client, b)?;
             let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
@@ -35,13 +36,13 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
                     api,
                 }),
             };
-            Backend {
+            Ok(Backend {
                 name: b.name.clone(),
                 external_labels: b.external_labels.clone(),
                 source,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(Federation::new(
         backends,
         FederationOptions {
@@ -51,16 +52,27 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
     ))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    cfg: &Config,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+/// One configuration's running service: its router and the background
+/// tasks that belong to it (stopped when it is dropped).
+pub struct Service {
+    pub router: axum::Router,
+    pub state: Arc<AppState>,
+    prober: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.prober.abort();
+    }
+}
+
+/// Builds the whole service of `cfg` (inside a Tokio runtime); nothing is
+/// changed when it fails, so a reload can keep the running service.
+pub fn build(cfg: &Config) -> Result<Service, String> {
     let fed = Arc::new(federation_from_config(cfg)?);
-    crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     let state = AppState::with_limits(fed.clone(), cfg.limits.clone());
-    let app = api::router(state.clone());
+    let router = crate::auth::protect(api::router(state.clone()), cfg.auth.as_ref())?;
+    crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -70,10 +82,20 @@ pub async fn serve(
         }
     });
     state.ready.store(true, Ordering::Release);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("serving: {e}"));
-    prober.abort();
-    served
+    Ok(Service {
+        router,
+        state,
+        prober,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains the
+/// requests in flight. Over TLS when the config says so; no reloading (see
+/// [`crate::reload::serve`] for that).
+pub async fn serve(
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    crate::reload::serve(cfg.clone(), None, listener, shutdown).await
 }

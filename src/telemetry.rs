@@ -13,8 +13,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::source::SourceError;
@@ -174,6 +174,52 @@ pub fn backend_answer(backend: &str, took: Duration, answer: Result<u64, &Source
 pub fn query_refused(reason: &str) {
     if let Some(c) = QUERIES_REFUSED.as_ref() {
         c.with_label_values(&[reason]).inc();
+    }
+}
+
+static AUTH_REFUSED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "promfed_http_unauthorized_total",
+            "Requests refused for missing or wrong credentials.",
+        )
+        .ok()?,
+    )
+});
+
+static RELOADS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_config_reloads_total",
+        "Config loads (start and reloads), by result (success, failure).",
+        &["result"],
+    )
+});
+
+static LAST_RELOAD_OK: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "promfed_config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or was refused (0).",
+        )
+        .ok()?,
+    )
+});
+
+/// Records a config load's outcome.
+pub fn config_reloaded(ok: bool) {
+    if let Some(c) = RELOADS.as_ref() {
+        c.with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+    if let Some(g) = LAST_RELOAD_OK.as_ref() {
+        g.set(i64::from(ok));
+    }
+}
+
+/// Counts a request refused for its credentials.
+pub fn auth_refused() {
+    if let Some(c) = AUTH_REFUSED.as_ref() {
+        c.inc();
     }
 }
 
