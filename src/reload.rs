@@ -45,7 +45,11 @@ pub async fn serve(
         .as_ref()
         .map(crate::tls::server_config)
         .transpose()?;
-    let reloader = watch.map(|w| tokio::spawn(watch_config(w, cfg, current.clone())));
+    // The SIGHUP handler is in place before the first request is served.
+    let reloader = watch.map(|w| {
+        let hup = hangups();
+        tokio::spawn(watch_config(w, hup, cfg, current.clone()))
+    });
     let app = Router::new().fallback(dispatch).with_state(current);
     let served = match tls {
         None => axum::serve(listener, app)
@@ -88,9 +92,22 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-async fn watch_config(w: Watch, mut running: Config, current: Current) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!("SIGHUP will not reload: {e}"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {}
+
+async fn watch_config(w: Watch, mut hup: Hangups, mut running: Config, current: Current) {
     let mut last = fingerprint(&w.path);
     let mut tick = tokio::time::interval(w.interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -186,3 +186,71 @@ pub fn assert_error(
     let msg = body["error"].as_str().unwrap_or_default();
     assert!(msg.contains(part), "error {msg:?} lacks {part:?}");
 }
+
+/// What a loopback backend does with one request: wait, then write these
+/// bytes and close (the bytes may be anything: a valid answer, garbage, a
+/// truncated answer).
+pub type Respond = std::sync::Arc<dyn Fn(&str) -> (Duration, Vec<u8>) + Send + Sync>;
+
+/// A loopback HTTP backend whose answers the test controls; stopped when
+/// dropped.
+pub struct RawBackend {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawBackend {
+    pub async fn start(respond: Respond) -> RawBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                let respond = respond.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read the head (and whatever body arrives with it).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 1 << 20 {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    let (delay, bytes) = respond(&head);
+                    tokio::time::sleep(delay).await;
+                    let _ = s.write_all(&bytes).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        RawBackend { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A complete HTTP/1.1 answer with this status, content type and body.
+pub fn http_answer(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
