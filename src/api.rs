@@ -97,10 +97,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl FromRequest<Arc<AppState>> for Params {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let mut p = Params::default();
         if let Some(q) = req.uri().query() {
             p.add_urlencoded(q.as_bytes());
@@ -115,6 +115,12 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 ApiError::bad_data(format!("error parsing form values: {}", e.body_text()))
             })?;
             p.add_urlencoded(&body);
+        }
+        // Query text is bounded before anything parses it (every endpoint).
+        for name in ["query", "match[]"] {
+            for q in p.all(name) {
+                state.limits.check_query_text(name, q)?;
+            }
         }
         Ok(p)
     }
@@ -212,7 +218,6 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     let (opts, timeout) = query_options(&p, &st.limits)?;
     let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    st.limits.check_query_length(q)?;
     let r = (st.limits)
         .run("instant", q, timeout, engine.instant(q, t, &opts))
         .await?;
@@ -251,7 +256,6 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
     let (opts, timeout) = query_options(&p, &st.limits)?;
     let engine = st.engine_for(read_options(&p)?);
     let q = p.get("query").unwrap_or("");
-    st.limits.check_query_length(q)?;
     let r = (st.limits)
         .run(
             "range",

@@ -57,10 +57,21 @@ pub struct LimitsConfig {
     /// refused with `bad_data` (400).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Longest `query` parameter, bytes (default 131072); longer is
-    /// `bad_data` (400).
+    /// Longest `query` (or `match[]`) parameter, bytes (default 131072);
+    /// longer is `bad_data` (400).
     #[serde(default = "default_max_query_length")]
     pub max_query_length: usize,
+    /// Deepest nesting of `(`, `[` and `{` in a query (default 128);
+    /// deeper is `bad_data` (400). Guards the parser and evaluator, which
+    /// recurse, against queries built to exhaust the stack.
+    #[serde(default = "default_max_query_depth")]
+    pub max_query_depth: usize,
+    /// Most operators (`+ - * / % ^`, comparisons, `and`/`or`/`unless`/
+    /// `atan2`) in a query (default 1000); more is `bad_data` (400). Long
+    /// operator chains parse in quadratic time and nest as deep as they are
+    /// long.
+    #[serde(default = "default_max_query_operators")]
+    pub max_query_operators: usize,
 }
 
 fn default_max_samples() -> u64 {
@@ -84,6 +95,12 @@ fn default_max_body_bytes() -> usize {
 fn default_max_query_length() -> usize {
     128 << 10
 }
+fn default_max_query_depth() -> usize {
+    128
+}
+fn default_max_query_operators() -> usize {
+    1000
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -95,6 +112,8 @@ impl Default for LimitsConfig {
             max_queued_queries: default_max_queued_queries(),
             max_body_bytes: default_max_body_bytes(),
             max_query_length: default_max_query_length(),
+            max_query_depth: default_max_query_depth(),
+            max_query_operators: default_max_query_operators(),
         }
     }
 }
@@ -113,6 +132,8 @@ impl LimitsConfig {
         positive("max_concurrent_queries", self.max_concurrent_queries as u64);
         positive("max_body_bytes", self.max_body_bytes as u64);
         positive("max_query_length", self.max_query_length as u64);
+        positive("max_query_depth", self.max_query_depth as u64);
+        positive("max_query_operators", self.max_query_operators as u64);
         if self.query_timeout.is_zero() {
             problems.push("limits.query_timeout: must be greater than 0".to_string());
         }
@@ -161,15 +182,36 @@ impl Limits {
         }
     }
 
-    /// Refuses a `query` parameter longer than the limit.
-    pub fn check_query_length(&self, query: &str) -> Result<(), ApiError> {
-        if query.len() > self.config.max_query_length {
+    /// Refuses query text (parameter `param`) that is too long, nests too
+    /// deep or chains too many operators, before anything parses it.
+    pub fn check_query_text(&self, param: &str, query: &str) -> Result<(), ApiError> {
+        let c = &self.config;
+        if query.len() > c.max_query_length {
             return Err(ApiError::invalid_param(
-                "query",
+                param,
                 format!(
-                    "query is {} bytes long, more than the limit of {} bytes",
+                    "query is {} bytes long, more than the limit of {} bytes (limits.max_query_length)",
                     query.len(),
-                    self.config.max_query_length
+                    c.max_query_length
+                ),
+            ));
+        }
+        let shape = QueryShape::of(query);
+        if shape.depth > c.max_query_depth {
+            return Err(ApiError::invalid_param(
+                param,
+                format!(
+                    "query nests {} levels deep, more than the limit of {} (limits.max_query_depth)",
+                    shape.depth, c.max_query_depth
+                ),
+            ));
+        }
+        if shape.operators > c.max_query_operators {
+            return Err(ApiError::invalid_param(
+                param,
+                format!(
+                    "query has {} operators, more than the limit of {} (limits.max_query_operators)",
+                    shape.operators, c.max_query_operators
                 ),
             ));
         }
@@ -245,6 +287,67 @@ impl Limits {
             error: result.as_ref().err().map(|e| e.kind.as_str()),
         });
         result
+    }
+}
+
+/// The nesting depth and operator count of query text, read lexically
+/// (string literals skipped; an over-estimate is fine, it only bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryShape {
+    pub depth: usize,
+    pub operators: usize,
+}
+
+impl QueryShape {
+    pub fn of(q: &str) -> QueryShape {
+        let b = q.as_bytes();
+        let mut shape = QueryShape::default();
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            match c {
+                b'"' | b'\'' | b'`' => {
+                    // Skip the literal; escapes do not apply in raw (`) strings.
+                    i += 1;
+                    while i < b.len() && b[i] != c {
+                        if b[i] == b'\\' && c != b'`' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    shape.depth = shape.depth.max(depth);
+                }
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' => shape.operators += 1,
+                b'=' | b'!' if b.get(i + 1) == Some(&b'=') => {
+                    shape.operators += 1;
+                    i += 1;
+                }
+                c if c.is_ascii_alphabetic() || c == b'_' => {
+                    let start = i;
+                    while i < b.len()
+                        && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                    {
+                        i += 1;
+                    }
+                    let word = &q[start..i];
+                    if ["and", "or", "unless", "atan2"]
+                        .iter()
+                        .any(|k| word.eq_ignore_ascii_case(k))
+                    {
+                        shape.operators += 1;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        shape
     }
 }
 
@@ -475,8 +578,51 @@ mod tests {
     #[test]
     fn query_length_is_limited() {
         let l = limits(|c| c.max_query_length = 8);
-        assert!(l.check_query_length("up{a=\"b\"}").is_err());
-        assert!(l.check_query_length("sum(up)").is_ok());
+        assert!(l.check_query_text("query", "up{a=\"b\"}").is_err());
+        assert!(l.check_query_text("query", "sum(up)").is_ok());
+    }
+
+    #[test]
+    fn query_shape_skips_strings_and_counts_nesting_and_operators() {
+        let s = |q: &str| {
+            let s = QueryShape::of(q);
+            (s.depth, s.operators)
+        };
+        assert_eq!(s("up"), (0, 0));
+        assert_eq!(s("sum(rate(x[5m]))"), (3, 0));
+        assert_eq!(s("a + b * c or d"), (0, 3));
+        assert_eq!(s(r#"up{job=~"((((a-b)))){}", x!="+"}"#), (1, 1));
+        assert_eq!(s(r#"x{a="\"(("}"#), (1, 0));
+        assert_eq!(s("`((`"), (0, 0));
+        assert_eq!(s("1 >= bool 2 == 3"), (0, 2));
+        assert_eq!(s("sum by (order, or_not) (x)"), (1, 0));
+        // Unterminated strings and stray closers do not panic.
+        assert_eq!(s("\"((("), (0, 0));
+        assert_eq!(s(")))(").0, 1);
+        assert_eq!(s("é(ü"), (1, 0));
+    }
+
+    #[test]
+    fn deep_and_long_queries_are_refused() {
+        let l = Limits::default();
+        let deep = format!("{}up{}", "sum(".repeat(200), ")".repeat(200));
+        let e = l.check_query_text("query", &deep).expect_err("too deep");
+        assert!(
+            e.message.contains("limits.max_query_depth"),
+            "{}",
+            e.message
+        );
+        let chain = vec!["1"; 1500].join("+");
+        let e = l
+            .check_query_text("query", &chain)
+            .expect_err("too many operators");
+        assert!(
+            e.message.contains("limits.max_query_operators"),
+            "{}",
+            e.message
+        );
+        let fine = format!("{}up{}", "sum(".repeat(100), ")".repeat(100));
+        assert!(l.check_query_text("match[]", &fine).is_ok());
     }
 
     /// A query that holds its slot until `release` fires.
