@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod client;
+pub mod gateway;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,12 @@ use std::time::Duration;
 
 use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
+// Re-exports for the test binaries; each uses a different part.
+#[allow(unused_imports)]
 pub use client::{query, query_range, ApiResponse};
+#[allow(unused_imports)]
+pub use gateway::{promfed_yaml, promtool_query_instant, promtool_value, Backend, Promfed};
+#[allow(unused_imports)]
 pub use process::{find_tool, PromServer, TempDir, Tools};
 
 /// How long a Prometheus may take to answer `/-/ready`.
