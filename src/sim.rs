@@ -34,7 +34,7 @@ pub const DEFAULT_DURATION_SECS: i64 = 3600;
 /// Default seed.
 pub const DEFAULT_SEED: u64 = 42;
 /// Default number of plain (non-Istio) background series per cluster.
-pub const DEFAULT_BACKGROUND_SERIES: usize = 1200;
+pub const DEFAULT_BACKGROUND_SERIES: usize = 2000;
 /// Default canary weights of the rollout's steps, percent.
 pub const DEFAULT_WEIGHTS: [u32; 6] = [0, 20, 40, 60, 80, 100];
 /// Scrape interval of every simulated target, seconds.
