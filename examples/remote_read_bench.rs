@@ -6,6 +6,10 @@
 //! (defaults 400 series, 15 rounds). Needs `prometheus` and `promtool` on
 //! the PATH (Debian package `prometheus`). Only 127.0.0.1 is contacted and
 //! the Prometheus started here is stopped by its pid.
+//!
+//! Latency covers the request, the body and decoding into `Series` (the
+//! HTTP API's JSON through `serde_json::Value`). A SAMPLES body is itself
+//! snappy-compressed, so its "body bytes" are compressed bytes.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -297,7 +301,7 @@ async fn main() -> Result<(), BoxError> {
 
     println!("\n{series} series, 3 h range at 15 s scrapes, {rounds} rounds, one Prometheus 2.42 on loopback\n");
     println!(
-        "| method | median ms | p90 ms | body bytes (decoded) | bytes on the wire (gzip offered) | series | samples |"
+        "| method | median ms | p90 ms | body bytes read (after HTTP gzip decoding) | bytes on the wire, gzip offered (Content-Encoding) | series | samples |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in &mut rows {

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
 use crate::federation::Federation;
 use crate::promql::{Engine, QueryOptions, QueryResult};
 use crate::source::{ReadOptions, WithReadOptions};
@@ -37,14 +38,22 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     /// Set once the listener serves.
     pub ready: AtomicBool,
+    /// The query cache, when configured.
+    pub cache: Option<QueryCache>,
 }
 
 impl AppState {
     pub fn new(federation: Arc<Federation>) -> Arc<Self> {
+        Self::with_cache(federation, None)
+    }
+
+    /// State whose `query` and `query_range` go through `cache`.
+    pub fn with_cache(federation: Arc<Federation>, cache: Option<QueryCache>) -> Arc<Self> {
         Arc::new(AppState {
             engine: Engine::new(federation.clone()),
             federation,
             ready: AtomicBool::new(false),
+            cache,
         })
     }
 }
@@ -187,6 +196,49 @@ fn query_response(r: &QueryResult) -> Response {
     resp
 }
 
+/// A cached answer: its body and a header saying how it was obtained.
+fn cached_response(a: Answer) -> Response {
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static(CACHE_HEADER),
+                a.status.as_str(),
+            ),
+        ],
+        a.body,
+    )
+        .into_response();
+    if a.has_warnings {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// What the cache needs to know of a request's federation options: the
+/// engine that honours them (none for the defaults) and their key.
+fn cache_variant(st: &AppState, read: ReadOptions) -> Variant {
+    if read == ReadOptions::default() {
+        return Variant::default();
+    }
+    Variant {
+        key: format!("{read:?}"),
+        eval: Some(Arc::new(st.engine_for(read))),
+    }
+}
+
+/// The error of a query that ran past its deadline.
+pub(crate) fn timeout_error() -> ApiError {
+    ApiError::new(
+        ErrorType::Timeout,
+        "query timed out in expression evaluation",
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -197,18 +249,20 @@ async fn with_timeout(
 ) -> Result<QueryResult, ApiError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(
-            ErrorType::Timeout,
-            "query timed out in expression evaluation",
-        )),
+        Err(_) => Err(timeout_error()),
     }
 }
 
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let (opts, timeout) = query_options(&p)?;
-    let engine = st.engine_for(read_options(&p)?);
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        return Ok(cached_response(c.instant(q, t, &opts, &v, timeout).await?));
+    }
+    let engine = st.engine_for(read);
     let r = with_timeout(timeout, engine.instant(q, t, &opts)).await?;
     Ok(query_response(&r))
 }
@@ -243,8 +297,15 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let (opts, timeout) = query_options(&p)?;
-    let engine = st.engine_for(read_options(&p)?);
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        return Ok(cached_response(
+            c.range(q, start, end, step, &opts, &v, timeout).await?,
+        ));
+    }
+    let engine = st.engine_for(read);
     let r = with_timeout(timeout, engine.range(q, start, end, step, &opts)).await?;
     Ok(query_response(&r))
 }

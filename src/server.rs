@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::config::PartialResponse;
 use crate::config::ReadProtocol;
@@ -58,7 +59,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let fed = Arc::new(federation_from_config(cfg)?);
-    let state = AppState::new(fed.clone());
+    let cache = match &cfg.cache {
+        Some(c) if c.enabled => Some(QueryCache::new(
+            c,
+            Arc::new(crate::promql::Engine::new(fed.clone())),
+        )?),
+        _ => None,
+    };
+    let warmer = cache.as_ref().and_then(QueryCache::spawn_warmer);
+    let state = AppState::with_cache(fed.clone(), cache);
     let app = api::router(state.clone());
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
@@ -74,5 +83,8 @@ pub async fn serve(
         .await
         .map_err(|e| format!("serving: {e}"));
     prober.abort();
+    if let Some(w) = warmer {
+        w.abort();
+    }
     served
 }

@@ -1,178 +1,187 @@
-//! Runs this crate's `promfed` binary (`promfed serve`) in front of test
-//! backends, and asks servers through promtool, a real client_golang client.
+//! Starts the real `promfed` binary (`serve --config`) on a free loopback
+//! port for integration tests, and stops it by pid.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::process::{tail, wait_ready, Managed, TempDir, Tools};
-use super::{Harness, HarnessError, READY_TIMEOUT};
+use super::process::{http_status, TempDir};
+use super::HarnessError;
 
-/// One backend of a promfed config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backend {
-    pub name: String,
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
-    pub url: String,
-    pub external_labels: Vec<(String, String)>,
-}
-
-/// A promfed config of the shape users write (`listen`, `backends` with
-/// name, url, external labels and a 30 s timeout); `extra` is appended
-/// verbatim (top-level fields such as `partial_response: warn`).
-pub fn promfed_yaml(listen: &str, backends: &[Backend], extra: &str) -> String {
-    let q = |s: &str| serde_json::Value::from(s).to_string();
-    let mut y = format!("listen: {}\nbackends:\n", q(listen));
-    for b in backends {
-        y.push_str(&format!(
-            "  - name: {}\n    url: {}\n",
-            q(&b.name),
-            q(&b.url)
-        ));
-        let labels: Vec<String> = b
-            .external_labels
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", q(v)))
-            .collect();
-        y.push_str(&format!("    external_labels: {{{}}}\n", labels.join(", ")));
-        y.push_str("    timeout: 30s\n");
-    }
-    y.push_str(extra);
-    y
-}
-
-/// A running `promfed serve`, stopped on drop (or by a watchdog when the
-/// test process exits, see [`Promfed::stop_on_exit`]).
-#[derive(Debug)]
+/// One running promfed.
 pub struct Promfed {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub addr: SocketAddr,
-    pub config_path: PathBuf,
-    /// Its stderr (the tracing log).
-    pub log_path: PathBuf,
-    proc: Managed,
-    dir: TempDir,
+    child: Option<Child>,
+    watchdog: Option<Child>,
+    _dir: TempDir,
+}
+
+/// One backend of a test config: name, URL, external labels.
+pub type BackendSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A promfed config with these backends; `extra` goes before `backends:`.
+pub fn config_yaml(backends: &[BackendSpec<'_>], extra: &str) -> String {
+    let mut y = String::from("listen: 127.0.0.1:0\n");
+    y.push_str(extra);
+    y.push_str("backends:\n");
+    for (name, url, labels) in backends {
+        y.push_str(&format!(
+            "  - name: {name}\n    url: {url}\n    timeout: 10s\n"
+        ));
+        if !labels.is_empty() {
+            y.push_str("    external_labels:\n");
+            for (k, v) in labels.iter() {
+                y.push_str(&format!("      {k}: {v}\n"));
+            }
+        }
+    }
+    y
 }
 
 impl Promfed {
-    /// Starts `promfed serve --config FILE --listen 127.0.0.1:0` with
-    /// `yaml` as FILE, learns its port from the `listening on ADDR` line it
-    /// prints, and waits for `/-/ready`.
-    pub fn start(yaml: &str) -> Result<Promfed, HarnessError> {
-        let dir = TempDir::new("promfed-serve")?;
-        let config_path = dir.path().join("promfed.yaml");
-        super::write_file(&config_path, yaml)?;
-        let log_path = dir.path().join("promfed.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| HarnessError::Io {
-            what: format!("creating {}", log_path.display()),
-            source,
-        })?;
-        let bin = env!("CARGO_BIN_EXE_promfed");
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
+    /// Starts promfed with `config` (YAML) and waits until `/-/ready`.
+    pub fn start(config: &str) -> Result<Promfed, HarnessError> {
+        let dir = TempDir::new("promfed-test")?;
+        let cfg_path = dir.path().join("promfed.yaml");
+        super::write_file(&cfg_path, config)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_promfed"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|source| HarnessError::Io {
-                what: format!("starting {bin}"),
+                what: "starting promfed".into(),
                 source,
             })?;
         let stdout = child.stdout.take();
-        let mut proc = Managed::new(child);
         let (tx, rx) = mpsc::channel();
-        if let Some(out) = stdout {
-            // Reads until promfed exits, so its stdout never fills up.
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
+        std::thread::spawn(move || {
+            let Some(out) = stdout else { return };
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
                 }
-            });
-        }
-        let not_started = |why: String| HarnessError::Exited {
-            name: "promfed".into(),
-            status: why,
-            log: log_path.clone(),
-            tail: tail(&log_path, 20),
+            }
+        });
+        let fail = |message: String| HarnessError::Query {
+            what: "starting promfed".into(),
+            message,
         };
-        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a
-                .parse()
-                .map_err(|_| not_started(format!("printed a bad address {a:?}")))?,
+        let addr_text = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
             Err(_) => {
-                let status = proc
-                    .exited()
-                    .unwrap_or_else(|| "did not print `listening on` within 30 s".into());
-                return Err(not_started(status));
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail("no `listening on` line within 30 s".into()));
             }
         };
-        wait_ready(&mut proc, "promfed", addr, &log_path, READY_TIMEOUT)?;
-        Ok(Promfed {
+        let addr: SocketAddr = addr_text
+            .parse()
+            .map_err(|e| fail(format!("bad address {addr_text:?}: {e}")))?;
+        let mut p = Promfed {
             url: format!("http://{addr}"),
             addr,
-            config_path,
-            log_path,
-            proc,
-            dir,
-        })
+            child: Some(child),
+            watchdog: None,
+            _dir: dir,
+        };
+        let t0 = Instant::now();
+        while http_status(addr, "/-/ready", Duration::from_secs(2)) != Some(200) {
+            if t0.elapsed() > Duration::from_secs(30) {
+                p.stop();
+                return Err(fail("not ready within 30 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(p)
     }
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.child.as_ref().map(Child::id)
     }
 
-    /// Kills promfed once the test process exits (for use in a static).
+    /// Kills promfed once the test process has exited (for shared instances).
     pub fn stop_on_exit(&mut self) {
-        self.proc.stop_on_exit();
-        let pids: Vec<u32> = self.pid().into_iter().collect();
-        self.dir.remove_on_exit(&pids);
+        let Some(pid) = self.pid() else { return };
+        let script = r#"
+            while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+            kill "$2" 2>/dev/null
+        "#;
+        self.watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("promfed-test-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
     }
 
-    /// Stops promfed and waits for it.
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops promfed (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
-        self.proc.stop();
-    }
-
-    /// The directory holding its config and log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
-impl Harness {
-    /// The harness's cluster servers as promfed backends, each with
-    /// `external_labels: {cluster: <name>}`.
-    pub fn promfed_backends(&self) -> Vec<Backend> {
-        self.clusters
+impl Drop for Promfed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl super::Harness {
+    /// The harness's cluster servers as promfed backends: `(name, url)`,
+    /// each to be given `external_labels: {cluster: <name>}`.
+    pub fn promfed_config(&self, extra: &str) -> String {
+        let labels: Vec<[(&str, &str); 1]> = self
+            .clusters
             .iter()
-            .map(|s| Backend {
-                name: s.name.clone(),
-                url: s.url.clone(),
-                external_labels: vec![("cluster".to_string(), s.name.clone())],
-            })
-            .collect()
+            .map(|s| [("cluster", s.name.as_str())])
+            .collect();
+        let specs: Vec<BackendSpec<'_>> = self
+            .clusters
+            .iter()
+            .zip(&labels)
+            .map(|(s, l)| (s.name.as_str(), s.url.as_str(), &l[..]))
+            .collect();
+        config_yaml(&specs, extra)
     }
 
-    /// Starts promfed over this harness's cluster servers (`extra` is
-    /// appended to its config).
+    /// Starts promfed over this harness's cluster servers, each backend
+    /// with its `cluster` external label (`extra` goes into the config
+    /// before `backends:`).
     pub fn start_promfed(&self, extra: &str) -> Result<Promfed, HarnessError> {
-        Promfed::start(&promfed_yaml(
-            "127.0.0.1:0",
-            &self.promfed_backends(),
-            extra,
-        ))
+        Promfed::start(&self.promfed_config(extra))
     }
 }
 
-/// `promtool query instant URL EXPR --time=TIME`: the answer as
+/// `promtool query instant --time=TIME URL EXPR`: the answer as
 /// client_golang (the library Argo Rollouts uses) reports it. Returns
 /// `(success, stdout, stderr)`.
 pub fn promtool_query_instant(
@@ -180,7 +189,7 @@ pub fn promtool_query_instant(
     expr: &str,
     time: f64,
 ) -> Result<(bool, String, String), HarnessError> {
-    let tools = Tools::find()?;
+    let tools = super::Tools::find()?;
     let out = Command::new(&tools.promtool)
         .args(["query", "instant"])
         .arg(format!("--time={time:.3}"))
@@ -200,12 +209,11 @@ pub fn promtool_query_instant(
 }
 
 /// The value of a one-sample answer printed by `promtool query instant`
-/// (`{labels} => 0.98 @[1723983300.137]` or a scalar `0.98 @[...]`).
+/// (`{labels} => 0.98 @[1723983300.137]`, or a scalar `0.98 @[...]`).
 pub fn promtool_value(stdout: &str) -> Option<f64> {
     let line = stdout.lines().find(|l| l.contains(" @["))?;
     let before_at = line.split(" @[").next()?;
-    let v = before_at.rsplit("=> ").next()?.trim();
-    match v {
+    match before_at.rsplit("=> ").next()?.trim() {
         "NaN" => Some(f64::NAN),
         "+Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),

@@ -24,7 +24,7 @@ use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 #[allow(unused_imports)]
 pub use client::{query, query_range, ApiResponse};
 #[allow(unused_imports)]
-pub use gateway::{promfed_yaml, promtool_query_instant, promtool_value, Backend, Promfed};
+pub use gateway::{config_yaml, promtool_query_instant, promtool_value, BackendSpec, Promfed};
 #[allow(unused_imports)]
 pub use process::{find_tool, PromServer, TempDir, Tools};
 
