@@ -17,7 +17,8 @@ pub struct Promfed {
     pub addr: SocketAddr,
     child: Option<Child>,
     watchdog: Option<Child>,
-    _dir: TempDir,
+    /// Holds its config; removed on drop, or at exit after `stop_on_exit`.
+    dir: TempDir,
 }
 
 /// One backend of a test config: name, URL, external labels.
@@ -93,7 +94,7 @@ impl Promfed {
             addr,
             child: Some(child),
             watchdog: None,
-            _dir: dir,
+            dir,
         };
         let t0 = Instant::now();
         while http_status(addr, "/-/ready", Duration::from_secs(2)) != Some(200) {
@@ -129,6 +130,8 @@ impl Promfed {
             .stderr(Stdio::null())
             .spawn()
             .ok();
+        // A static is never dropped: remove the directory after exit too.
+        self.dir.remove_on_exit(&[pid]);
     }
 
     /// Whether the process still runs.
