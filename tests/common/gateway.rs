@@ -17,7 +17,8 @@ pub struct Promfed {
     pub addr: SocketAddr,
     child: Option<Child>,
     watchdog: Option<Child>,
-    _dir: TempDir,
+    /// Holds its config; removed on drop, or at exit after `stop_on_exit`.
+    dir: TempDir,
 }
 
 /// One backend of a test config: name, URL, external labels.
@@ -93,7 +94,7 @@ impl Promfed {
             addr,
             child: Some(child),
             watchdog: None,
-            _dir: dir,
+            dir,
         };
         let t0 = Instant::now();
         while http_status(addr, "/-/ready", Duration::from_secs(2)) != Some(200) {
@@ -129,6 +130,8 @@ impl Promfed {
             .stderr(Stdio::null())
             .spawn()
             .ok();
+        // A static is never dropped: remove the directory after exit too.
+        self.dir.remove_on_exit(&[pid]);
     }
 
     /// Whether the process still runs.
@@ -152,5 +155,71 @@ impl Promfed {
 impl Drop for Promfed {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl super::Harness {
+    /// The harness's cluster servers as promfed backends: `(name, url)`,
+    /// each to be given `external_labels: {cluster: <name>}`.
+    pub fn promfed_config(&self, extra: &str) -> String {
+        let labels: Vec<[(&str, &str); 1]> = self
+            .clusters
+            .iter()
+            .map(|s| [("cluster", s.name.as_str())])
+            .collect();
+        let specs: Vec<BackendSpec<'_>> = self
+            .clusters
+            .iter()
+            .zip(&labels)
+            .map(|(s, l)| (s.name.as_str(), s.url.as_str(), &l[..]))
+            .collect();
+        config_yaml(&specs, extra)
+    }
+
+    /// Starts promfed over this harness's cluster servers, each backend
+    /// with its `cluster` external label (`extra` goes into the config
+    /// before `backends:`).
+    pub fn start_promfed(&self, extra: &str) -> Result<Promfed, HarnessError> {
+        Promfed::start(&self.promfed_config(extra))
+    }
+}
+
+/// `promtool query instant --time=TIME URL EXPR`: the answer as
+/// client_golang (the library Argo Rollouts uses) reports it. Returns
+/// `(success, stdout, stderr)`.
+pub fn promtool_query_instant(
+    url: &str,
+    expr: &str,
+    time: f64,
+) -> Result<(bool, String, String), HarnessError> {
+    let tools = super::Tools::find()?;
+    let out = Command::new(&tools.promtool)
+        .args(["query", "instant"])
+        .arg(format!("--time={time:.3}"))
+        .arg(url)
+        .arg(expr)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| HarnessError::Io {
+            what: format!("running {}", tools.promtool.display()),
+            source,
+        })?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The value of a one-sample answer printed by `promtool query instant`
+/// (`{labels} => 0.98 @[1723983300.137]`, or a scalar `0.98 @[...]`).
+pub fn promtool_value(stdout: &str) -> Option<f64> {
+    let line = stdout.lines().find(|l| l.contains(" @["))?;
+    let before_at = line.split(" @[").next()?;
+    match before_at.rsplit("=> ").next()?.trim() {
+        "NaN" => Some(f64::NAN),
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        s => s.parse().ok(),
     }
 }
