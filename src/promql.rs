@@ -304,3 +304,5 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;

@@ -379,3 +379,117 @@ fn result_labels(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Labels, Series};
+    use crate::promql::labelset::drop_name;
+    use crate::promql::testutil::{assert_matrix, at, random_series, range, source, steps};
+
+    fn both(a: &[Series], b: &[Series]) -> Vec<Series> {
+        a.iter().chain(b).cloned().collect()
+    }
+
+    /// Per series of `a` (matched on `i` with `b`), the points `f` keeps.
+    fn pairwise(
+        a: &[Series],
+        b: &[Series],
+        keep_name: bool,
+        f: impl Fn(Option<f64>, Option<f64>) -> Option<f64>,
+    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        let (start, end, step) = steps(40);
+        a.iter()
+            .map(|sa| {
+                let sb = b.iter().find(|s| s.labels.get("i") == sa.labels.get("i"));
+                let pts = (start..=end)
+                    .step_by(step as usize)
+                    .filter_map(|t| {
+                        let vb = sb.and_then(|s| at(&s.samples, t));
+                        f(at(&sa.samples, t), vb).map(|v| (t, v))
+                    })
+                    .collect();
+                let l = if keep_name {
+                    sa.labels.clone()
+                } else {
+                    drop_name(&sa.labels)
+                };
+                (l, pts)
+            })
+            .collect()
+    }
+
+    type Arith = fn(f64, f64) -> f64;
+    type Cmp = fn(f64, f64) -> bool;
+
+    #[test]
+    fn operators_match_reference_on_random_data() {
+        let a = random_series(50, "a", 6, 40, true);
+        let b = random_series(51, "b", 6, 40, true);
+        let src = source(&both(&a, &b));
+        let (start, end, step) = steps(40);
+        let arith: [(&str, Arith); 6] = [
+            ("+", |x, y| x + y),
+            ("-", |x, y| x - y),
+            ("*", |x, y| x * y),
+            ("/", |x, y| x / y),
+            ("%", |x, y| x % y),
+            ("^", |x, y| x.powf(y / 1000.0)),
+        ];
+        for (op, f) in arith {
+            let q = if op == "^" {
+                "a ^ on(i, g) (b / 1000)".to_string()
+            } else {
+                format!("a {op} ignoring(x) b")
+            };
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(&q, &got, pairwise(&a, &b, false, |x, y| Some(f(x?, y?))));
+        }
+        let cmp: [(&str, Cmp); 6] = [
+            ("==", |x, y| x == y),
+            ("!=", |x, y| x != y),
+            (">", |x, y| x > y),
+            ("<", |x, y| x < y),
+            (">=", |x, y| x >= y),
+            ("<=", |x, y| x <= y),
+        ];
+        for (op, f) in cmp {
+            let q = format!("a {op} b");
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(
+                &q,
+                &got,
+                pairwise(&a, &b, true, |x, y| f(x?, y?).then_some(x?)),
+            );
+            let q = format!("a {op} bool b");
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(
+                &q,
+                &got,
+                pairwise(&a, &b, false, |x, y| {
+                    Some(if f(x?, y?) { 1.0 } else { 0.0 })
+                }),
+            );
+        }
+        let q = "a and b";
+        assert_matrix(
+            q,
+            &range(&src, q, start, end, step),
+            pairwise(&a, &b, true, |x, y| y.and(x)),
+        );
+        let q = "a unless b";
+        assert_matrix(
+            q,
+            &range(&src, q, start, end, step),
+            pairwise(&a, &b, true, |x, y| if y.is_some() { None } else { x }),
+        );
+        let q = "a or b";
+        let mut want = pairwise(&a, &b, true, |x, _| x);
+        want.extend(pairwise(
+            &b,
+            &a,
+            true,
+            |y, x| if x.is_some() { None } else { y },
+        ));
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+    }
+}
