@@ -182,17 +182,26 @@ impl Engine {
         } else {
             QueryOptions::default().lookback_delta_ms
         };
+        // The plan keys selectors by node address: plan over the copy that
+        // the blocking evaluation owns.
+        let expr = Arc::new(expr.clone());
         let (fetched, mut warnings) =
-            plan::fetch(self.source.as_ref(), expr, grid, bounds, lookback).await?;
-        let mut ann = Annotations::default();
-        let val = Evaluator {
-            data: &fetched,
-            grid,
-            bounds,
-            lookback,
-            ann: &mut ann,
-        }
-        .eval(expr)?;
+            plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
+        // Evaluation is CPU-bound: keep it off the async workers.
+        let (val, ann) = tokio::task::spawn_blocking(move || {
+            let mut ann = Annotations::default();
+            let val = Evaluator {
+                data: &fetched,
+                grid,
+                bounds,
+                lookback,
+                ann: &mut ann,
+            }
+            .eval(&expr);
+            val.map(|v| (v, ann))
+        })
+        .await
+        .map_err(|e| EngineError::Execution(format!("evaluation aborted: {e}")))??;
         let value = finish(val, grid, instant)?;
         for w in ann.warnings {
             if !warnings.contains(&w) {

@@ -13,6 +13,9 @@ use crate::model::Sample;
 /// Text of Prometheus's error for two series with one label set at one step.
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
+/// Most steps a subquery may evaluate its inner expression at.
+const MAX_SUBQUERY_STEPS: usize = 1_000_000;
+
 /// Evaluates nodes on one grid over fetched data.
 pub(crate) struct Evaluator<'a> {
     pub data: &'a Fetched,
@@ -85,6 +88,12 @@ impl<'a> Evaluator<'a> {
     /// through a window per outer step.
     fn subquery(&mut self, sq: &SubqueryExpr) -> Result<Val, EngineError> {
         let inner = subquery_grid(self.grid, sq, self.bounds);
+        if inner.len() > MAX_SUBQUERY_STEPS {
+            return Err(EngineError::Execution(
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
+            ));
+        }
         let val = {
             let mut sub = Evaluator {
                 data: self.data,

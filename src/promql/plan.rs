@@ -30,8 +30,12 @@ pub(crate) fn node_id(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
+/// Largest time or duration the engine handles (±2^61 ms), so that sums of
+/// a few never overflow.
+const MAX_MS: i64 = 1 << 61;
+
 pub(crate) fn duration_ms(d: &Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+    i64::try_from(d.as_millis()).unwrap_or(MAX_MS).min(MAX_MS)
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
