@@ -311,3 +311,127 @@ pub(crate) async fn fetch(
     }
     Ok((fetched, warnings))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::promql::{Engine, QueryOptions};
+    use crate::source::{SelectOutput, SourceError};
+
+    /// Records every select it is asked for and answers with nothing.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Select>>);
+
+    impl Source for Recorder {
+        fn select<'a>(
+            &'a self,
+            sel: &'a Select,
+        ) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(sel.clone());
+            }
+            Box::pin(async { Ok(SelectOutput::default()) })
+        }
+    }
+
+    fn describe(s: &Select) -> (Vec<String>, i64, i64, Option<String>, i64, i64) {
+        let mut m: Vec<String> = s
+            .matchers
+            .iter()
+            .map(|m| format!("{}{}{}", m.name, m.op, m.value))
+            .collect();
+        m.sort();
+        (
+            m,
+            s.start_ms,
+            s.end_ms,
+            s.hints.func.clone(),
+            s.hints.range_ms,
+            s.hints.step_ms,
+        )
+    }
+
+    async fn selects(
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Vec<(Vec<String>, i64, i64, Option<String>, i64, i64)> {
+        let rec = Arc::new(Recorder::default());
+        let e = Engine::new(rec.clone());
+        e.range(q, start, end, step, &QueryOptions::default())
+            .await
+            .expect("query");
+        let mut v: Vec<_> = rec
+            .0
+            .lock()
+            .map(|v| v.iter().map(describe).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn selects_carry_name_matcher_time_range_and_hints() {
+        let got = selects(
+            r#"sum(rate(http_total{job="a"}[5m] offset 1m)) / up"#,
+            600_000,
+            900_000,
+            15_000,
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                (
+                    strs(&["__name__=http_total", "job=a"]),
+                    600_000 - 60_000 - 300_000,
+                    900_000 - 60_000,
+                    Some("rate".into()),
+                    300_000,
+                    15_000
+                ),
+                (
+                    strs(&["__name__=up"]),
+                    600_000 - 300_000,
+                    900_000,
+                    None,
+                    0,
+                    15_000
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn or_matchers_select_once_per_alternative() {
+        let got = selects(r#"foo{a="1" or b="2"}"#, 0, 0, 1).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, strs(&["__name__=foo", "a=1"]));
+        assert_eq!(got[1].0, strs(&["__name__=foo", "b=2"]));
+    }
+
+    #[tokio::test]
+    async fn subqueries_and_at_widen_the_range() {
+        // [10m:1m] at t=3600s: inner steps from the first multiple of 1m after 3000s.
+        let got = selects(
+            "max_over_time(rate(x[1m])[10m:1m])",
+            3_600_000,
+            3_600_000,
+            1,
+        )
+        .await;
+        assert_eq!(got[0].1, 3_060_000 - 60_000);
+        assert_eq!(got[0].2, 3_600_000);
+        let got = selects("x @ 100", 3_600_000, 7_200_000, 60_000).await;
+        assert_eq!((got[0].1, got[0].2), (100_000 - 300_000, 100_000));
+    }
+}
