@@ -1,9 +1,18 @@
 //! The PromQL engine: parses a query, fetches every selector's series from
-//! one [`Source`](crate::source::Source), and evaluates in memory with
-//! Prometheus 3 semantics.
+//! one [`Source`], and evaluates in memory with Prometheus 3 semantics.
 //!
 //! Public surface used by the API layer and the cache (keep it stable):
-//! [`Engine`], [`QueryOptions`], [`QueryResult`], [`Value`], [`EngineError`].
+//! [`Engine`], [`QueryOptions`], [`QueryResult`], [`Value`], [`EngineError`],
+//! [`parse`], [`Expr`].
+//!
+//! A query travels: `parse` (promql-parser) → `plan` (every selector with
+//! the time range it needs, after offset, `@`, ranges, lookback and
+//! subqueries) → one concurrent fetch of all selects → `eval`, which
+//! evaluates each node over all steps at once (an instant query is a range
+//! of one step): `selector`, `binary`, `aggregate`, and `functions` (one
+//! table from name to implementation, one file per family). Name dropping
+//! is delayed as in Prometheus 3: series carry a flag and lose `__name__`
+//! (with `__type__`/`__unit__`) when the result is built.
 
 mod aggregate;
 mod annotations;
@@ -295,8 +304,9 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                     labels,
                     samples: s
                         .samples
-                        .into_iter()
+                        .iter()
                         .filter(|p| p.t > lo && p.t <= hi)
+                        .copied()
                         .collect(),
                 })
                 .filter(|s| !s.samples.is_empty())

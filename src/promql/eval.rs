@@ -1,6 +1,7 @@
 //! The evaluator: walks the parsed query and evaluates each node over every step at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr};
 
@@ -114,7 +115,7 @@ impl<'a> Evaluator<'a> {
             Val::Vector(vs) => vs
                 .into_iter()
                 .map(|s| RSeries {
-                    samples: to_samples(&s.vals),
+                    samples: Arc::new(to_samples(&s.vals)),
                     labels: s.labels,
                     drop_name: s.drop_name,
                 })
@@ -123,11 +124,12 @@ impl<'a> Evaluator<'a> {
             Val::Scalar(v) => vec![RSeries {
                 labels: Default::default(),
                 drop_name: false,
-                samples: v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| Sample { t: inner.ts(i), v })
-                    .collect(),
+                samples: Arc::new(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &v)| Sample { t: inner.ts(i), v })
+                        .collect(),
+                ),
             }],
             other => return Err(type_error("instant vector", &other)),
         };

@@ -2,6 +2,7 @@
 //! then fetches them all from the source at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::try_join_all;
@@ -10,7 +11,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelect
 
 use super::steps::Grid;
 use super::EngineError;
-use crate::model::{Series, METRIC_NAME};
+use crate::model::{is_stale_nan, Labels, Sample, Series, METRIC_NAME};
 use crate::source::{Select, SelectHints, Source};
 
 /// Step of a subquery written without one (`[5m:]`), as Prometheus's
@@ -250,14 +251,23 @@ pub(crate) fn matcher_sets_with_default(
         .collect()
 }
 
+/// One fetched series; its samples are shared with range vectors read from it.
+#[derive(Debug)]
+pub(crate) struct FetchedSeries {
+    pub labels: Labels,
+    pub samples: Arc<Vec<Sample>>,
+    /// Whether any sample is a staleness marker.
+    pub has_stale: bool,
+}
+
 /// Every selector's series, by node.
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
-    map: HashMap<usize, Vec<Series>>,
+    map: HashMap<usize, Vec<FetchedSeries>>,
 }
 
 impl Fetched {
-    pub fn get(&self, vs: &VectorSelector) -> &[Series] {
+    pub fn get(&self, vs: &VectorSelector) -> &[FetchedSeries] {
         self.map.get(&node_id(vs)).map(Vec::as_slice).unwrap_or(&[])
     }
 }
@@ -291,7 +301,7 @@ pub(crate) async fn fetch(
         }
     }
     let outs = try_join_all(selects.iter().map(|(_, s)| source.select(s))).await?;
-    let mut fetched = Fetched::default();
+    let mut by_node: HashMap<usize, Vec<Series>> = HashMap::new();
     let mut warnings = Vec::new();
     for ((i, _), out) in selects.iter().zip(outs) {
         for w in out.warnings {
@@ -300,7 +310,7 @@ pub(crate) async fn fetch(
             }
         }
         let id = node_id(p.needs[*i].vs);
-        let entry = fetched.map.entry(id).or_default();
+        let entry = by_node.entry(id).or_default();
         if entry.is_empty() {
             *entry = out.series;
         } else {
@@ -309,7 +319,21 @@ pub(crate) async fn fetch(
             entry.dedup_by(|a, b| a.labels == b.labels);
         }
     }
-    Ok((fetched, warnings))
+    let map = by_node
+        .into_iter()
+        .map(|(id, series)| {
+            let series = series
+                .into_iter()
+                .map(|s| FetchedSeries {
+                    has_stale: s.samples.iter().any(|p| is_stale_nan(p.v)),
+                    labels: s.labels,
+                    samples: Arc::new(s.samples),
+                })
+                .collect();
+            (id, series)
+        })
+        .collect();
+    Ok((Fetched { map }, warnings))
 }
 
 #[cfg(test)]
