@@ -225,14 +225,20 @@ impl Engine {
     }
 }
 
-/// Drops the names marked for dropping; two results with one label set is an error.
-fn drop_marked_names(series: &mut [(Labels, bool)]) -> Result<(), EngineError> {
-    let mut seen = HashSet::with_capacity(series.len());
-    for (labels, drop) in series.iter_mut() {
-        if *drop {
-            *labels = drop_name(labels);
-        }
-        if !seen.insert(labels.clone()) {
+/// The final label set of a result series: without its name if marked so.
+fn final_labels(labels: Labels, drop: bool) -> Labels {
+    if drop {
+        drop_name(&labels)
+    } else {
+        labels
+    }
+}
+
+/// Two results with one label set is an error.
+fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EngineError> {
+    let mut seen = HashSet::new();
+    for l in labels {
+        if !seen.insert(l) {
             return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
         }
     }
@@ -258,60 +264,60 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
         Val::String(s) if instant => Ok(Value::String { t, s }),
         Val::Vector(vs) => {
             let vs: Vec<VSeries> = vs.into_iter().filter(|s| !s.is_empty()).collect();
-            let mut names: Vec<(Labels, bool)> =
-                vs.iter().map(|s| (s.labels.clone(), s.drop_name)).collect();
-            drop_marked_names(&mut names)?;
             if instant {
-                Ok(Value::Vector(
-                    vs.into_iter()
-                        .zip(names)
-                        .filter_map(|(s, (labels, _))| {
-                            s.vals[0].map(|v| VectorElem { labels, t, v })
+                let out: Vec<VectorElem> = vs
+                    .into_iter()
+                    .filter_map(|s| {
+                        let v = s.vals.first().copied().flatten()?;
+                        Some(VectorElem {
+                            labels: final_labels(s.labels, s.drop_name),
+                            t,
+                            v,
                         })
-                        .collect(),
-                ))
+                    })
+                    .collect();
+                check_unique(out.iter().map(|e| &e.labels))?;
+                Ok(Value::Vector(out))
             } else {
                 let mut out: Vec<Series> = vs
                     .into_iter()
-                    .zip(names)
-                    .map(|(s, (labels, _))| Series {
-                        labels,
+                    .map(|s| Series {
                         samples: s
                             .vals
                             .iter()
                             .enumerate()
                             .filter_map(|(i, v)| v.map(|v| Sample { t: grid.ts(i), v }))
                             .collect(),
+                        labels: final_labels(s.labels, s.drop_name),
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+                    return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                }
                 Ok(Value::Matrix(out))
             }
         }
         Val::Matrix(m) if instant => {
             let (lo, hi) = m.windows.first().copied().unwrap_or((t, t));
-            let mut names: Vec<(Labels, bool)> = m
-                .series
-                .iter()
-                .map(|s| (s.labels.clone(), s.drop_name))
-                .collect();
-            drop_marked_names(&mut names)?;
             let mut out: Vec<Series> = m
                 .series
                 .into_iter()
-                .zip(names)
-                .map(|(s, (labels, _))| Series {
-                    labels,
+                .map(|s| Series {
                     samples: s
                         .samples
                         .iter()
                         .filter(|p| p.t > lo && p.t <= hi)
                         .copied()
                         .collect(),
+                    labels: final_labels(s.labels, s.drop_name),
                 })
                 .filter(|s| !s.samples.is_empty())
                 .collect();
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+                return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+            }
             Ok(Value::Matrix(out))
         }
         other => Err(EngineError::Execution(format!(
