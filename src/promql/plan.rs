@@ -260,16 +260,48 @@ pub(crate) struct FetchedSeries {
     pub has_stale: bool,
 }
 
-/// Every selector's series, by node.
+/// Every selector's series, by node (selectors with equal matchers share one read).
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
-    map: HashMap<usize, Vec<FetchedSeries>>,
+    sets: Vec<Vec<FetchedSeries>>,
+    by_node: HashMap<usize, usize>,
 }
 
 impl Fetched {
     pub fn get(&self, vs: &VectorSelector) -> &[FetchedSeries] {
-        self.map.get(&node_id(vs)).map(Vec::as_slice).unwrap_or(&[])
+        self.by_node
+            .get(&node_id(vs))
+            .and_then(|&i| self.sets.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
+}
+
+/// One read from the source: the union of the time ranges of every selector
+/// with these matcher sets.
+struct Read {
+    key: String,
+    sets: Vec<Vec<Matcher>>,
+    mint: i64,
+    maxt: i64,
+    hints: SelectHints,
+    nodes: Vec<usize>,
+}
+
+fn matchers_key(sets: &[Vec<Matcher>]) -> String {
+    let mut alts: Vec<String> = sets
+        .iter()
+        .map(|set| {
+            let mut ms: Vec<String> = set
+                .iter()
+                .map(|m| format!("{}{}{:?}", m.name, m.op, m.value))
+                .collect();
+            ms.sort();
+            ms.join(",")
+        })
+        .collect();
+    alts.sort();
+    alts.join(" or ")
 }
 
 /// Finds every selector of `expr` evaluated on `grid` and fetches them all concurrently.
@@ -286,22 +318,46 @@ pub(crate) async fn fetch(
         needs: Vec::new(),
     };
     p.walk(expr, grid, None);
+    let mut reads: Vec<Read> = Vec::new();
+    for n in &p.needs {
+        let sets = matcher_sets_with_default(n.vs, n.default_name);
+        let key = matchers_key(&sets);
+        match reads.iter_mut().find(|r| r.key == key) {
+            Some(r) => {
+                r.mint = r.mint.min(n.mint);
+                r.maxt = r.maxt.max(n.maxt);
+                r.hints.range_ms = r.hints.range_ms.max(n.hints.range_ms);
+                if r.hints.func != n.hints.func {
+                    r.hints.func = None;
+                }
+                r.nodes.push(node_id(n.vs));
+            }
+            None => reads.push(Read {
+                key,
+                sets,
+                mint: n.mint,
+                maxt: n.maxt,
+                hints: n.hints.clone(),
+                nodes: vec![node_id(n.vs)],
+            }),
+        }
+    }
     let mut selects = Vec::new();
-    for (i, n) in p.needs.iter().enumerate() {
-        for m in matcher_sets_with_default(n.vs, n.default_name) {
+    for (i, r) in reads.iter().enumerate() {
+        for m in &r.sets {
             selects.push((
                 i,
                 Select {
-                    matchers: m,
-                    start_ms: n.mint,
-                    end_ms: n.maxt,
-                    hints: n.hints.clone(),
+                    matchers: m.clone(),
+                    start_ms: r.mint,
+                    end_ms: r.maxt,
+                    hints: r.hints.clone(),
                 },
             ));
         }
     }
     let outs = try_join_all(selects.iter().map(|(_, s)| source.select(s))).await?;
-    let mut by_node: HashMap<usize, Vec<Series>> = HashMap::new();
+    let mut per_read: Vec<Vec<Series>> = (0..reads.len()).map(|_| Vec::new()).collect();
     let mut warnings = Vec::new();
     for ((i, _), out) in selects.iter().zip(outs) {
         for w in out.warnings {
@@ -309,31 +365,35 @@ pub(crate) async fn fetch(
                 warnings.push(w);
             }
         }
-        let id = node_id(p.needs[*i].vs);
-        let entry = by_node.entry(id).or_default();
+        let entry = &mut per_read[*i];
         if entry.is_empty() {
             *entry = out.series;
         } else {
+            // Or-alternatives: union by label set.
             entry.extend(out.series);
             entry.sort_by(|a, b| a.labels.cmp(&b.labels));
             entry.dedup_by(|a, b| a.labels == b.labels);
         }
     }
-    let map = by_node
+    let sets = per_read
         .into_iter()
-        .map(|(id, series)| {
-            let series = series
+        .map(|series| {
+            series
                 .into_iter()
                 .map(|s| FetchedSeries {
                     has_stale: s.samples.iter().any(|p| is_stale_nan(p.v)),
                     labels: s.labels,
                     samples: Arc::new(s.samples),
                 })
-                .collect();
-            (id, series)
+                .collect()
         })
         .collect();
-    Ok((Fetched { map }, warnings))
+    let by_node = reads
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.nodes.iter().map(move |&n| (n, i)))
+        .collect();
+    Ok((Fetched { sets, by_node }, warnings))
 }
 
 #[cfg(test)]
@@ -433,6 +493,13 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn equal_selectors_share_one_read_over_the_union_of_ranges() {
+        let got = selects("x - x offset 5m", 600_000, 900_000, 15_000).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].1, got[0].2), (600_000 - 300_000 - 300_000, 900_000));
     }
 
     #[tokio::test]
