@@ -1,1 +1,399 @@
+//! The Prometheus HTTP API: routes, parameter handling and responses.
 
+pub mod encode;
+pub mod error;
+pub mod params;
+pub mod read;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
+use crate::federation::Federation;
+use crate::promql::{Engine, QueryOptions, QueryResult};
+use crate::source::{ReadOptions, WithReadOptions};
+pub use error::{ApiError, ErrorType};
+pub use params::Params;
+
+/// Most points a range query may return per series, as Prometheus.
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Default and largest query timeout (Prometheus's default is 2 m); the
+/// config's `limits.query_timeout` replaces it.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Largest request body accepted by default, bytes (`limits.max_body_bytes`).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// What the handlers share.
+pub struct AppState {
+    pub engine: Engine,
+    pub federation: Arc<Federation>,
+    /// Set once the listener serves.
+    pub ready: AtomicBool,
+    /// The query cache, when configured.
+    pub cache: Option<QueryCache>,
+    /// Query admission and budgets (`limits:` in the config).
+    pub limits: crate::limits::Limits,
+}
+
+impl AppState {
+    pub fn new(federation: Arc<Federation>) -> Arc<Self> {
+        Self::build(federation, None, crate::limits::LimitsConfig::default())
+    }
+
+    /// State whose `query` and `query_range` go through `cache`.
+    pub fn with_cache(federation: Arc<Federation>, cache: Option<QueryCache>) -> Arc<Self> {
+        Self::build(federation, cache, crate::limits::LimitsConfig::default())
+    }
+
+    /// The state with the config's limits.
+    pub fn with_limits(
+        federation: Arc<Federation>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
+        Self::build(federation, None, limits)
+    }
+
+    /// The state with a cache (if any) and the config's limits.
+    pub fn build(
+        federation: Arc<Federation>,
+        cache: Option<QueryCache>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            engine: Engine::new(federation.clone()),
+            federation,
+            ready: AtomicBool::new(false),
+            cache,
+            limits: crate::limits::Limits::new(limits),
+        })
+    }
+}
+
+/// The router for every endpoint promfed serves.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(read::series).post(read::series))
+        .route("/api/v1/labels", get(read::labels).post(read::labels))
+        .route("/api/v1/label/{name}/values", get(read::label_values))
+        .route("/api/v1/metadata", get(read::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(read::query_exemplars).post(read::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(read::format_query).post(read::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(read::parse_query).post(read::parse_query),
+        )
+        .route("/api/v1/rules", get(read::rules))
+        .route("/api/v1/alerts", get(read::alerts))
+        .route("/api/v1/stores", get(read::stores))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/-/healthy", get(healthy).head(healthy))
+        .route("/-/ready", get(ready).head(ready))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.config.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_http))
+        .with_state(state)
+}
+
+impl FromRequest<Arc<AppState>> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let mut p = Params::default();
+        if let Some(q) = req.uri().query() {
+            p.add_urlencoded(q.as_bytes());
+        }
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if req.method() == Method::POST && is_form {
+            let body = Bytes::from_request(req, state).await.map_err(|e| {
+                ApiError::bad_data(format!("error parsing form values: {}", e.body_text()))
+            })?;
+            p.add_urlencoded(&body);
+        }
+        // Query text is bounded before anything parses it (every endpoint).
+        for name in ["query", "match[]"] {
+            for q in p.all(name) {
+                state.limits.check_query_text(name, q)?;
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Options shared by instant and range queries.
+fn query_options(
+    p: &Params,
+    limits: &crate::limits::Limits,
+) -> Result<(QueryOptions, Duration), ApiError> {
+    let mut opts = QueryOptions::default();
+    if let Some(ms) = p.duration("lookback_delta")? {
+        if ms < 0 {
+            return Err(ApiError::invalid_param(
+                "lookback_delta",
+                "lookback delta cannot be negative",
+            ));
+        }
+        if ms > 0 {
+            opts.lookback_delta_ms = ms;
+        }
+    }
+    let timeout = limits.timeout_for(p.duration("timeout")?);
+    Ok((opts, timeout))
+}
+
+/// Thanos' federation parameters: `partial_response`, `dedup`, `replicaLabels[]`.
+pub fn read_options(p: &Params) -> Result<ReadOptions, ApiError> {
+    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
+        match p.non_empty(name) {
+            None => Ok(None),
+            Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+                ApiError::invalid_param(name, format!("cannot parse {v:?} as a boolean"))
+            }),
+        }
+    };
+    let replica_labels: Vec<String> = p
+        .all("replicaLabels[]")
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect();
+    Ok(ReadOptions {
+        partial_response: flag("partial_response")?,
+        dedup: flag("dedup")?,
+        replica_labels: (!replica_labels.is_empty()).then_some(replica_labels),
+    })
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+impl AppState {
+    /// The engine for a request with these federation options.
+    fn engine_for(&self, read: ReadOptions) -> Engine {
+        if read == ReadOptions::default() {
+            self.engine.clone()
+        } else {
+            Engine::new(Arc::new(WithReadOptions {
+                inner: self.engine.source().clone(),
+                read,
+            }))
+        }
+    }
+}
+
+/// A query answer; results with warnings must not be cached by proxies.
+fn query_response(r: &QueryResult) -> Response {
+    let mut resp = json_response(StatusCode::OK, encode::query_body(r));
+    if !r.warnings.is_empty() {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// A cached answer: its body and a header saying how it was obtained.
+fn cached_response(a: Answer) -> Response {
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static(CACHE_HEADER),
+                a.status.as_str(),
+            ),
+        ],
+        a.body,
+    )
+        .into_response();
+    if a.has_warnings {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// What the cache needs to know of a request's federation options: the
+/// engine that honours them (none for the defaults) and their key.
+fn cache_variant(st: &AppState, read: ReadOptions) -> Variant {
+    if read == ReadOptions::default() {
+        return Variant::default();
+    }
+    Variant {
+        key: format!("{read:?}"),
+        eval: Some(Arc::new(st.engine_for(read))),
+    }
+}
+
+/// The error of a query that ran past its deadline.
+pub(crate) fn timeout_error() -> ApiError {
+    ApiError::new(
+        ErrorType::Timeout,
+        "query timed out in expression evaluation",
+    )
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
+    let t = p.time_or("time", now_ms())?;
+    let (opts, timeout) = query_options(&p, &st.limits)?;
+    let read = read_options(&p)?;
+    let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        let a = (st.limits)
+            .run("instant", q, timeout, c.instant(q, t, &opts, &v, timeout))
+            .await?;
+        return Ok(cached_response(a));
+    }
+    let engine = st.engine_for(read);
+    let r = (st.limits)
+        .run("instant", q, timeout, async {
+            engine.instant(q, t, &opts).await.map_err(ApiError::from)
+        })
+        .await?;
+    Ok(query_response(&r))
+}
+
+async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
+    let start = p.time("start")?;
+    let end = p.time("end")?;
+    if end < start {
+        return Err(ApiError::invalid_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step = match p.non_empty("step") {
+        None => {
+            return Err(ApiError::invalid_param(
+                "step",
+                "cannot parse \"\" to a valid duration",
+            ))
+        }
+        Some(_) => p.duration("step")?.unwrap_or(0),
+    };
+    if step <= 0 {
+        return Err(ApiError::invalid_param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let (opts, timeout) = query_options(&p, &st.limits)?;
+    let read = read_options(&p)?;
+    let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        let a = (st.limits)
+            .run(
+                "range",
+                q,
+                timeout,
+                c.range(q, start, end, step, &opts, &v, timeout),
+            )
+            .await?;
+        return Ok(cached_response(a));
+    }
+    let engine = st.engine_for(read);
+    let r = (st.limits)
+        .run("range", q, timeout, async {
+            engine
+                .range(q, start, end, step, &opts)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
+    Ok(query_response(&r))
+}
+
+async fn buildinfo() -> Response {
+    let data = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("PROMFED_REVISION").unwrap_or("unknown"),
+        "branch": option_env!("PROMFED_BRANCH").unwrap_or("unknown"),
+        "buildUser": "promfed",
+        "buildDate": option_env!("PROMFED_BUILD_DATE").unwrap_or("unknown"),
+        "goVersion": "none (promfed is written in Rust)",
+    });
+    json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
+}
+
+async fn metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(),
+    )
+        .into_response()
+}
+
+async fn healthy() -> &'static str {
+    "promfed is Healthy.\n"
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "promfed is Ready.\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: promfed is not ready yet.\n",
+        )
+            .into_response()
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorType::NotFound,
+        format!("{method} {} is not an endpoint promfed serves", uri.path()),
+    )
+}

@@ -1,1 +1,614 @@
+//! Fans one select out to every backend, adds each backend's external
+//! labels, and merges the answers by label set.
 
+pub mod dedup;
+pub mod health;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::{join_all, BoxFuture};
+use promql_parser::label::Matcher;
+
+use crate::model::{Labels, Sample, Series};
+use crate::source::{
+    matches_all, ApiData, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
+    SourceError,
+};
+
+/// One federated backend: a source and the labels that identify it.
+pub struct Backend {
+    /// Name used in errors and warnings.
+    pub name: String,
+    /// Added to each series that lacks them.
+    pub external_labels: BTreeMap<String, String>,
+    pub source: Arc<dyn Source>,
+}
+
+/// Federation-wide defaults, from the config.
+#[derive(Debug, Clone, Default)]
+pub struct FederationOptions {
+    /// Leave failed backends out with a warning instead of failing.
+    pub partial_response: bool,
+    /// Labels that tell HA replicas apart.
+    pub replica_labels: Vec<String>,
+}
+
+/// The answers of the backends that answered, and the warnings.
+pub type Gathered<'b, T> = (Vec<(&'b Backend, T)>, Vec<String>);
+
+/// A `Source` made of backends.
+pub struct Federation {
+    backends: Vec<Backend>,
+    opts: FederationOptions,
+    health: health::HealthBoard,
+}
+
+/// Functions under which a replica switch must not make a counter go backwards.
+const COUNTER_FUNCS: [&str; 4] = ["rate", "irate", "increase", "resets"];
+
+impl Federation {
+    pub fn new(backends: Vec<Backend>, opts: FederationOptions) -> Self {
+        let health = health::HealthBoard::new(backends.len());
+        Federation {
+            backends,
+            opts,
+            health,
+        }
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    fn partial(&self, read: &ReadOptions) -> bool {
+        read.partial_response.unwrap_or(self.opts.partial_response)
+    }
+
+    /// The replica labels to merge over, or `None` when dedup is off.
+    fn dedup_labels<'a>(&'a self, read: &'a ReadOptions) -> Option<&'a [String]> {
+        if !read.dedup.unwrap_or(true) {
+            return None;
+        }
+        let labels = read
+            .replica_labels
+            .as_ref()
+            .unwrap_or(&self.opts.replica_labels);
+        (!labels.is_empty()).then_some(labels.as_slice())
+    }
+
+    /// Keeps the answers of the backends that answered; a failure either
+    /// fails the whole call or, under partial response, becomes a warning.
+    fn gather<'b, T>(
+        &self,
+        read: &ReadOptions,
+        asked: impl IntoIterator<Item = (&'b Backend, Result<T, SourceError>)>,
+    ) -> Result<Gathered<'b, T>, SourceError> {
+        let partial = self.partial(read);
+        let mut ok = Vec::new();
+        let mut warnings = Vec::new();
+        for (b, answer) in asked {
+            match answer {
+                Ok(v) => ok.push((b, v)),
+                Err(e) if partial => warnings.push(format!(
+                    "partial response: backend {} left out: {e}",
+                    b.name
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ok, warnings))
+    }
+
+    /// The metadata query to send to each backend that can match `q`.
+    fn meta_plans(&self, q: &MetaQuery) -> Vec<(&Backend, MetaQuery)> {
+        self.backends
+            .iter()
+            .filter_map(|b| {
+                let sets: Vec<Vec<Matcher>> = q
+                    .matchers
+                    .iter()
+                    .filter_map(|m| route_matchers(b, m))
+                    .collect();
+                if !q.matchers.is_empty() && sets.is_empty() {
+                    return None;
+                }
+                Some((
+                    b,
+                    MetaQuery {
+                        matchers: sets,
+                        ..q.clone()
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds `b`'s external labels to `labels` where absent.
+    fn with_external(b: &Backend, mut labels: Labels) -> Labels {
+        for (k, v) in &b.external_labels {
+            if labels.get(k).is_none() {
+                labels.set(k, v);
+            }
+        }
+        labels
+    }
+
+    async fn series_all(&self, q: &MetaQuery) -> Result<MetaOutput<Labels>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.series(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            for l in out.items {
+                let mut l = Self::with_external(b, l);
+                if !q.matchers.is_empty() && !q.matchers.iter().any(|m| matches_all(&l, m)) {
+                    continue;
+                }
+                if let Some(replicas) = dedup {
+                    l.retain(|x| !replicas.contains(&x.name));
+                }
+                items.push(l);
+            }
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_names_all(&self, q: &MetaQuery) -> Result<MetaOutput<String>, SourceError> {
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| b.source.label_names(pq))).await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let dedup = self.dedup_labels(&q.read);
+        let mut items = Vec::new();
+        for (b, out) in ok {
+            warnings.extend(out.warnings);
+            let any = !out.items.is_empty();
+            items.extend(out.items);
+            if any {
+                items.extend(b.external_labels.keys().cloned());
+            }
+        }
+        if let Some(replicas) = dedup {
+            items.retain(|n| !replicas.contains(n));
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    async fn label_values_all(
+        &self,
+        name: &str,
+        q: &MetaQuery,
+    ) -> Result<MetaOutput<String>, SourceError> {
+        if self
+            .dedup_labels(&q.read)
+            .is_some_and(|r| r.iter().any(|x| x == name))
+        {
+            return Ok(MetaOutput::default());
+        }
+        let plans = self.meta_plans(q);
+        let answers = join_all(plans.iter().map(|(b, pq)| async move {
+            if b.external_labels.contains_key(name) {
+                // The backend's storage lacks its external labels: derive the
+                // values from its series.
+                b.source.series(pq).await.map(|s| MetaOutput {
+                    items: s
+                        .items
+                        .into_iter()
+                        .filter_map(|l| Self::with_external(b, l).get(name).map(str::to_string))
+                        .collect(),
+                    warnings: s.warnings,
+                })
+            } else {
+                b.source.label_values(name, pq).await
+            }
+        }))
+        .await;
+        let (ok, mut warnings) =
+            self.gather(&q.read, plans.iter().map(|(b, _)| *b).zip(answers))?;
+        let mut items = Vec::new();
+        for (_, out) in ok {
+            warnings.extend(out.warnings);
+            items.extend(out.items);
+        }
+        items.sort();
+        items.dedup();
+        Ok(MetaOutput { items, warnings })
+    }
+
+    /// GETs `path` from every backend that has an HTTP API; per-backend
+    /// answers (with the backend) and warnings.
+    pub async fn api_get_all(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        read: &ReadOptions,
+    ) -> Result<Gathered<'_, ApiData>, SourceError> {
+        let answers = join_all(self.backends.iter().map(|b| b.source.api_get(path, params))).await;
+        let (ok, mut warnings) = self.gather(read, self.backends.iter().zip(answers))?;
+        let mut out = Vec::new();
+        for (b, d) in ok {
+            if let Some(d) = d {
+                warnings.extend(d.warnings.iter().cloned());
+                out.push((b, d));
+            }
+        }
+        Ok((out, warnings))
+    }
+
+    async fn select_all(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
+        // Route: skip backends whose external labels contradict a matcher, and
+        // drop matchers that the external labels alone satisfy (the backend's
+        // own storage does not hold its external labels).
+        let plans: Vec<(&Backend, Select)> = self
+            .backends
+            .iter()
+            .filter_map(|b| backend_select(b, sel).map(|s| (b, s)))
+            .collect();
+        let answers = join_all(
+            plans
+                .iter()
+                .map(|(b, s)| crate::limits::observe_select(&b.name, b.source.select(s))),
+        )
+        .await;
+
+        let partial = sel
+            .read
+            .partial_response
+            .unwrap_or(self.opts.partial_response);
+        let mut warnings = Vec::new();
+        let mut all: Vec<Series> = Vec::new();
+        for ((b, _), answer) in plans.iter().zip(answers) {
+            let out = match answer {
+                Ok(out) => out,
+                Err(e) if partial && !matches!(e, SourceError::Limit(_)) => {
+                    warnings.push(format!(
+                        "partial response: backend {} left out: {e}",
+                        b.name
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            warnings.extend(out.warnings);
+            for mut s in out.series {
+                for (k, v) in &b.external_labels {
+                    if s.labels.get(k).is_none() {
+                        s.labels.set(k, v);
+                    }
+                }
+                // Re-check the full matchers: a series may carry its own value
+                // for a label that is also external.
+                if matches_all(&s.labels, &sel.matchers) {
+                    all.push(s);
+                }
+            }
+        }
+        let mut series = merge_series(all);
+        if let Some(replica_labels) = self.dedup_labels(&sel.read) {
+            let counter = sel
+                .hints
+                .func
+                .as_deref()
+                .is_some_and(|f| COUNTER_FUNCS.contains(&f));
+            series = dedup::dedup(series, replica_labels, counter);
+        }
+        Ok(SelectOutput { series, warnings })
+    }
+}
+
+impl Source for Federation {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(self.select_all(sel))
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(self.series_all(q))
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_names_all(q))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.label_values_all(name, q))
+    }
+}
+
+/// The matchers to send to `b`: without those its external labels satisfy
+/// (its own storage does not hold them), or `None` when its external labels
+/// contradict one.
+fn route_matchers(b: &Backend, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+    let mut out: Vec<Matcher> = Vec::with_capacity(matchers.len());
+    for m in matchers {
+        match b.external_labels.get(&m.name) {
+            Some(v) if m.is_match(v) => {}
+            Some(_) => return None,
+            None => out.push(m.clone()),
+        }
+    }
+    Some(out)
+}
+
+/// The select to send to `b`, or `None` when `b` cannot hold a matching series.
+fn backend_select(b: &Backend, sel: &Select) -> Option<Select> {
+    Some(Select {
+        matchers: route_matchers(b, &sel.matchers)?,
+        start_ms: sel.start_ms,
+        end_ms: sel.end_ms,
+        hints: sel.hints.clone(),
+        read: sel.read.clone(),
+    })
+}
+
+/// Sorts series by labels and merges those with equal label sets into one,
+/// keeping one sample per timestamp (the first source's on a tie).
+pub fn merge_series(mut all: Vec<Series>) -> Vec<Series> {
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<Series> = Vec::with_capacity(all.len());
+    for s in all {
+        match out.last_mut() {
+            Some(last) if last.labels == s.labels => {
+                last.samples = merge_samples(&last.samples, &s.samples);
+            }
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+fn merge_samples(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].t < b[j].t {
+            out.push(a[i]);
+            i += 1;
+        } else if b[j].t < a[i].t {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// Label set of a backend's external labels, for display.
+pub fn external_labels_of(b: &Backend) -> Labels {
+    Labels::from_pairs(
+        b.external_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::memory::MemorySource;
+    use promql_parser::label::MatchOp;
+    use proptest::prelude::*;
+
+    fn backend(name: &str, cluster: &str, src: MemorySource) -> Backend {
+        Backend {
+            name: name.into(),
+            external_labels: [("cluster".to_string(), cluster.to_string())].into(),
+            source: Arc::new(src),
+        }
+    }
+
+    struct Down;
+    impl Source for Down {
+        fn select<'a>(&'a self, _: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            Box::pin(async {
+                Err(SourceError::Backend {
+                    backend: "k8s-2".into(),
+                    message: "connection refused".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_response_policy() {
+        let make = |partial| {
+            Federation::new(
+                vec![
+                    backend("k8s-1", "k8s-1", up_source(&["x"])),
+                    Backend {
+                        name: "k8s-2".into(),
+                        external_labels: [("cluster".to_string(), "k8s-2".to_string())].into(),
+                        source: Arc::new(Down),
+                    },
+                ],
+                FederationOptions {
+                    partial_response: partial,
+                    replica_labels: vec![],
+                },
+            )
+        };
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let err = make(false).select(&s).await.expect_err("abort fails");
+        assert!(err.to_string().contains("k8s-2"), "{err}");
+        let out = make(true).select(&s).await.expect("warn answers");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].contains("k8s-2"), "{:?}", out.warnings);
+        // The request's parameter overrides the default both ways.
+        s.read.partial_response = Some(true);
+        assert!(make(false).select(&s).await.is_ok());
+        s.read.partial_response = Some(false);
+        assert!(make(true).select(&s).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn replicas_are_merged_unless_dedup_is_off() {
+        let mk = |replica: &str| Backend {
+            name: format!("k8s-2-{replica}"),
+            external_labels: [
+                ("cluster".to_string(), "k8s-2".to_string()),
+                ("replica".to_string(), replica.to_string()),
+            ]
+            .into(),
+            source: Arc::new(up_source(&["x"])),
+        };
+        let f = Federation::new(
+            vec![mk("a"), mk("b")],
+            FederationOptions {
+                partial_response: false,
+                replica_labels: vec!["replica".into()],
+            },
+        );
+        let mut s = sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]);
+        let out = f.select(&s).await.expect("select");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].labels.get("replica"), None);
+        s.read.dedup = Some(false);
+        assert_eq!(f.select(&s).await.expect("select").series.len(), 2);
+    }
+
+    fn up_source(jobs: &[&str]) -> MemorySource {
+        let mut m = MemorySource::new();
+        for j in jobs {
+            let l = Labels::from_pairs([("__name__", "up"), ("job", *j)]);
+            m.add(l, 1000, 1.0);
+        }
+        m
+    }
+
+    fn sel(matchers: Vec<Matcher>) -> Select {
+        Select {
+            matchers,
+            start_ms: 0,
+            end_ms: 10_000,
+            hints: Default::default(),
+            read: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn adds_external_labels_and_merges() {
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x", "y"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
+        let out = f
+            .select(&sel(vec![Matcher::new(MatchOp::Equal, "__name__", "up")]))
+            .await
+            .expect("select");
+        let got: Vec<String> = out.series.iter().map(|s| s.labels.to_string()).collect();
+        assert_eq!(
+            got,
+            vec![
+                r#"{__name__="up", cluster="k8s-1", job="x"}"#,
+                r#"{__name__="up", cluster="k8s-1", job="y"}"#,
+                r#"{__name__="up", cluster="k8s-2", job="x"}"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn routes_by_external_labels() {
+        let f = Federation::new(
+            vec![
+                backend("a", "k8s-1", up_source(&["x"])),
+                backend("b", "k8s-2", up_source(&["x"])),
+            ],
+            Default::default(),
+        );
+        let out = f
+            .select(&sel(vec![
+                Matcher::new(MatchOp::Equal, "__name__", "up"),
+                Matcher::new(MatchOp::Equal, "cluster", "k8s-2"),
+            ]))
+            .await
+            .expect("select");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].labels.get("cluster"), Some("k8s-2"));
+    }
+
+    #[test]
+    fn backend_select_drops_satisfied_matchers() {
+        let b = backend("a", "k8s-1", MemorySource::new());
+        let s = sel(vec![
+            Matcher::new(MatchOp::Equal, "__name__", "up"),
+            Matcher::new(MatchOp::NotEqual, "cluster", "k8s-2"),
+        ]);
+        let got = backend_select(&b, &s).expect("not routed away");
+        assert_eq!(got.matchers.len(), 1);
+        let s = sel(vec![Matcher::new(MatchOp::Equal, "cluster", "k8s-2")]);
+        assert!(backend_select(&b, &s).is_none());
+    }
+
+    fn arb_series() -> impl Strategy<Value = Vec<Series>> {
+        prop::collection::vec(
+            (0u8..4, prop::collection::vec((0i64..50, -5i32..5), 0..8)),
+            0..8,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(id, samples)| {
+                    let mut samples: Vec<Sample> = samples
+                        .into_iter()
+                        .map(|(t, v)| Sample { t, v: v as f64 })
+                        .collect();
+                    samples.sort_by_key(|s| s.t);
+                    samples.dedup_by_key(|s| s.t);
+                    Series {
+                        labels: Labels::from_pairs([("id", id.to_string())]),
+                        samples,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_sorted_unique_and_idempotent(series in arb_series()) {
+            let merged = merge_series(series.clone());
+            prop_assert!(merged.windows(2).all(|w| w[0].labels < w[1].labels));
+            for s in &merged {
+                prop_assert!(s.samples.windows(2).all(|w| w[0].t < w[1].t));
+            }
+            let mut doubled = merged.clone();
+            doubled.extend(merged.clone());
+            prop_assert_eq!(merge_series(doubled), merged.clone());
+            // Every input timestamp survives.
+            for s in &series {
+                let m = merged.iter().find(|x| x.labels == s.labels);
+                prop_assert!(m.is_some());
+                if let Some(m) = m {
+                    for smp in &s.samples {
+                        prop_assert!(m.samples.iter().any(|x| x.t == smp.t));
+                    }
+                }
+            }
+        }
+    }
+}

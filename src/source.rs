@@ -3,11 +3,12 @@
 
 pub mod memory;
 pub mod prometheus;
+pub mod remote_read;
 
 use futures::future::BoxFuture;
 use promql_parser::label::Matcher;
 
-use crate::model::Series;
+use crate::model::{Labels, Series};
 
 /// What the engine knows about why it selects (passed to backends that use
 /// it, such as remote read).
@@ -25,6 +26,19 @@ pub struct SelectHints {
     pub range_ms: i64,
 }
 
+/// Per-request federation options (Thanos' query parameters); `None`
+/// means "the configured default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ReadOptions {
+    /// `partial_response`: `true` leaves out failed backends with a warning,
+    /// `false` fails the query.
+    pub partial_response: Option<bool>,
+    /// `dedup`: merge HA replicas (default true).
+    pub dedup: Option<bool>,
+    /// `replicaLabels[]`: the labels that tell replicas apart.
+    pub replica_labels: Option<Vec<String>>,
+}
+
 /// One selection: every series matching all `matchers` (the `__name__`
 /// matcher included), with its samples in `[start_ms, end_ms]`.
 #[derive(Debug, Clone)]
@@ -33,6 +47,8 @@ pub struct Select {
     pub start_ms: i64,
     pub end_ms: i64,
     pub hints: SelectHints,
+    /// Federation options of the request this select serves.
+    pub read: ReadOptions,
 }
 
 /// The answer to a [`Select`]: series sorted by labels, unique label sets,
@@ -55,17 +71,178 @@ pub enum SourceError {
     /// The selection itself is not acceptable (e.g. matches every series).
     #[error("{0}")]
     BadSelect(String),
+    /// The query broke a configured limit (`limits:`); never tolerated as
+    /// a partial response.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// A metadata request (`/api/v1/series`, `labels`, `label/<name>/values`).
+#[derive(Debug, Clone)]
+pub struct MetaQuery {
+    /// Selector alternatives (`match[]`); empty means every series.
+    pub matchers: Vec<Vec<Matcher>>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub read: ReadOptions,
+}
+
+/// Label sets, names or values with the warnings that came with them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaOutput<T> {
+    pub items: Vec<T>,
+    pub warnings: Vec<String>,
+}
+
+/// A matcher that every series with a metric name satisfies.
+pub fn any_series_matcher() -> Matcher {
+    match Matcher::new_matcher(
+        promql_parser::parser::token::T_EQL_REGEX,
+        crate::model::METRIC_NAME.to_string(),
+        ".+".to_string(),
+    ) {
+        Ok(m) => m,
+        // ".+" always compiles; keep a harmless fallback rather than panic.
+        Err(_) => Matcher::new(
+            promql_parser::label::MatchOp::NotEqual,
+            crate::model::METRIC_NAME,
+            "",
+        ),
+    }
 }
 
 /// Anything that can answer a select. The federation layer is itself a
 /// `Source` made of `Source`s.
+///
+/// The metadata methods have defaults derived from `select`; sources with a
+/// cheaper way (the Prometheus HTTP API) override them.
 pub trait Source: Send + Sync {
     /// Selects the series matching `sel`.
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>>;
+
+    /// The label sets of the series matching any of `q.matchers`, sorted and unique.
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(async move {
+            let sets = if q.matchers.is_empty() {
+                vec![vec![any_series_matcher()]]
+            } else {
+                q.matchers.clone()
+            };
+            let mut out = MetaOutput::default();
+            for matchers in sets {
+                let sel = Select {
+                    matchers,
+                    start_ms: q.start_ms,
+                    end_ms: q.end_ms,
+                    hints: SelectHints {
+                        start_ms: q.start_ms,
+                        end_ms: q.end_ms,
+                        func: Some("series".into()),
+                        ..Default::default()
+                    },
+                    read: q.read.clone(),
+                };
+                let r = self.select(&sel).await?;
+                out.items.extend(r.series.into_iter().map(|s| s.labels));
+                out.warnings.extend(r.warnings);
+            }
+            out.items.sort();
+            out.items.dedup();
+            Ok(out)
+        })
+    }
+
+    /// The label names of the series matching `q`, sorted and unique.
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(async move {
+            let s = self.series(q).await?;
+            let mut names: Vec<String> = s
+                .items
+                .iter()
+                .flat_map(|l| l.iter().map(|l| l.name.clone()))
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(MetaOutput {
+                items: names,
+                warnings: s.warnings,
+            })
+        })
+    }
+
+    /// The values of label `name` among the series matching `q`, sorted and unique.
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(async move {
+            let s = self.series(q).await?;
+            let mut values: Vec<String> = s
+                .items
+                .iter()
+                .filter_map(|l| l.get(name).map(str::to_string))
+                .collect();
+            values.sort();
+            values.dedup();
+            Ok(MetaOutput {
+                items: values,
+                warnings: s.warnings,
+            })
+        })
+    }
+
+    /// Checks that the source answers at all (health probes).
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The `data` of a GET on another API endpoint (metadata, rules,
+    /// alerts, exemplars), for sources that have an HTTP API; `None` when
+    /// this source has none.
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        let _ = (path, params);
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The `data` and `warnings` of a backend's API answer.
+#[derive(Debug, Clone, Default)]
+pub struct ApiData {
+    pub data: serde_json::Value,
+    pub warnings: Vec<String>,
+}
+
+/// A source that stamps the request's [`ReadOptions`] on every select it
+/// passes to `inner`: how per-request federation options reach the
+/// federation without the engine knowing about them.
+pub struct WithReadOptions {
+    pub inner: std::sync::Arc<dyn Source>,
+    pub read: ReadOptions,
+}
+
+impl Source for WithReadOptions {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(async move {
+            let mut sel = sel.clone();
+            sel.read = self.read.clone();
+            self.inner.select(&sel).await
+        })
+    }
 }
 
 /// True when `labels` satisfies every matcher (a missing label matches as "").
-pub fn matches_all(labels: &crate::model::Labels, matchers: &[Matcher]) -> bool {
+pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
     matchers
         .iter()
         .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))

@@ -352,6 +352,7 @@ pub(crate) async fn fetch(
                     start_ms: r.mint,
                     end_ms: r.maxt,
                     hints: r.hints.clone(),
+                    read: Default::default(),
                 },
             ));
         }

@@ -99,6 +99,7 @@ mod tests {
             start_ms: 10,
             end_ms: 20,
             hints: Default::default(),
+            read: Default::default(),
         };
         let out = m.select(&sel).await.expect("memory select");
         assert_eq!(out.series.len(), 1);

@@ -1,1 +1,541 @@
+//! Reads raw samples from any Prometheus-compatible HTTP API by asking
+//! `/api/v1/query` for a range selector at the window's end.
 
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use promql_parser::label::{MatchOp, Matcher};
+use serde::Deserialize;
+
+use super::{ApiData, MetaOutput, MetaQuery, Select, SelectOutput, Source, SourceError};
+use crate::model::{Labels, Sample, Series};
+
+/// A backend read through the Prometheus HTTP query API.
+#[derive(Debug, Clone)]
+pub struct PrometheusHttpSource {
+    name: String,
+    base: String,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl PrometheusHttpSource {
+    /// `base` is the API root, e.g. `http://prometheus:9090` (no trailing `/api/v1`).
+    pub fn new(name: &str, base: &str, client: reqwest::Client, timeout: Duration) -> Self {
+        PrometheusHttpSource {
+            name: name.to_string(),
+            base: base.trim_end_matches('/').to_string(),
+            client,
+            timeout,
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Backend {
+            backend: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn fetch(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
+        if sel.end_ms < sel.start_ms {
+            return Ok(SelectOutput::default());
+        }
+        // A range selector at `end` covers (end - range, end]; one extra
+        // millisecond makes it cover `start` too (and Prometheus 2's closed
+        // window then includes start-1, which is filtered out below).
+        let range_ms = sel.end_ms - sel.start_ms + 1;
+        let query = format!("{}[{}ms]", selector_text(&sel.matchers), range_ms);
+        let time = format_api_time(sel.end_ms);
+        let url = format!("{}/api/v1/query", self.base);
+        let resp = self
+            .client
+            .post(&url)
+            .form(&[("query", query.as_str()), ("time", time.as_str())])
+            .send()
+            .await
+            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
+        let parsed: ApiResponse = serde_json::from_slice(&body).map_err(|e| {
+            self.err(format!(
+                "unexpected response (HTTP {}): {e}",
+                status.as_u16()
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(self.err(format!(
+                "{}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            )));
+        }
+        let data = parsed
+            .data
+            .ok_or_else(|| self.err("success response without data"))?;
+        if data.result_type != "matrix" {
+            return Err(self.err(format!(
+                "expected a matrix for a range selector, got {}",
+                data.result_type
+            )));
+        }
+        let mut series = Vec::with_capacity(data.result.len());
+        for s in data.result {
+            let labels = Labels::from_pairs(s.metric);
+            let mut samples = Vec::with_capacity(s.values.len());
+            for (ts, v) in s.values {
+                let t = (ts * 1000.0).round() as i64;
+                if t < sel.start_ms || t > sel.end_ms {
+                    continue;
+                }
+                let v =
+                    parse_value(&v).ok_or_else(|| self.err(format!("bad sample value {v:?}")))?;
+                samples.push(Sample { t, v });
+            }
+            if !samples.is_empty() {
+                series.push(Series { labels, samples });
+            }
+        }
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(SelectOutput {
+            series,
+            warnings: parsed.warnings,
+        })
+    }
+}
+
+impl PrometheusHttpSource {
+    /// Runs `fut` under this backend's deadline.
+    async fn deadline<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Timeout {
+                backend: self.name.clone(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// GETs `path` with `params` and returns the answer's `data` and warnings.
+    async fn get_data(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<ApiData, SourceError> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .client
+            .get(&url)
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
+        let parsed: Envelope = serde_json::from_slice(&body).map_err(|e| {
+            self.err(format!(
+                "unexpected response to {path} (HTTP {}): {e}",
+                status.as_u16()
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(self.err(format!(
+                "{path}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            )));
+        }
+        Ok(ApiData {
+            data: parsed.data,
+            warnings: parsed.warnings,
+        })
+    }
+
+    fn meta_params(q: &MetaQuery) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = q
+            .matchers
+            .iter()
+            .map(|m| ("match[]".to_string(), selector_text(m)))
+            .collect();
+        if q.start_ms > crate::api::params::MIN_TIME_MS {
+            params.push(("start".into(), format_api_time(q.start_ms)));
+        }
+        if q.end_ms < crate::api::params::MAX_TIME_MS {
+            params.push(("end".into(), format_api_time(q.end_ms)));
+        }
+        params
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        d: ApiData,
+        what: &str,
+    ) -> Result<MetaOutput<T>, SourceError> {
+        let items: Vec<T> = serde_json::from_value(d.data)
+            .map_err(|e| self.err(format!("unexpected {what} answer: {e}")))?;
+        Ok(MetaOutput {
+            items,
+            warnings: d.warnings,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+impl Source for PrometheusHttpSource {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(self.deadline(self.fetch(sel)))
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let mut q = q.clone();
+            if q.matchers.is_empty() {
+                q.matchers = vec![vec![super::any_series_matcher()]];
+            }
+            let d = self
+                .get_data("/api/v1/series", &Self::meta_params(&q))
+                .await?;
+            let raw: MetaOutput<std::collections::HashMap<String, String>> =
+                self.typed(d, "series")?;
+            let mut items: Vec<Labels> = raw.items.into_iter().map(Labels::from_pairs).collect();
+            items.sort();
+            items.dedup();
+            Ok(MetaOutput {
+                items,
+                warnings: raw.warnings,
+            })
+        }))
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let d = self
+                .get_data("/api/v1/labels", &Self::meta_params(q))
+                .await?;
+            self.typed(d, "labels")
+        }))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        Box::pin(self.deadline(async move {
+            let path = format!("/api/v1/label/{}/values", escape_label_name(name));
+            let d = self.get_data(&path, &Self::meta_params(q)).await?;
+            self.typed(d, "label values")
+        }))
+    }
+
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        Box::pin(self.deadline(async move { self.get_data(path, params).await.map(Some) }))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        Box::pin(self.deadline(async move {
+            self.get_data("/api/v1/query", &[("query".to_string(), "1".to_string())])
+                .await
+                .map(|_| ())
+        }))
+    }
+}
+
+/// A Prometheus backend whose samples come from another source (remote
+/// read) and whose metadata comes from its HTTP API.
+pub struct SamplesVia<S> {
+    pub samples: S,
+    pub api: PrometheusHttpSource,
+}
+
+impl<S: Source> Source for SamplesVia<S> {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        self.samples.select(sel)
+    }
+
+    fn series<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<Labels>, SourceError>> {
+        self.api.series(q)
+    }
+
+    fn label_names<'a>(
+        &'a self,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_names(q)
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        name: &'a str,
+        q: &'a MetaQuery,
+    ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
+        self.api.label_values(name, q)
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
+        self.api.probe()
+    }
+
+    fn api_get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<ApiData>, SourceError>> {
+        self.api.api_get(path, params)
+    }
+}
+
+/// A label name as a URL path segment: legacy names as they are, others in
+/// Prometheus's `U__` escaping (`_` doubled, other characters `_<hex>_`).
+pub fn escape_label_name(name: &str) -> String {
+    if crate::config::is_valid_label_name(name) {
+        return name.to_string();
+    }
+    let mut out = String::from("U__");
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            c if c.is_ascii_alphanumeric() => out.push(c),
+            c => out.push_str(&format!("_{:x}_", c as u32)),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_label_name`]; names without the `U__` prefix are
+/// returned as they are, and so are malformed escapes.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("U__") else {
+        return name.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let mut hex = String::new();
+        let mut closed = false;
+        for h in chars.by_ref() {
+            if h == '_' {
+                closed = true;
+                break;
+            }
+            hex.push(h);
+        }
+        match (
+            closed,
+            u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32),
+        ) {
+            (true, Some(ch)) => out.push(ch),
+            _ => return name.to_string(),
+        }
+    }
+    out
+}
+
+/// Hides the URL (which may hold credentials) from a reqwest error.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(u) = e.url() {
+        msg = msg.replace(u.as_str(), "<backend>");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    data: Option<MatrixData>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct MatrixData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    #[serde(default)]
+    result: Vec<ApiSeries>,
+}
+
+#[derive(Deserialize)]
+struct ApiSeries {
+    metric: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+/// Parses a sample value as Prometheus writes it (`NaN`, `+Inf`, `-Inf`, decimals).
+pub fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Formats milliseconds as the API's float seconds (`1724000000.123`).
+pub fn format_api_time(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let a = ms.unsigned_abs();
+    format!("{sign}{}.{:03}", a / 1000, a % 1000)
+}
+
+/// Renders matchers as a PromQL selector, e.g. `{__name__="up",job=~"a.*"}`.
+pub fn selector_text(matchers: &[Matcher]) -> String {
+    let mut out = String::from("{");
+    let mut any_non_empty = false;
+    for (i, m) in matchers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if crate::config::is_valid_label_name(&m.name) {
+            out.push_str(&m.name);
+        } else {
+            out.push_str(&quote(&m.name));
+        }
+        out.push_str(match m.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Re(_) => "=~",
+            MatchOp::NotRe(_) => "!~",
+        });
+        out.push_str(&quote(&m.value));
+        any_non_empty |= !m.is_match("");
+    }
+    if !any_non_empty {
+        // Prometheus refuses selectors whose every matcher matches "".
+        if !matchers.is_empty() {
+            out.push(',');
+        }
+        out.push_str("__name__=~\".+\"");
+    }
+    out.push('}');
+    out
+}
+
+/// Quotes a string as a PromQL double-quoted literal.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_text_round_trips_through_the_parser() {
+        let cases = [
+            r#"{__name__="up",job=~"a.*|b\\d"}"#,
+            r#"{__name__="x",path="say \"hi\"\\n"}"#,
+            r#"{job!="",env!~"dev"}"#,
+        ];
+        for c in cases {
+            let expr = promql_parser::parser::parse(c).expect("test selector parses");
+            let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+                panic!("not a selector: {c}");
+            };
+            let text = selector_text(&vs.matchers.matchers);
+            let again = promql_parser::parser::parse(&text).expect("rendered selector parses");
+            let promql_parser::parser::Expr::VectorSelector(vs2) = again else {
+                panic!("not a selector: {text}");
+            };
+            assert_eq!(vs.matchers.matchers, vs2.matchers.matchers, "{c} -> {text}");
+        }
+    }
+
+    #[test]
+    fn all_empty_matchers_get_a_name_matcher() {
+        let m = vec![Matcher::new(MatchOp::Equal, "job", "")];
+        assert_eq!(selector_text(&m), r#"{job="",__name__=~".+"}"#);
+    }
+
+    #[test]
+    fn label_name_escaping_round_trips() {
+        for n in ["job", "http.method", "a_b", "ünïcode name", "_x"] {
+            assert_eq!(unescape_label_name(&escape_label_name(n)), n);
+        }
+        assert_eq!(escape_label_name("http.method"), "U__http_2e_method");
+        assert_eq!(unescape_label_name("U__http_2e_method"), "http.method");
+        assert_eq!(unescape_label_name("U__bad_zz"), "U__bad_zz");
+    }
+
+    #[test]
+    fn api_time_has_millisecond_precision() {
+        assert_eq!(format_api_time(1_724_000_000_123), "1724000000.123");
+        assert_eq!(format_api_time(5), "0.005");
+        assert_eq!(format_api_time(-1500), "-1.500");
+    }
+
+    #[test]
+    fn special_values() {
+        assert!(parse_value("NaN").is_some_and(f64::is_nan));
+        assert_eq!(parse_value("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_value("-Inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_value("1.5e-7"), Some(1.5e-7));
+        assert_eq!(parse_value("bogus"), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! Request parameters: URL and form body merged, times and durations parsed
+//! as Prometheus parses them.
+
+use std::collections::HashMap;
+
+use super::error::ApiError;
+use crate::config::parse_prometheus_duration;
+
+/// All parameters of a request, URL query first, then the form body.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    values: HashMap<String, Vec<String>>,
+}
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` string into the set.
+    pub fn add_urlencoded(&mut self, raw: &[u8]) {
+        for (k, v) in form_urlencoded::parse(raw) {
+            self.values
+                .entry(k.into_owned())
+                .or_default()
+                .push(v.into_owned());
+        }
+    }
+
+    /// The first value of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// Every value of a repeated parameter (`match[]`).
+    pub fn all(&self, name: &str) -> &[String] {
+        self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The first non-empty value of `name`.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|s| !s.is_empty())
+    }
+
+    /// A time parameter in ms; `default` when absent or empty.
+    pub fn time_or(&self, name: &str, default: i64) -> Result<i64, ApiError> {
+        match self.non_empty(name) {
+            None => Ok(default),
+            Some(s) => parse_time(s).map_err(|e| ApiError::invalid_param(name, e)),
+        }
+    }
+
+    /// A required time parameter in ms.
+    pub fn time(&self, name: &str) -> Result<i64, ApiError> {
+        match self.non_empty(name) {
+            None => Err(ApiError::invalid_param(
+                name,
+                "cannot parse \"\" to a valid timestamp",
+            )),
+            Some(s) => parse_time(s).map_err(|e| ApiError::invalid_param(name, e)),
+        }
+    }
+
+    /// An optional duration parameter in ms.
+    pub fn duration(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.non_empty(name)
+            .map(|s| parse_duration(s).map_err(|e| ApiError::invalid_param(name, e)))
+            .transpose()
+    }
+}
+
+/// Smallest and largest times Prometheus accepts (its `minTime`/`maxTime`), ms.
+pub const MIN_TIME_MS: i64 = -9_223_309_901_257_974;
+pub const MAX_TIME_MS: i64 = 9_223_309_901_257_974;
+
+/// Parses a timestamp: float unix seconds (rounded to ms) or RFC3339(Nano).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let bad = || format!("cannot parse {s:?} to a valid timestamp");
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() {
+            return Err(bad());
+        }
+        let ms = (f * 1000.0).round();
+        if ms < MIN_TIME_MS as f64 || ms > MAX_TIME_MS as f64 {
+            return Err(bad());
+        }
+        // Seconds and a millisecond fraction, as Prometheus rounds them.
+        let secs = f.trunc();
+        let frac = ((f - secs) * 1000.0).round();
+        return Ok(secs as i64 * 1000 + frac as i64);
+    }
+    // Prometheus's special strings for the extremes.
+    match s {
+        "-292273086-05-16T16:47:06Z" => return Ok(MIN_TIME_MS),
+        "292277025-08-18T07:12:54.999999999Z" => return Ok(MAX_TIME_MS),
+        _ => {}
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis())
+        .map_err(|_| bad())
+}
+
+/// Parses a duration: float seconds or a Prometheus duration (`1m30s`), ms.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ms = f * 1000.0;
+        if !ms.is_finite() || ms.abs() >= 9.2e18 {
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(ms.round() as i64);
+    }
+    parse_prometheus_duration(s).map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_times_round_to_milliseconds() {
+        assert_eq!(parse_time("1724000000.123"), Ok(1_724_000_000_123));
+        assert_eq!(parse_time("1724000000.1234"), Ok(1_724_000_000_123));
+        assert_eq!(parse_time("1724000000.1236"), Ok(1_724_000_000_124));
+        assert_eq!(parse_time("4"), Ok(4000));
+        assert_eq!(parse_time("-1.5"), Ok(-1500));
+        assert!(parse_time("NaN").is_err());
+        assert!(parse_time("1e300").is_err());
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Ok(1500));
+        assert_eq!(
+            parse_time("2024-08-18T12:00:00+02:00"),
+            Ok(1_723_975_200_000)
+        );
+        assert_eq!(
+            parse_time("abc"),
+            Err("cannot parse \"abc\" to a valid timestamp".into())
+        );
+    }
+
+    #[test]
+    fn durations_as_float_seconds_or_units() {
+        assert_eq!(parse_duration("15"), Ok(15_000));
+        assert_eq!(parse_duration("0.5"), Ok(500));
+        assert_eq!(parse_duration("1m30s"), Ok(90_000));
+        assert!(parse_duration("1e300").is_err());
+        assert_eq!(
+            parse_duration("x"),
+            Err("cannot parse \"x\" to a valid duration".into())
+        );
+    }
+
+    #[test]
+    fn url_and_form_values_merge() {
+        let mut p = Params::default();
+        p.add_urlencoded(b"stats=all&match[]=a");
+        p.add_urlencoded(b"query=up%7Bjob%3D%22x%22%7D&match[]=b");
+        assert_eq!(p.get("query"), Some("up{job=\"x\"}"));
+        assert_eq!(p.get("stats"), Some("all"));
+        assert_eq!(p.all("match[]"), ["a".to_string(), "b".to_string()]);
+    }
+}

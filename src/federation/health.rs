@@ -1,0 +1,73 @@
+//! Background health probes of the backends: shown on `/api/v1/stores` and
+//! `/metrics`, never used to gate readiness.
+
+use std::sync::Mutex;
+
+use futures::future::join_all;
+
+use super::Federation;
+
+/// What the last probe of one backend found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendHealth {
+    /// Whether the last probe succeeded (false before the first probe).
+    pub up: bool,
+    /// When the last probe finished (RFC3339), if one has.
+    pub last_check: Option<String>,
+    /// The last probe's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// Health of every backend, in the federation's backend order.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    states: Vec<Mutex<BackendHealth>>,
+}
+
+impl HealthBoard {
+    pub fn new(n: usize) -> Self {
+        HealthBoard {
+            states: (0..n)
+                .map(|_| Mutex::new(BackendHealth::default()))
+                .collect(),
+        }
+    }
+
+    /// The health of backend `i`.
+    pub fn get(&self, i: usize) -> BackendHealth {
+        self.states
+            .get(i)
+            .and_then(|m| m.lock().ok().map(|h| h.clone()))
+            .unwrap_or_default()
+    }
+
+    fn set(&self, i: usize, h: BackendHealth) {
+        if let Some(Ok(mut slot)) = self.states.get(i).map(|m| m.lock()) {
+            *slot = h;
+        }
+    }
+}
+
+impl Federation {
+    /// Probes every backend once, concurrently, and records the outcome.
+    pub async fn probe_all(&self) {
+        let results = join_all(self.backends.iter().map(|b| b.source.probe())).await;
+        for (i, r) in results.into_iter().enumerate() {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let h = BackendHealth {
+                up: r.is_ok(),
+                last_check: Some(now),
+                last_error: r.err().map(|e| e.to_string()),
+            };
+            if let Some(b) = self.backends.get(i) {
+                crate::telemetry::backend_up(&b.name, h.up);
+            }
+            self.health.set(i, h);
+        }
+    }
+
+    /// The health of backend `i`.
+    pub fn health(&self, i: usize) -> BackendHealth {
+        self.health.get(i)
+    }
+}

@@ -1,0 +1,828 @@
+//! Reads raw series from a Prometheus through its remote-read API
+//! (`POST /api/v1/read`), as streamed XOR chunks when the server offers
+//! them, else as plain samples.
+
+pub mod chunk;
+pub mod frame;
+pub mod prompb;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use promql_parser::label::{MatchOp, Matcher};
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+
+use self::chunk::{decode_xor_into, xor_sample_count};
+use self::frame::FrameReader;
+use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
+use super::{Select, SelectOutput, Source, SourceError};
+use crate::model::{Labels, Sample, Series};
+
+/// Content type of a STREAMED_XOR_CHUNKS response.
+const STREAMED_CONTENT_TYPE: &str = "application/x-streamed-protobuf";
+/// The message a streamed response must carry.
+const STREAMED_PROTO: &str = "proto=prometheus.ChunkedReadResponse";
+/// Remote-read protocol version promfed speaks.
+const READ_VERSION: &str = "0.1.0";
+/// How much of an error body is quoted in an error message.
+const ERROR_BODY_QUOTE: usize = 512;
+
+/// Default limit on one frame of a streamed response (Prometheus itself
+/// sends frames of about 1 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 << 20;
+/// Default limit on a whole response body, and on a decompressed SAMPLES
+/// response.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 30;
+/// Default limit on the samples of one select once decoded (16 bytes each:
+/// 800 MB; Prometheus's own remote-read sample limit is the same number).
+pub const DEFAULT_MAX_SAMPLES: usize = 50_000_000;
+
+/// Which response types a source asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// Streamed XOR chunks, falling back to samples when the server does not
+    /// offer chunks (what Prometheus ≥ 2.13 answers with).
+    #[default]
+    Chunks,
+    /// Samples only (one snappy-compressed `ReadResponse`).
+    Samples,
+}
+
+/// Tuning of a [`RemoteReadSource`] beyond its address and deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReadOptions {
+    /// Response types to ask for.
+    pub mode: ResponseMode,
+    /// Largest frame accepted in a streamed response, bytes.
+    pub max_frame_bytes: usize,
+    /// Largest response body accepted, bytes (also bounds a decompressed
+    /// SAMPLES response).
+    pub max_response_bytes: usize,
+    /// Most samples one select may decode to (chunks compress about tenfold,
+    /// so the body limit alone does not bound memory).
+    pub max_samples: usize,
+}
+
+impl Default for RemoteReadOptions {
+    fn default() -> Self {
+        RemoteReadOptions {
+            mode: ResponseMode::Chunks,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_samples: DEFAULT_MAX_SAMPLES,
+        }
+    }
+}
+
+/// A Prometheus (or anything serving `/api/v1/read`) read through remote
+/// read.
+#[derive(Debug)]
+pub struct RemoteReadSource {
+    name: String,
+    url: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    options: RemoteReadOptions,
+    stats: Counters,
+}
+
+/// What a source has received over its life (for metrics and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemoteReadStats {
+    /// Response body bytes received (after any HTTP content decoding).
+    pub bytes_read: u64,
+    /// Responses that came as streamed XOR chunks.
+    pub chunked_responses: u64,
+    /// Responses that came as one SAMPLES message.
+    pub sample_responses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    chunked_responses: AtomicU64,
+    sample_responses: AtomicU64,
+}
+
+impl RemoteReadSource {
+    /// A source named `name` (the name errors and warnings carry) reading
+    /// from the Prometheus at `base_url` (e.g. `http://prom:9090`, or with a
+    /// path prefix); `timeout` bounds each whole exchange, body included.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: &str,
+        timeout: Duration,
+        client: reqwest::Client,
+    ) -> Self {
+        RemoteReadSource {
+            name: name.into(),
+            url: format!("{}/api/v1/read", base_url.trim_end_matches('/')),
+            timeout,
+            client,
+            options: RemoteReadOptions::default(),
+            stats: Counters::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RemoteReadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Asks for samples only, never chunks.
+    pub fn samples_only(mut self) -> Self {
+        self.options.mode = ResponseMode::Samples;
+        self
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What this source has received so far, over every select.
+    pub fn stats(&self) -> RemoteReadStats {
+        RemoteReadStats {
+            bytes_read: self.stats.bytes_read.load(Ordering::Relaxed),
+            chunked_responses: self.stats.chunked_responses.load(Ordering::Relaxed),
+            sample_responses: self.stats.sample_responses.load(Ordering::Relaxed),
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Backend {
+            backend: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn exchange(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
+        let request = build_request(sel, self.options.mode).encode_to_vec();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request)
+            .map_err(|e| self.error(format!("compressing remote read request: {e}")))?;
+        let mut response = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_ENCODING, "snappy")
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header("X-Prometheus-Remote-Read-Version", READ_VERSION)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.error(format!("remote read request failed: {}", chain(e))))?;
+
+        let status = response.status();
+        if !status.is_success() {
+            let quote = self.read_body(&mut response, ERROR_BODY_QUOTE).await;
+            let text = match quote {
+                Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+                Err(e) => format!("(body unreadable: {e})"),
+            };
+            return Err(self.error(format!("remote read answered HTTP {status}: {text}")));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut out = Collector::new(sel.start_ms, sel.end_ms, self.options.max_samples);
+        if content_type.starts_with(STREAMED_CONTENT_TYPE) {
+            if !content_type.contains(STREAMED_PROTO) {
+                return Err(self.error(format!(
+                    "remote read streamed an unexpected message: {content_type:?}"
+                )));
+            }
+            self.stats.chunked_responses.fetch_add(1, Ordering::Relaxed);
+            self.read_chunks(&mut response, &mut out).await?;
+        } else {
+            // One byte over the limit tells a body at the limit from a longer one.
+            let limit = self.options.max_response_bytes;
+            let body = self
+                .read_body(&mut response, limit.saturating_add(1))
+                .await
+                .map_err(|e| self.error(e))?;
+            if body.len() > limit {
+                return Err(self.error(format!(
+                    "remote read response exceeds {} bytes",
+                    self.options.max_response_bytes
+                )));
+            }
+            self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
+            self.decode_samples(&body, &content_type, &mut out)?;
+        }
+        Ok(out.finish(&self.name))
+    }
+
+    /// Reads the body, at most `limit` bytes of it (more is left unread).
+    async fn read_body(
+        &self,
+        response: &mut reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        while body.len() < limit {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    self.stats
+                        .bytes_read
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let take = bytes.len().min(limit - body.len());
+                    body.extend_from_slice(&bytes[..take]);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading remote read response: {}", chain(e))),
+            }
+        }
+        Ok(body)
+    }
+
+    /// Decodes a streamed response frame by frame as it arrives.
+    async fn read_chunks(
+        &self,
+        response: &mut reqwest::Response,
+        out: &mut Collector,
+    ) -> Result<(), SourceError> {
+        let mut frames = FrameReader::new(self.options.max_frame_bytes);
+        let mut total: usize = 0;
+        loop {
+            let bytes = match response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(self.error(format!("reading remote read response: {}", chain(e))))
+                }
+            };
+            self.stats
+                .bytes_read
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            total = total.saturating_add(bytes.len());
+            if total > self.options.max_response_bytes {
+                return Err(self.error(format!(
+                    "remote read response exceeds {} bytes",
+                    self.options.max_response_bytes
+                )));
+            }
+            frames.push(&bytes);
+            while let Some(data) = frames
+                .next_frame()
+                .map_err(|e| self.error(format!("remote read stream: {e}")))?
+            {
+                let msg = prompb::ChunkedReadResponse::decode(data).map_err(|e| {
+                    self.error(format!("remote read stream: bad ChunkedReadResponse: {e}"))
+                })?;
+                if msg.query_index != 0 {
+                    return Err(self.error(format!(
+                        "remote read stream answers query {} of a one-query request",
+                        msg.query_index
+                    )));
+                }
+                for series in msg.chunked_series {
+                    out.add_chunked(series)
+                        .map_err(|e| self.error(format!("remote read stream: {e}")))?;
+                }
+            }
+        }
+        frames
+            .finish()
+            .map_err(|e| self.error(format!("remote read stream: {e}")))
+    }
+
+    /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`.
+    fn decode_samples(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        out: &mut Collector,
+    ) -> Result<(), SourceError> {
+        let bad = |what: String| {
+            self.error(format!(
+                "remote read response (content type {content_type:?}) is not a snappy-compressed ReadResponse: {what}"
+            ))
+        };
+        let len = snap::raw::decompress_len(body).map_err(|e| bad(e.to_string()))?;
+        if len > self.options.max_response_bytes {
+            return Err(self.error(format!(
+                "remote read response decompresses to {len} bytes, over the limit of {}",
+                self.options.max_response_bytes
+            )));
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| bad(e.to_string()))?;
+        let response =
+            prompb::ReadResponse::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+        if response.results.len() > 1 {
+            return Err(self.error(format!(
+                "remote read answered {} results to a one-query request",
+                response.results.len()
+            )));
+        }
+        for result in response.results {
+            for ts in result.timeseries {
+                out.add_samples(ts)
+                    .map_err(|e| self.error(format!("remote read response: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for RemoteReadSource {
+    fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, self.exchange(sel)).await {
+                Ok(result) => result,
+                Err(_) => Err(SourceError::Timeout {
+                    backend: self.name.clone(),
+                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            }
+        })
+    }
+}
+
+/// The `ReadRequest` for one select: its matchers, its time range, and the
+/// engine's hints.
+pub fn build_request(sel: &Select, mode: ResponseMode) -> prompb::ReadRequest {
+    let accepted = match mode {
+        ResponseMode::Chunks => vec![ResponseType::StreamedXorChunks, ResponseType::Samples],
+        ResponseMode::Samples => vec![ResponseType::Samples],
+    };
+    let hints = prompb::ReadHints {
+        step_ms: sel.hints.step_ms,
+        func: sel.hints.func.clone().unwrap_or_default(),
+        // A server selects with the hints' range when hints are present, so
+        // they carry the selection's own range.
+        start_ms: sel.start_ms,
+        end_ms: sel.end_ms,
+        grouping: Vec::new(),
+        by: false,
+        range_ms: sel.hints.range_ms,
+    };
+    prompb::ReadRequest {
+        queries: vec![prompb::Query {
+            start_timestamp_ms: sel.start_ms,
+            end_timestamp_ms: sel.end_ms,
+            matchers: sel.matchers.iter().map(to_label_matcher).collect(),
+            hints: Some(hints),
+        }],
+        accepted_response_types: accepted.into_iter().map(i32::from).collect(),
+    }
+}
+
+fn to_label_matcher(m: &Matcher) -> prompb::LabelMatcher {
+    let kind = match m.op {
+        MatchOp::Equal => MatcherType::Eq,
+        MatchOp::NotEqual => MatcherType::Neq,
+        MatchOp::Re(_) => MatcherType::Re,
+        MatchOp::NotRe(_) => MatcherType::Nre,
+    };
+    prompb::LabelMatcher {
+        r#type: kind.into(),
+        name: m.name.clone(),
+        value: m.value.clone(),
+    }
+}
+
+/// Why a response's series cannot be gathered.
+#[derive(Debug, thiserror::Error)]
+enum CollectError {
+    #[error(transparent)]
+    Chunk(#[from] chunk::ChunkError),
+    #[error("more than {0} samples selected")]
+    TooManySamples(usize),
+}
+
+/// Gathers the series of one response, clipped to the selection's range.
+struct Collector {
+    start_ms: i64,
+    end_ms: i64,
+    max_samples: usize,
+    /// Samples gathered so far (duplicates from overlapping chunks included).
+    total: usize,
+    series: BTreeMap<Labels, Vec<Sample>>,
+    histogram_chunks: usize,
+    histogram_samples: usize,
+    unknown_chunks: usize,
+}
+
+impl Collector {
+    fn new(start_ms: i64, end_ms: i64, max_samples: usize) -> Self {
+        Collector {
+            start_ms,
+            end_ms,
+            max_samples,
+            total: 0,
+            series: BTreeMap::new(),
+            histogram_chunks: 0,
+            histogram_samples: 0,
+            unknown_chunks: 0,
+        }
+    }
+
+    fn samples_of(&mut self, labels: Vec<prompb::Label>) -> &mut Vec<Sample> {
+        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
+        self.series.entry(labels).or_default()
+    }
+
+    /// Adds one streamed series (or a slice of it).
+    fn add_chunked(&mut self, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
+        let (start, end, max) = (self.start_ms, self.end_ms, self.max_samples);
+        let mut total = self.total;
+        let mut histograms = 0;
+        let mut unknown = 0;
+        let samples = self.samples_of(series.labels);
+        for c in series.chunks {
+            if c.max_time_ms < start || c.min_time_ms > end {
+                continue;
+            }
+            match ChunkEncoding::try_from(c.r#type) {
+                Ok(ChunkEncoding::Xor) => {
+                    // Checked before decoding, from the count the header announces.
+                    let announced = xor_sample_count(&c.data);
+                    if total + announced > max {
+                        return Err(CollectError::TooManySamples(max));
+                    }
+                    let before = samples.len();
+                    samples.reserve(announced);
+                    decode_xor_into(&c.data, start, end, samples)?;
+                    total += samples.len() - before;
+                }
+                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => histograms += 1,
+                Ok(ChunkEncoding::Unknown) | Err(_) => unknown += 1,
+            }
+        }
+        self.total = total;
+        self.histogram_chunks += histograms;
+        self.unknown_chunks += unknown;
+        Ok(())
+    }
+
+    /// Adds one series of a SAMPLES response.
+    fn add_samples(&mut self, ts: prompb::TimeSeries) -> Result<(), CollectError> {
+        let (start, end) = (self.start_ms, self.end_ms);
+        self.histogram_samples += ts.histograms.len();
+        self.total += ts.samples.len();
+        if self.total > self.max_samples {
+            return Err(CollectError::TooManySamples(self.max_samples));
+        }
+        let samples = self.samples_of(ts.labels);
+        samples.extend(
+            ts.samples
+                .iter()
+                .filter(|s| (start..=end).contains(&s.timestamp))
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                }),
+        );
+        Ok(())
+    }
+
+    /// Series sorted by labels, each in time order with one sample per
+    /// timestamp; series left without samples are dropped.
+    fn finish(self, backend: &str) -> SelectOutput {
+        let mut warnings = Vec::new();
+        if self.histogram_chunks > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} native histogram chunk(s): native histograms are not evaluated yet",
+                self.histogram_chunks
+            ));
+        }
+        if self.histogram_samples > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} native histogram sample(s): native histograms are not evaluated yet",
+                self.histogram_samples
+            ));
+        }
+        if self.unknown_chunks > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} chunk(s) of unknown encoding",
+                self.unknown_chunks
+            ));
+        }
+        let series = self
+            .series
+            .into_iter()
+            .filter_map(|(labels, mut samples)| {
+                if !samples.is_sorted_by(|a, b| a.t < b.t) {
+                    // Overlapping chunks: keep the first sample at each time.
+                    samples.sort_by_key(|s| s.t);
+                    samples.dedup_by_key(|s| s.t);
+                }
+                (!samples.is_empty()).then_some(Series { labels, samples })
+            })
+            .collect();
+        SelectOutput { series, warnings }
+    }
+}
+
+/// An error and its causes on one line, without the URL (which may carry
+/// credentials).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk::tests::encode_xor;
+    use super::*;
+    use crate::model::stale_nan;
+
+    fn re(v: &str) -> MatchOp {
+        MatchOp::Re(regex::Regex::new(&format!("^(?:{v})$")).expect("regex"))
+    }
+
+    fn sel(matchers: Vec<Matcher>, start_ms: i64, end_ms: i64) -> Select {
+        Select {
+            matchers,
+            start_ms,
+            end_ms,
+            hints: Default::default(),
+            read: Default::default(),
+        }
+    }
+
+    #[test]
+    fn request_carries_matchers_range_hints_and_response_types() {
+        let mut s = sel(
+            vec![
+                Matcher::new(MatchOp::Equal, "__name__", "up"),
+                Matcher::new(MatchOp::NotEqual, "job", "x"),
+                Matcher::new(re("a|b"), "instance", "a|b"),
+                Matcher::new(
+                    MatchOp::NotRe(regex::Regex::new("^(?:5..)$").expect("regex")),
+                    "code",
+                    "5..",
+                ),
+            ],
+            1000,
+            2000,
+        );
+        s.hints.step_ms = 15;
+        s.hints.range_ms = 300_000;
+        s.hints.func = Some("rate".into());
+        let req = build_request(&s, ResponseMode::Chunks);
+        assert_eq!(req.accepted_response_types, vec![1, 0]);
+        let q = &req.queries[0];
+        assert_eq!((q.start_timestamp_ms, q.end_timestamp_ms), (1000, 2000));
+        let ms: Vec<(i32, &str, &str)> = q
+            .matchers
+            .iter()
+            .map(|m| (m.r#type, m.name.as_str(), m.value.as_str()))
+            .collect();
+        assert_eq!(
+            ms,
+            vec![
+                (0, "__name__", "up"),
+                (1, "job", "x"),
+                (2, "instance", "a|b"),
+                (3, "code", "5..")
+            ]
+        );
+        let h = q.hints.as_ref().expect("hints");
+        assert_eq!(
+            (h.step_ms, h.func.as_str(), h.start_ms, h.end_ms, h.range_ms),
+            (15, "rate", 1000, 2000, 300_000)
+        );
+        let req = build_request(&s, ResponseMode::Samples);
+        assert_eq!(req.accepted_response_types, vec![0]);
+    }
+
+    #[test]
+    fn wire_layout_matches_prompb_field_numbers() {
+        let m = prompb::LabelMatcher {
+            r#type: MatcherType::Re.into(),
+            name: "a".into(),
+            value: "b".into(),
+        };
+        // type=1 varint 2, name=2 "a", value=3 "b".
+        assert_eq!(m.encode_to_vec(), b"\x08\x02\x12\x01a\x1a\x01b");
+        let r = prompb::ReadRequest {
+            queries: vec![],
+            accepted_response_types: vec![1, 0],
+        };
+        // accepted_response_types=2, packed.
+        assert_eq!(r.encode_to_vec(), b"\x12\x02\x01\x00");
+        let h = prompb::ReadHints {
+            step_ms: 1,
+            func: "f".into(),
+            start_ms: 3,
+            end_ms: 4,
+            grouping: vec!["g".into()],
+            by: true,
+            range_ms: 7,
+        };
+        assert_eq!(
+            h.encode_to_vec(),
+            b"\x08\x01\x12\x01f\x18\x03\x20\x04\x2a\x01g\x30\x01\x38\x07"
+        );
+        let c = prompb::Chunk {
+            min_time_ms: 1,
+            max_time_ms: 2,
+            r#type: ChunkEncoding::Xor.into(),
+            data: bytes::Bytes::from_static(b"z"),
+        };
+        assert_eq!(c.encode_to_vec(), b"\x08\x01\x10\x02\x18\x01\x22\x01z");
+        let s = prompb::Sample {
+            value: 1.0,
+            timestamp: 5,
+        };
+        assert_eq!(
+            s.encode_to_vec(),
+            b"\x09\x00\x00\x00\x00\x00\x00\xf0\x3f\x10\x05"
+        );
+    }
+
+    fn label(name: &str, value: &str) -> prompb::Label {
+        prompb::Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn xor_chunk(samples: &[Sample]) -> prompb::Chunk {
+        prompb::Chunk {
+            min_time_ms: samples.first().map_or(0, |s| s.t),
+            max_time_ms: samples.last().map_or(0, |s| s.t),
+            r#type: ChunkEncoding::Xor.into(),
+            data: encode_xor(samples).into(),
+        }
+    }
+
+    fn samples(ts: impl IntoIterator<Item = i64>) -> Vec<Sample> {
+        ts.into_iter().map(|t| Sample { t, v: t as f64 }).collect()
+    }
+
+    #[test]
+    fn split_and_overlapping_series_merge_into_one() {
+        let mut c = Collector::new(0, 1000, 100);
+        let labels = || vec![label("job", "a"), label("__name__", "up"), label("x", "")];
+        // The same series in two frames, the second's chunk overlapping the
+        // first's, plus a chunk wholly outside the range.
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: labels(),
+            chunks: vec![xor_chunk(&samples([10, 20, 30]))],
+        })
+        .expect("decodes");
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: labels(),
+            chunks: vec![
+                xor_chunk(&samples([20, 30, 40, 50])),
+                xor_chunk(&samples([2000, 3000])),
+            ],
+        })
+        .expect("decodes");
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: vec![label("__name__", "up"), label("job", "0")],
+            chunks: vec![xor_chunk(&samples([5]))],
+        })
+        .expect("decodes");
+        let out = c.finish("b");
+        assert!(out.warnings.is_empty());
+        let names: Vec<String> = out.series.iter().map(|s| s.labels.to_string()).collect();
+        assert_eq!(
+            names,
+            vec![r#"{__name__="up", job="0"}"#, r#"{__name__="up", job="a"}"#]
+        );
+        let ts: Vec<i64> = out.series[1].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, vec![10, 20, 30, 40, 50]);
+    }
+
+    #[test]
+    fn chunks_are_clipped_and_empty_series_dropped() {
+        let mut c = Collector::new(25, 45, 100);
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: vec![label("__name__", "a")],
+            chunks: vec![xor_chunk(&samples([10, 20, 30, 40, 50]))],
+        })
+        .expect("decodes");
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: vec![label("__name__", "b")],
+            // Announced inside the range, but no sample is.
+            chunks: vec![prompb::Chunk {
+                min_time_ms: 0,
+                max_time_ms: 100,
+                ..xor_chunk(&samples([10, 20, 50]))
+            }],
+        })
+        .expect("decodes");
+        let out = c.finish("b");
+        assert_eq!(out.series.len(), 1);
+        let ts: Vec<i64> = out.series[0].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, vec![30, 40]);
+    }
+
+    #[test]
+    fn histogram_and_unknown_chunks_are_skipped_with_warnings() {
+        let mut c = Collector::new(0, 100, 100);
+        let mut stale = samples([10]);
+        stale[0].v = stale_nan();
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: vec![label("__name__", "h")],
+            chunks: vec![
+                prompb::Chunk {
+                    r#type: ChunkEncoding::Histogram.into(),
+                    ..xor_chunk(&samples([10]))
+                },
+                prompb::Chunk {
+                    r#type: ChunkEncoding::FloatHistogram.into(),
+                    ..xor_chunk(&samples([20]))
+                },
+                prompb::Chunk {
+                    r#type: 42,
+                    ..xor_chunk(&samples([30]))
+                },
+            ],
+        })
+        .expect("decodes");
+        c.add_chunked(prompb::ChunkedSeries {
+            labels: vec![label("__name__", "f")],
+            chunks: vec![xor_chunk(&stale)],
+        })
+        .expect("decodes");
+        c.add_samples(prompb::TimeSeries {
+            labels: vec![label("__name__", "s")],
+            samples: vec![],
+            histograms: vec![vec![1, 2, 3]],
+        })
+        .expect("within limits");
+        let out = c.finish("k8s-1");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].samples[0].v.to_bits(), stale_nan().to_bits());
+        assert_eq!(out.warnings.len(), 3, "{:?}", out.warnings);
+        assert!(out.warnings[0].contains("backend k8s-1: skipped 2 native histogram chunk(s)"));
+        assert!(out.warnings[1].contains("skipped 1 native histogram sample(s)"));
+        assert!(out.warnings[2].contains("skipped 1 chunk(s) of unknown encoding"));
+    }
+
+    #[test]
+    fn samples_responses_are_clipped_and_sorted() {
+        let mut c = Collector::new(20, 40, 100);
+        c.add_samples(prompb::TimeSeries {
+            labels: vec![label("__name__", "z")],
+            samples: [50, 40, 30, 20, 10]
+                .into_iter()
+                .map(|t| prompb::Sample {
+                    value: 1.0,
+                    timestamp: t,
+                })
+                .collect(),
+            histograms: vec![],
+        })
+        .expect("within limits");
+        let out = c.finish("b");
+        let ts: Vec<i64> = out.series[0].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, vec![20, 30, 40]);
+    }
+
+    #[test]
+    fn sample_limit_is_enforced_both_ways() {
+        let mut c = Collector::new(0, 1000, 5);
+        let chunked = |ts: &[i64]| prompb::ChunkedSeries {
+            labels: vec![label("__name__", "a")],
+            chunks: vec![xor_chunk(&samples(ts.iter().copied()))],
+        };
+        c.add_chunked(chunked(&[1, 2, 3])).expect("3 of 5");
+        c.add_chunked(chunked(&[4, 5])).expect("5 of 5");
+        assert!(matches!(
+            c.add_chunked(chunked(&[6])),
+            Err(CollectError::TooManySamples(5))
+        ));
+        let mut c = Collector::new(0, 1000, 2);
+        let ts = prompb::TimeSeries {
+            labels: vec![label("__name__", "a")],
+            samples: vec![prompb::Sample::default(); 3],
+            histograms: vec![],
+        };
+        assert!(matches!(
+            c.add_samples(ts),
+            Err(CollectError::TooManySamples(2))
+        ));
+    }
+
+    #[test]
+    fn base_url_slashes_are_normalised() {
+        let client = reqwest::Client::new();
+        for base in ["http://h:9090", "http://h:9090/", "http://h:9090//"] {
+            let s = RemoteReadSource::new("b", base, Duration::from_secs(1), client.clone());
+            assert_eq!(s.url, "http://h:9090/api/v1/read");
+        }
+        let s = RemoteReadSource::new("b", "http://h/prom/", Duration::from_secs(1), client);
+        assert_eq!(s.url, "http://h/prom/api/v1/read");
+    }
+}

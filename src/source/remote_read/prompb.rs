@@ -1,0 +1,181 @@
+//! The remote-read messages of Prometheus's public `prompb` package
+//! (remote.proto, types.proto), written by hand with prost's derive macros.
+//!
+//! Only the fields promfed reads or writes are declared; prost skips the
+//! others (exemplars, for instance) when decoding. Native histograms are
+//! kept as raw bytes: promfed only counts them, to warn that it skipped them.
+
+/// `prometheus.ReadRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub queries: Vec<Query>,
+    /// Response types the client accepts, in order of preference
+    /// ([`ResponseType`] values).
+    #[prost(enumeration = "ResponseType", repeated, packed = "true", tag = "2")]
+    pub accepted_response_types: Vec<i32>,
+}
+
+/// `prometheus.ReadRequest.ResponseType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ResponseType {
+    /// One snappy-compressed `ReadResponse` holding raw samples.
+    Samples = 0,
+    /// A stream of framed `ChunkedReadResponse`s holding encoded chunks.
+    StreamedXorChunks = 1,
+}
+
+/// `prometheus.Query`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Query {
+    #[prost(int64, tag = "1")]
+    pub start_timestamp_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub end_timestamp_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub matchers: Vec<LabelMatcher>,
+    #[prost(message, optional, tag = "4")]
+    pub hints: Option<ReadHints>,
+}
+
+/// `prometheus.ReadResponse` (the SAMPLES response type).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadResponse {
+    /// One result per query, in the request's order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<QueryResult>,
+}
+
+/// `prometheus.QueryResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryResult {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// `prometheus.ChunkedReadResponse`: one frame of the STREAMED_XOR_CHUNKS
+/// response type.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedReadResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub chunked_series: Vec<ChunkedSeries>,
+    /// Index of the query in `ReadRequest.queries` these series answer.
+    #[prost(int64, tag = "2")]
+    pub query_index: i64,
+}
+
+/// `prometheus.ChunkedSeries`: one series (or a time slice of it).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// In start-time order; chunks may overlap.
+    #[prost(message, repeated, tag = "2")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// `prometheus.Sample`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+/// `prometheus.Label`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `prometheus.LabelMatcher`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LabelMatcher {
+    #[prost(enumeration = "MatcherType", tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The literal value, or the regular expression (unanchored, as written
+    /// in PromQL: the server anchors it).
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+/// `prometheus.LabelMatcher.Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MatcherType {
+    Eq = 0,
+    Neq = 1,
+    Re = 2,
+    Nre = 3,
+}
+
+/// `prometheus.ReadHints`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ReadHints {
+    #[prost(int64, tag = "1")]
+    pub step_ms: i64,
+    /// The surrounding function or aggregation, e.g. `rate`.
+    #[prost(string, tag = "2")]
+    pub func: String,
+    #[prost(int64, tag = "3")]
+    pub start_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub end_ms: i64,
+    #[prost(string, repeated, tag = "5")]
+    pub grouping: Vec<String>,
+    #[prost(bool, tag = "6")]
+    pub by: bool,
+    #[prost(int64, tag = "7")]
+    pub range_ms: i64,
+}
+
+/// `prometheus.TimeSeries`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+    /// Native histogram samples (`prometheus.Histogram`), left encoded.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub histograms: Vec<Vec<u8>>,
+}
+
+/// `prometheus.Chunk`: one TSDB chunk; its time range is inclusive.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Chunk {
+    #[prost(int64, tag = "1")]
+    pub min_time_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub max_time_ms: i64,
+    #[prost(enumeration = "ChunkEncoding", tag = "3")]
+    pub r#type: i32,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: bytes::Bytes,
+}
+
+/// `prometheus.Chunk.Encoding` (matches Prometheus's `chunkenc.Encoding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ChunkEncoding {
+    Unknown = 0,
+    Xor = 1,
+    Histogram = 2,
+    FloatHistogram = 3,
+}
+
+/// `prometheus.WriteRequest` (remote write), used by tests to load a
+/// Prometheus head with samples that a text format cannot express, such as
+/// staleness markers.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
