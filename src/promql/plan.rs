@@ -260,7 +260,8 @@ pub(crate) struct FetchedSeries {
     pub has_stale: bool,
 }
 
-/// Every selector's series, by node (selectors with equal matchers share one read).
+/// Every selector's series, by node (selectors with equal matchers and
+/// function hint share one read).
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
     sets: Vec<Vec<FetchedSeries>>,
@@ -321,15 +322,18 @@ pub(crate) async fn fetch(
     let mut reads: Vec<Read> = Vec::new();
     for n in &p.needs {
         let sets = matcher_sets_with_default(n.vs, n.default_name);
-        let key = matchers_key(&sets);
+        // Reads are shared only under the same function hint: the
+        // federation treats samples for rate-like functions differently.
+        let key = format!(
+            "{}|{}",
+            n.hints.func.as_deref().unwrap_or(""),
+            matchers_key(&sets)
+        );
         match reads.iter_mut().find(|r| r.key == key) {
             Some(r) => {
                 r.mint = r.mint.min(n.mint);
                 r.maxt = r.maxt.max(n.maxt);
                 r.hints.range_ms = r.hints.range_ms.max(n.hints.range_ms);
-                if r.hints.func != n.hints.func {
-                    r.hints.func = None;
-                }
                 r.nodes.push(node_id(n.vs));
             }
             None => reads.push(Read {
