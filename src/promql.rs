@@ -27,6 +27,7 @@ mod steps;
 pub mod value;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use promql_parser::parser::Expr;
@@ -196,7 +197,10 @@ impl Engine {
         let expr = Arc::new(expr.clone());
         let (fetched, mut warnings) =
             plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
-        // Evaluation is CPU-bound: keep it off the async workers.
+        // Evaluation is CPU-bound: keep it off the async workers. If this
+        // future is dropped (timeout, client gone), the guard stops it.
+        let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let canceled = Arc::clone(&guard.0);
         let (val, ann) = tokio::task::spawn_blocking(move || {
             let mut ann = Annotations::default();
             let val = Evaluator {
@@ -205,6 +209,7 @@ impl Engine {
                 bounds,
                 lookback,
                 ann: &mut ann,
+                canceled: &canceled,
             }
             .eval(&expr);
             val.map(|v| (v, ann))
@@ -222,6 +227,15 @@ impl Engine {
             warnings,
             infos: ann.infos,
         })
+    }
+}
+
+/// Tells a running evaluation to stop when its caller goes away.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

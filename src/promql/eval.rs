@@ -1,6 +1,7 @@
 //! The evaluator: walks the parsed query and evaluates each node over every step at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr};
@@ -24,11 +25,16 @@ pub(crate) struct Evaluator<'a> {
     pub bounds: Bounds,
     pub lookback: i64,
     pub ann: &'a mut Annotations,
+    /// Set when the caller stopped waiting: evaluation ends at the next node.
+    pub canceled: &'a AtomicBool,
 }
 
 impl<'a> Evaluator<'a> {
     /// Evaluates `e` over every step of the grid.
     pub fn eval(&mut self, e: &Expr) -> Result<Val, EngineError> {
+        if self.canceled.load(Ordering::Relaxed) {
+            return Err(EngineError::Canceled("query evaluation".into()));
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.grid.len()])),
             Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
@@ -102,6 +108,7 @@ impl<'a> Evaluator<'a> {
                 bounds: self.bounds,
                 lookback: self.lookback,
                 ann: &mut *self.ann,
+                canceled: self.canceled,
             };
             sub.eval(&sq.expr)?
         };

@@ -530,3 +530,26 @@ async fn random_queries_never_panic() {
     }
     assert!(evaluated > 350, "only {evaluated} random queries parsed");
 }
+
+#[test]
+fn a_canceled_evaluation_stops_with_canceled() {
+    use std::sync::atomic::AtomicBool;
+    let fetched = plan::Fetched::default();
+    let mut ann = Annotations::default();
+    let canceled = AtomicBool::new(true);
+    let expr = parse("1 + 1").expect("parses");
+    let r = Evaluator {
+        data: &fetched,
+        grid: Grid {
+            start: 0,
+            end: 0,
+            step: 1,
+        },
+        bounds: Bounds { start: 0, end: 0 },
+        lookback: 300_000,
+        ann: &mut ann,
+        canceled: &canceled,
+    }
+    .eval(&expr);
+    assert!(matches!(r, Err(EngineError::Canceled(_))), "{r:?}");
+}
