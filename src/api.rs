@@ -26,10 +26,11 @@ pub use params::Params;
 /// Most points a range query may return per series, as Prometheus.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
-/// Default and largest query timeout (Prometheus's default is 2 m).
+/// Default and largest query timeout (Prometheus's default is 2 m); the
+/// config's `limits.query_timeout` replaces it.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Largest request body accepted, bytes.
+/// Largest request body accepted by default, bytes (`limits.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// What the handlers share.
@@ -40,20 +41,40 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The query cache, when configured.
     pub cache: Option<QueryCache>,
+    /// Query admission and budgets (`limits:` in the config).
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
     pub fn new(federation: Arc<Federation>) -> Arc<Self> {
-        Self::with_cache(federation, None)
+        Self::build(federation, None, crate::limits::LimitsConfig::default())
     }
 
     /// State whose `query` and `query_range` go through `cache`.
     pub fn with_cache(federation: Arc<Federation>, cache: Option<QueryCache>) -> Arc<Self> {
+        Self::build(federation, cache, crate::limits::LimitsConfig::default())
+    }
+
+    /// The state with the config's limits.
+    pub fn with_limits(
+        federation: Arc<Federation>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
+        Self::build(federation, None, limits)
+    }
+
+    /// The state with a cache (if any) and the config's limits.
+    pub fn build(
+        federation: Arc<Federation>,
+        cache: Option<QueryCache>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             engine: Engine::new(federation.clone()),
             federation,
             ready: AtomicBool::new(false),
             cache,
+            limits: crate::limits::Limits::new(limits),
         })
     }
 }
@@ -87,13 +108,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.config.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .with_state(state)
 }
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl FromRequest<Arc<AppState>> for Params {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let mut p = Params::default();
         if let Some(q) = req.uri().query() {
             p.add_urlencoded(q.as_bytes());
@@ -109,6 +134,12 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             })?;
             p.add_urlencoded(&body);
         }
+        // Query text is bounded before anything parses it (every endpoint).
+        for name in ["query", "match[]"] {
+            for q in p.all(name) {
+                state.limits.check_query_text(name, q)?;
+            }
+        }
         Ok(p)
     }
 }
@@ -118,7 +149,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// Options shared by instant and range queries.
-fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
+fn query_options(
+    p: &Params,
+    limits: &crate::limits::Limits,
+) -> Result<(QueryOptions, Duration), ApiError> {
     let mut opts = QueryOptions::default();
     if let Some(ms) = p.duration("lookback_delta")? {
         if ms < 0 {
@@ -131,10 +165,7 @@ fn query_options(p: &Params) -> Result<(QueryOptions, Duration), ApiError> {
             opts.lookback_delta_ms = ms;
         }
     }
-    let timeout = match p.duration("timeout")? {
-        Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(DEFAULT_QUERY_TIMEOUT),
-        _ => DEFAULT_QUERY_TIMEOUT,
-    };
+    let timeout = limits.timeout_for(p.duration("timeout")?);
     Ok((opts, timeout))
 }
 
@@ -243,27 +274,24 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn with_timeout(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<QueryResult, crate::promql::EngineError>>,
-) -> Result<QueryResult, ApiError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(timeout_error()),
-    }
-}
-
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
-    let (opts, timeout) = query_options(&p)?;
+    let (opts, timeout) = query_options(&p, &st.limits)?;
     let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
     if let Some(c) = &st.cache {
         let v = cache_variant(&st, read);
-        return Ok(cached_response(c.instant(q, t, &opts, &v, timeout).await?));
+        let a = (st.limits)
+            .run("instant", q, timeout, c.instant(q, t, &opts, &v, timeout))
+            .await?;
+        return Ok(cached_response(a));
     }
     let engine = st.engine_for(read);
-    let r = with_timeout(timeout, engine.instant(q, t, &opts)).await?;
+    let r = (st.limits)
+        .run("instant", q, timeout, async {
+            engine.instant(q, t, &opts).await.map_err(ApiError::from)
+        })
+        .await?;
     Ok(query_response(&r))
 }
 
@@ -296,17 +324,30 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let (opts, timeout) = query_options(&p)?;
+    let (opts, timeout) = query_options(&p, &st.limits)?;
     let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
     if let Some(c) = &st.cache {
         let v = cache_variant(&st, read);
-        return Ok(cached_response(
-            c.range(q, start, end, step, &opts, &v, timeout).await?,
-        ));
+        let a = (st.limits)
+            .run(
+                "range",
+                q,
+                timeout,
+                c.range(q, start, end, step, &opts, &v, timeout),
+            )
+            .await?;
+        return Ok(cached_response(a));
     }
     let engine = st.engine_for(read);
-    let r = with_timeout(timeout, engine.range(q, start, end, step, &opts)).await?;
+    let r = (st.limits)
+        .run("range", q, timeout, async {
+            engine
+                .range(q, start, end, step, &opts)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await?;
     Ok(query_response(&r))
 }
 

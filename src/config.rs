@@ -31,6 +31,20 @@ pub struct Config {
     /// with `replicaLabels[]` and turn merging off with `dedup=false`.
     #[serde(default)]
     pub replica_labels: Vec<String>,
+    /// Limits on what one query or request may cost (see `limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
+    /// Where to write the query log, one JSON line per query (query,
+    /// duration, samples, backends asked): `stderr` or a file path
+    /// (appended to). Off when absent.
+    #[serde(default)]
+    pub query_log: Option<String>,
+    /// Serve the API over HTTPS with these certificates (see `tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
+    /// Require clients to authenticate (see `auth.rs`).
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// The partial-response policy.
@@ -69,6 +83,15 @@ pub struct BackendConfig {
     /// VictoriaMetrics or Mimir). Metadata always uses the HTTP API.
     #[serde(default)]
     pub protocol: ReadProtocol,
+    /// TLS towards this backend: CA, client certificate, skip-verify.
+    #[serde(default)]
+    pub tls: Option<crate::tls::BackendTlsConfig>,
+    /// A file holding a bearer token sent to this backend (re-read on reload).
+    #[serde(default)]
+    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// Basic-auth credentials sent to this backend.
+    #[serde(default)]
+    pub basic_auth: Option<crate::auth::BasicAuthConfig>,
 }
 
 /// How a backend's raw samples are read.
@@ -90,7 +113,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_prometheus_duration(&s)
         .map(|ms| Duration::from_millis(ms as u64))
@@ -208,6 +231,17 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.limits.validate());
+        if let Some(a) = &self.auth {
+            problems.extend(a.validate());
+        }
+        if self
+            .query_log
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            problems.push("query_log: must be `stderr` or a file path".to_string());
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             let at = format!("backends[{i}]");
@@ -217,6 +251,9 @@ impl Config {
                 problems.push(format!("{at}.name: {:?} is used twice", b.name));
             }
             match reqwest::Url::parse(&b.url) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => problems.push(
+                    format!("{at}.url: must not hold credentials (use basic_auth)"),
+                ),
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 Ok(u) => problems.push(format!(
                     "{at}.url: scheme {:?} is not http or https",
@@ -224,6 +261,14 @@ impl Config {
                 )),
                 Err(e) => problems.push(format!("{at}.url: {e}")),
             }
+            if let Some(t) = &b.tls {
+                problems.extend(t.validate(&at));
+            }
+            problems.extend(crate::auth::validate_backend(
+                &at,
+                b.bearer_token_file.as_ref(),
+                b.basic_auth.as_ref(),
+            ));
             if b.timeout.is_zero() {
                 problems.push(format!("{at}.timeout: must be greater than 0"));
             }

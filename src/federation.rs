@@ -252,7 +252,12 @@ impl Federation {
             .iter()
             .filter_map(|b| backend_select(b, sel).map(|s| (b, s)))
             .collect();
-        let answers = join_all(plans.iter().map(|(b, s)| b.source.select(s))).await;
+        let answers = join_all(
+            plans
+                .iter()
+                .map(|(b, s)| crate::limits::observe_select(&b.name, b.source.select(s))),
+        )
+        .await;
 
         let partial = sel
             .read
@@ -263,7 +268,7 @@ impl Federation {
         for ((b, _), answer) in plans.iter().zip(answers) {
             let out = match answer {
                 Ok(out) => out,
-                Err(e) if partial => {
+                Err(e) if partial && !matches!(e, SourceError::Limit(_)) => {
                     warnings.push(format!(
                         "partial response: backend {} left out: {e}",
                         b.name

@@ -12,19 +12,26 @@
 //!   labels, merges by label set.
 //! - [`source`]: the `Source` trait and its implementations (Prometheus
 //!   HTTP API, in-memory).
-//! - [`server`]: builds the service from a config and serves it.
+//! - [`server`]: builds the service from a config and serves it;
+//!   [`reload`] swaps in a new one on SIGHUP or a config file change.
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`model`]: labels, samples and series, shared by all of the above.
-//! - [`telemetry`]: promfed's own metrics on `/metrics`.
+//! - [`limits`]: query admission, deadlines and the per-query budget.
+//! - [`auth`], [`tls`]: client authentication, HTTPS, backends' TLS and credentials.
+//! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod federation;
+pub mod limits;
 pub mod model;
 pub mod promql;
+pub mod reload;
 pub mod server;
 pub mod sim;
 pub mod source;
 pub mod telemetry;
+pub mod tls;

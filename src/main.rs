@@ -1,4 +1,4 @@
-//! The promfed command line: `serve` and `check-config`.
+//! The promfed command line: `serve`, `check-config` and `hash-password`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +26,14 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// How often to check the config file for changes (a Prometheus
+        /// duration; `0` turns the file watch off; SIGHUP always reloads).
+        #[arg(long, default_value = "5s")]
+        reload_interval: String,
     },
+    /// Read a password on stdin and print its bcrypt hash for
+    /// `auth.basic_auth_users`.
+    HashPassword,
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// Path of the YAML configuration.
@@ -52,10 +59,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashPassword => {
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut password) {
+                eprintln!("reading the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            match promfed::auth::hash_password(password) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve {
             config,
             listen,
             log_json,
+            reload_interval,
         } => {
             init_logging(log_json);
             let rt = match tokio::runtime::Runtime::new() {
@@ -65,7 +91,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(config, listen)) {
+            let interval = match promfed::config::parse_prometheus_duration(&reload_interval) {
+                Ok(ms) => std::time::Duration::from_millis(ms as u64),
+                Err(e) => {
+                    eprintln!("--reload-interval: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(config, listen, interval)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -90,7 +123,11 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn run(config: PathBuf, listen: Option<String>) -> Result<(), String> {
+async fn run(
+    config: PathBuf,
+    listen: Option<String>,
+    reload_interval: std::time::Duration,
+) -> Result<(), String> {
     let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
     if let Some(l) = listen {
         cfg.listen = l;
@@ -104,7 +141,16 @@ async fn run(config: PathBuf, listen: Option<String>) -> Result<(), String> {
     tracing::info!(%addr, backends = cfg.backends.len(), "promfed listening");
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("listening on {addr}");
-    promfed::server::serve(&cfg, listener, shutdown_signal()).await
+    // SIGHUP always reloads; a zero interval only turns the file watch off.
+    let watch = promfed::reload::Watch {
+        path: config,
+        interval: if reload_interval.is_zero() {
+            std::time::Duration::from_secs(365 * 24 * 3600)
+        } else {
+            reload_interval
+        },
+    };
+    promfed::reload::serve(cfg, Some(watch), listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,5 @@
 //! The PromQL engine: parses a query, fetches every selector's series from
-//! one [`Source`](crate::source::Source), and evaluates in memory with
+//! one [`Source`] and evaluates in memory with
 //! Prometheus 3 semantics.
 //!
 //! Public surface used by the API layer and the cache (keep it stable):

@@ -28,6 +28,7 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
         .backends
         .iter()
         .map(|b| {
+            let client = crate::tls::backend_client(&client, b)?;
             let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
@@ -36,13 +37,13 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
                     api,
                 }),
             };
-            Backend {
+            Ok(Backend {
                 name: b.name.clone(),
                 external_labels: b.external_labels.clone(),
                 source,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(Federation::new(
         backends,
         FederationOptions {
@@ -52,12 +53,28 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
     ))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    cfg: &Config,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+/// One configuration's running service: its router and the background
+/// tasks that belong to it (stopped when it is dropped).
+pub struct Service {
+    pub router: axum::Router,
+    pub state: Arc<AppState>,
+    prober: tokio::task::JoinHandle<()>,
+    /// Evaluates the cache's warm queries on every grid tick, if any.
+    warmer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.prober.abort();
+        if let Some(w) = &self.warmer {
+            w.abort();
+        }
+    }
+}
+
+/// Builds the whole service of `cfg` (inside a Tokio runtime); nothing is
+/// changed when it fails, so a reload can keep the running service.
+pub fn build(cfg: &Config) -> Result<Service, String> {
     let fed = Arc::new(federation_from_config(cfg)?);
     let cache = match &cfg.cache {
         Some(c) if c.enabled => Some(QueryCache::new(
@@ -67,8 +84,9 @@ pub async fn serve(
         _ => None,
     };
     let warmer = cache.as_ref().and_then(QueryCache::spawn_warmer);
-    let state = AppState::with_cache(fed.clone(), cache);
-    let app = api::router(state.clone());
+    let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
+    let router = crate::auth::protect(api::router(state.clone()), cfg.auth.as_ref())?;
+    crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -78,13 +96,21 @@ pub async fn serve(
         }
     });
     state.ready.store(true, Ordering::Release);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("serving: {e}"));
-    prober.abort();
-    if let Some(w) = warmer {
-        w.abort();
-    }
-    served
+    Ok(Service {
+        router,
+        state,
+        prober,
+        warmer,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains the
+/// requests in flight. Over TLS when the config says so; no reloading (see
+/// [`crate::reload::serve`] for that).
+pub async fn serve(
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    crate::reload::serve(cfg.clone(), None, listener, shutdown).await
 }

@@ -71,6 +71,10 @@ pub enum SourceError {
     /// The selection itself is not acceptable (e.g. matches every series).
     #[error("{0}")]
     BadSelect(String),
+    /// The query broke a configured limit (`limits:`); never tolerated as
+    /// a partial response.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// A metadata request (`/api/v1/series`, `labels`, `label/<name>/values`).

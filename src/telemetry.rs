@@ -1,23 +1,142 @@
-//! Self-metrics on `/metrics` (prometheus crate) for promfed itself.
+//! Self-metrics on `/metrics` (prometheus crate) and the query log.
+//!
+//! Metrics: HTTP requests and latency per endpoint and status code, each
+//! backend's answers (latency, outcome), fan-out width, samples fetched,
+//! evaluation time and queries in flight. The query log (config
+//! `query_log`) writes one JSON line per query.
 
-use std::sync::LazyLock;
+use std::io::Write;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::source::SourceError;
 
 /// The registry every promfed metric is registered in.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
+/// Latency buckets, seconds: 1 ms to 2 min.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> Option<T> {
+    REGISTRY.register(Box::new(c.clone())).ok()?;
+    Some(c)
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).ok()?)
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
+    register(IntCounterVec::new(Opts::new(name, help), labels).ok()?)
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Option<HistogramVec> {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+        .ok()?,
+    )
+}
+
 static BACKEND_UP: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
-    let g = IntGaugeVec::new(
-        Opts::new(
-            "promfed_backend_up",
-            "Whether the last health probe of a backend succeeded (1) or not (0).",
-        ),
+    gauge_vec(
+        "promfed_backend_up",
+        "Whether the last health probe of a backend succeeded (1) or not (0).",
         &["backend"],
     )
-    .ok()?;
-    REGISTRY.register(Box::new(g.clone())).ok()?;
-    Some(g)
+});
+
+static HTTP_REQUESTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_http_requests_total",
+        "HTTP requests answered, by endpoint (route pattern) and status code.",
+        &["handler", "code"],
+    )
+});
+
+static HTTP_DURATION: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    histogram_vec(
+        "promfed_http_request_duration_seconds",
+        "Time to answer an HTTP request, by endpoint and status code.",
+        &["handler", "code"],
+        LATENCY_BUCKETS,
+    )
+});
+
+static BACKEND_DURATION: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    histogram_vec(
+        "promfed_backend_request_duration_seconds",
+        "Time a backend took to answer a select, by backend and outcome (ok, error, timeout, limit).",
+        &["backend", "outcome"],
+        LATENCY_BUCKETS,
+    )
+});
+
+static BACKEND_ERRORS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_backend_errors_total",
+        "Selects a backend failed, by backend and reason (error, timeout, limit).",
+        &["backend", "reason"],
+    )
+});
+
+static SAMPLES_FETCHED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_backend_samples_fetched_total",
+        "Samples fetched from each backend.",
+        &["backend"],
+    )
+});
+
+static QUERY_DURATION: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    histogram_vec(
+        "promfed_query_duration_seconds",
+        "Query evaluation time (after admission), by kind (instant, range) and outcome (ok or the errorType).",
+        &["kind", "outcome"],
+        LATENCY_BUCKETS,
+    )
+});
+
+static QUERY_SAMPLES: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    histogram_vec(
+        "promfed_query_samples_fetched",
+        "Samples one query fetched from all backends together.",
+        &["kind"],
+        &[0.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 5e7],
+    )
+});
+
+static FANOUT: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    histogram_vec(
+        "promfed_query_fanout_backends",
+        "Backends one query asked (fan-out width).",
+        &["kind"],
+        &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0],
+    )
+});
+
+static QUERIES_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_queries_refused_total",
+        "Queries refused before evaluation, by reason (queue_full, queue_timeout).",
+        &["reason"],
+    )
+});
+
+static IN_FLIGHT: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register(IntGauge::new("promfed_queries_in_flight", "Queries being evaluated now.").ok()?)
 });
 
 /// Records a backend's probe outcome.
@@ -27,8 +146,230 @@ pub fn backend_up(backend: &str, up: bool) {
     }
 }
 
+/// Records one backend's answer to a select: its samples, or why it failed.
+pub fn backend_answer(backend: &str, took: Duration, answer: Result<u64, &SourceError>) {
+    let outcome = match answer {
+        Ok(samples) => {
+            if let Some(c) = SAMPLES_FETCHED.as_ref() {
+                c.with_label_values(&[backend]).inc_by(samples);
+            }
+            "ok"
+        }
+        Err(SourceError::Timeout { .. }) => "timeout",
+        Err(SourceError::Limit(_)) => "limit",
+        Err(_) => "error",
+    };
+    if outcome != "ok" {
+        if let Some(c) = BACKEND_ERRORS.as_ref() {
+            c.with_label_values(&[backend, outcome]).inc();
+        }
+    }
+    if let Some(h) = BACKEND_DURATION.as_ref() {
+        h.with_label_values(&[backend, outcome])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Counts a query refused before evaluation.
+pub fn query_refused(reason: &str) {
+    if let Some(c) = QUERIES_REFUSED.as_ref() {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
+static AUTH_REFUSED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "promfed_http_unauthorized_total",
+            "Requests refused for missing or wrong credentials.",
+        )
+        .ok()?,
+    )
+});
+
+static RELOADS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_config_reloads_total",
+        "Config loads (start and reloads), by result (success, failure).",
+        &["result"],
+    )
+});
+
+static LAST_RELOAD_OK: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "promfed_config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or was refused (0).",
+        )
+        .ok()?,
+    )
+});
+
+/// Records a config load's outcome.
+pub fn config_reloaded(ok: bool) {
+    if let Some(c) = RELOADS.as_ref() {
+        c.with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+    if let Some(g) = LAST_RELOAD_OK.as_ref() {
+        g.set(i64::from(ok));
+    }
+}
+
+/// Counts a request refused for its credentials.
+pub fn auth_refused() {
+    if let Some(c) = AUTH_REFUSED.as_ref() {
+        c.inc();
+    }
+}
+
+/// Counts a query in flight while alive.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> Self {
+        if let Some(g) = IN_FLIGHT.as_ref() {
+            g.inc();
+        }
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(g) = IN_FLIGHT.as_ref() {
+            g.dec();
+        }
+    }
+}
+
+/// What is known about a finished query.
+pub struct QueryRecord<'a> {
+    /// `instant` or `range`.
+    pub kind: &'static str,
+    pub query: &'a str,
+    pub duration: Duration,
+    pub samples: u64,
+    /// Backends asked, by name.
+    pub backends: Vec<String>,
+    /// The errorType when it failed.
+    pub error: Option<&'static str>,
+}
+
+/// Records a finished query in the metrics and the query log.
+pub fn query_done(r: &QueryRecord<'_>) {
+    let outcome = r.error.unwrap_or("ok");
+    if let Some(h) = QUERY_DURATION.as_ref() {
+        h.with_label_values(&[r.kind, outcome])
+            .observe(r.duration.as_secs_f64());
+    }
+    if let Some(h) = QUERY_SAMPLES.as_ref() {
+        h.with_label_values(&[r.kind]).observe(r.samples as f64);
+    }
+    if let Some(h) = FANOUT.as_ref() {
+        h.with_label_values(&[r.kind])
+            .observe(r.backends.len() as f64);
+    }
+    write_query_log(r);
+}
+
+/// Where query log lines go.
+enum QueryLogSink {
+    Stderr,
+    File(std::fs::File),
+}
+
+static QUERY_LOG: LazyLock<Mutex<Option<QueryLogSink>>> = LazyLock::new(|| Mutex::new(None));
+
+/// Sends the query log to `target`: `stderr`, a file path (appended to), or
+/// nowhere (`None`).
+pub fn set_query_log(target: Option<&str>) -> Result<(), String> {
+    let sink = match target {
+        None => None,
+        Some("stderr") => Some(QueryLogSink::Stderr),
+        Some(path) => Some(QueryLogSink::File(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("opening query log {path}: {e}"))?,
+        )),
+    };
+    if let Ok(mut slot) = QUERY_LOG.lock() {
+        *slot = sink;
+    }
+    Ok(())
+}
+
+fn write_query_log(r: &QueryRecord<'_>) {
+    let Ok(mut slot) = QUERY_LOG.lock() else {
+        return;
+    };
+    let Some(sink) = slot.as_mut() else {
+        return;
+    };
+    let line = serde_json::json!({
+        "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "kind": r.kind,
+        "query": r.query,
+        "duration_seconds": r.duration.as_secs_f64(),
+        "samples": r.samples,
+        "backends": r.backends,
+        "error": r.error,
+    })
+    .to_string();
+    let written = match sink {
+        QueryLogSink::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+        QueryLogSink::File(f) => writeln!(f, "{line}"),
+    };
+    if let Err(e) = written {
+        tracing::warn!("writing the query log: {e}");
+    }
+}
+
+/// Middleware: counts and times every HTTP request by route pattern and
+/// status code.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16().to_string();
+    if let Some(c) = HTTP_REQUESTS.as_ref() {
+        c.with_label_values(&[handler.as_str(), code.as_str()])
+            .inc();
+    }
+    if let Some(h) = HTTP_DURATION.as_ref() {
+        h.with_label_values(&[handler.as_str(), code.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    resp
+}
+
 /// Every metric in the Prometheus text format.
 pub fn render() -> String {
+    // Make every family visible from the start, even before its first sample.
+    for m in [
+        &*HTTP_REQUESTS,
+        &*BACKEND_ERRORS,
+        &*SAMPLES_FETCHED,
+        &*QUERIES_REFUSED,
+    ] {
+        let _ = m.as_ref();
+    }
+    for h in [
+        &*HTTP_DURATION,
+        &*BACKEND_DURATION,
+        &*QUERY_DURATION,
+        &*QUERY_SAMPLES,
+        &*FANOUT,
+    ] {
+        let _ = h.as_ref();
+    }
+    let _ = IN_FLIGHT.as_ref();
     let mut buf = Vec::new();
     let families = REGISTRY.gather();
     if TextEncoder::new().encode(&families, &mut buf).is_err() {

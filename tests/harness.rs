@@ -15,10 +15,9 @@ use promfed::sim::{Canary, SUCCESS_RATE_QUERY, SUCCESS_THRESHOLD};
 type R = Result<(), HarnessError>;
 
 fn pid_alive(pid: u32) -> bool {
-    Command::new("kill")
-        .arg("-0")
+    Command::new("sh")
+        .args(["-c", "kill -0 \"$1\" 2>/dev/null", "sh"])
         .arg(pid.to_string())
-        .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
@@ -353,4 +352,35 @@ fn a_missing_tool_names_the_debian_package() {
         .to_string();
     assert!(err.contains("promtool"), "{err}");
     assert!(err.contains("apt-get install -y prometheus"), "{err}");
+}
+
+#[tokio::test]
+async fn promtool_reads_the_union_like_the_http_api() -> R {
+    let h = harness();
+    let t = h.schedule.steps[3].mid() + 0.25;
+    let api = single(&h.union.url, SUCCESS_RATE_QUERY, t).await?;
+    let (ok, out, err) = common::promtool_query_instant(&h.union.url, SUCCESS_RATE_QUERY, t)?;
+    assert!(ok, "promtool failed: {err}");
+    let got = common::promtool_value(&out).expect("promtool printed a value");
+    // promtool prints the value in full precision.
+    assert_eq!(got, api, "promtool said {out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn promfed_binary_starts_over_the_cluster_servers() -> R {
+    let h = harness();
+    let yaml = h.promfed_config("");
+    for b in &h.clusters {
+        assert!(yaml.contains(&format!("url: {}", b.url)), "{yaml}");
+        assert!(yaml.contains(&format!("cluster: {}", b.name)), "{yaml}");
+    }
+    let pf = h.start_promfed("")?;
+    let pid = pf.pid().expect("promfed runs");
+    let (status, body) = common::client::get_text(&pf.url, "/api/v1/status/buildinfo").await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    drop(pf);
+    assert!(!pid_alive(pid), "promfed {pid} still runs after drop");
+    Ok(())
 }

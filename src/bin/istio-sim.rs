@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = sim::DEFAULT_SEED)]
     seed: u64,
     /// good: v2 fails about as often as v1; bad: v2 fails 30% of requests.
-    #[arg(long, default_value = "good")]
+    #[arg(long, default_value = "good", value_parser = ["good", "bad"])]
     canary: String,
     /// Plain (non-Istio) background series per cluster.
     #[arg(long, default_value_t = sim::DEFAULT_BACKGROUND_SERIES)]
@@ -89,5 +89,59 @@ fn main() -> ExitCode {
             eprintln!("istio-sim: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["istio-sim", "--out", "/tmp/x"];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults() {
+        let cfg = config(&args(&[])).expect("valid");
+        assert_eq!(cfg, SimConfig::default());
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let cfg = config(&args(&[
+            "--clusters",
+            "a, b,c",
+            "--duration",
+            "30m",
+            "--seed",
+            "9",
+            "--canary",
+            "bad",
+            "--weights",
+            "10,50,100",
+            "--background-series",
+            "7",
+            "--start",
+            "1700000000",
+        ]))
+        .expect("valid");
+        assert_eq!(cfg.clusters, ["a", "b", "c"]);
+        assert_eq!(cfg.duration_secs, 1800);
+        assert_eq!(cfg.seed, 9);
+        assert_eq!(cfg.canary, Canary::Bad);
+        assert_eq!(cfg.weights, [10, 50, 100]);
+        assert_eq!(cfg.background_series, 7);
+        assert_eq!(cfg.start, 1_700_000_000);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(config(&args(&["--weights", "10,x"])).is_err());
+        assert!(config(&args(&["--duration", "soon"])).is_err());
+        assert!(Args::try_parse_from(["istio-sim", "--out", "d", "--canary", "meh"]).is_err());
+        let err = run(&args(&["--clusters", "a,a"])).expect_err("duplicate cluster");
+        assert!(err.to_string().contains("listed twice"), "{err}");
     }
 }

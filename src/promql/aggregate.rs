@@ -174,6 +174,7 @@ fn add(kind: Kind, a: &mut Acc, v: f64) {
     if a.n == 0.0 {
         a.n = 1.0;
         a.v = match kind {
+            Kind::Stddev | Kind::Stdvar if v.is_nan() || v.is_infinite() => f64::NAN,
             Kind::Stddev | Kind::Stdvar => 0.0,
             _ => v,
         };

@@ -2,6 +2,7 @@
 //! implementation, and the helpers the families share.
 
 mod histogram;
+mod info;
 mod labels;
 mod math;
 mod over_time;
@@ -243,6 +244,8 @@ static FUNCTIONS: &[(&str, Impl)] = &[
     ("absent", Impl::Call(vector::absent)),
     ("sort", Impl::Call(vector::sort)),
     ("sort_desc", Impl::Call(vector::sort_desc)),
+    // info.rs
+    ("info", Impl::Call(info::info)),
     // histogram.rs
     (
         "histogram_quantile",

@@ -86,9 +86,18 @@ pub(crate) fn subquery_grid(outer: Grid, sq: &SubqueryExpr, b: Bounds) -> Grid {
     }
 }
 
+/// The info metric `info()` reads without a second argument.
+pub(crate) const DEFAULT_INFO_METRIC: &str = "target_info";
+
+/// The selector `info()` reads without a second argument.
+pub(crate) static DEFAULT_INFO: std::sync::LazyLock<VectorSelector> =
+    std::sync::LazyLock::new(|| VectorSelector::from(DEFAULT_INFO_METRIC));
+
 /// One selector to read: its matcher alternatives and time range.
 struct Need<'a> {
     vs: &'a VectorSelector,
+    /// Metric name to select when the selector names none (info selectors).
+    default_name: Option<&'static str>,
     mint: i64,
     maxt: i64,
     hints: SelectHints,
@@ -125,6 +134,30 @@ impl<'a> Planner<'a> {
             }
             Expr::Paren(p) => self.walk(&p.expr, grid, func),
             Expr::Call(c) => {
+                if c.func.name == "info" {
+                    match c.args.args.get(1).map(|a| a.as_ref()) {
+                        Some(Expr::VectorSelector(vs)) => self.need_named(
+                            vs,
+                            grid,
+                            self.lookback,
+                            Some("info"),
+                            0,
+                            Some(DEFAULT_INFO_METRIC),
+                        ),
+                        _ => self.need_named(
+                            &DEFAULT_INFO,
+                            grid,
+                            self.lookback,
+                            Some("info"),
+                            0,
+                            Some(DEFAULT_INFO_METRIC),
+                        ),
+                    }
+                    if let Some(a) = c.args.args.first() {
+                        self.walk(a, grid, Some("info"));
+                    }
+                    return;
+                }
                 for a in &c.args.args {
                     self.walk(a, grid, Some(c.func.name));
                 }
@@ -140,6 +173,18 @@ impl<'a> Planner<'a> {
         back: i64,
         func: Option<&str>,
         range: i64,
+    ) {
+        self.need_named(vs, grid, back, func, range, None)
+    }
+
+    fn need_named(
+        &mut self,
+        vs: &'a VectorSelector,
+        grid: Grid,
+        back: i64,
+        func: Option<&str>,
+        range: i64,
+        default_name: Option<&'static str>,
     ) {
         let off = offset_ms(&vs.offset);
         let (s, e) = match at_ms(&vs.at, self.bounds) {
@@ -161,6 +206,7 @@ impl<'a> Planner<'a> {
         }
         self.needs.push(Need {
             vs,
+            default_name,
             mint,
             maxt,
             hints,
@@ -169,12 +215,23 @@ impl<'a> Planner<'a> {
 }
 
 /// The matcher sets a selector stands for: one per `or` alternative, each
-/// with the metric name matcher.
-pub(crate) fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+/// with the metric name matcher (`default` when the selector names no metric).
+pub(crate) fn matcher_sets_with_default(
+    vs: &VectorSelector,
+    default: Option<&str>,
+) -> Vec<Vec<Matcher>> {
+    let has_name = vs.name.is_some()
+        || vs
+            .matchers
+            .matchers
+            .iter()
+            .chain(vs.matchers.or_matchers.iter().flatten())
+            .any(|m| m.name == METRIC_NAME);
     let name = vs
         .name
-        .as_ref()
-        .map(|n| Matcher::new(MatchOp::Equal, METRIC_NAME, n));
+        .clone()
+        .or_else(|| default.filter(|_| !has_name).map(str::to_string))
+        .map(|n| Matcher::new(MatchOp::Equal, METRIC_NAME, &n));
     let base: Vec<Matcher> = name
         .into_iter()
         .chain(vs.matchers.matchers.iter().cloned())
@@ -217,7 +274,7 @@ pub(crate) async fn fetch(
     p.walk(expr, grid, None);
     let mut selects = Vec::new();
     for (i, n) in p.needs.iter().enumerate() {
-        for m in matcher_sets(n.vs) {
+        for m in matcher_sets_with_default(n.vs, n.default_name) {
             selects.push((
                 i,
                 Select {

@@ -27,6 +27,24 @@ pub(crate) fn instant_timestamps(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec
     instant_series(ev, vs, true)
 }
 
+/// Like [`instant`], with each series also giving its points' sample timestamps (ms).
+pub(crate) fn instant_series_with_ts(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+) -> Vec<(VSeries, Vec<Option<f64>>)> {
+    let vals = instant_series(ev, vs, false);
+    let ts = instant_series(ev, vs, true);
+    vals.into_iter()
+        .zip(ts)
+        .map(|(v, t)| {
+            (
+                v,
+                t.vals.into_iter().map(|x| x.map(|s| s * 1000.0)).collect(),
+            )
+        })
+        .collect()
+}
+
 fn instant_series(ev: &Evaluator<'_>, vs: &VectorSelector, timestamps: bool) -> Vec<VSeries> {
     let times = read_times(ev, vs);
     let lookback = ev.lookback;

@@ -3,14 +3,28 @@
 //! `global.external_labels: {cluster: ...}`, and one "union" Prometheus
 //! holding every cluster's data with the `cluster` label in the data).
 //!
-//! Use it from a test binary with `mod common;`. The servers are started
-//! once per test binary by [`shared`] and stopped when the test process
-//! exits (a watchdog per server); [`Harness::start`] and
-//! [`start_from_openmetrics`] give servers that stop on drop.
+//! Use it from a test binary with `mod common;`:
+//!
+//! ```ignore
+//! let h = common::harness();               // started once per test binary
+//! let t = h.schedule.steps[3].mid();       // 60 % canary weight
+//! let union = common::query(&h.union.url, SUCCESS_RATE_QUERY, t).await?;
+//! let pf = h.start_promfed("")?;           // promfed over h.clusters
+//! let got = common::query(&pf.url, SUCCESS_RATE_QUERY, t).await?;
+//! assert_eq!(got.first_value(), union.first_value());
+//! ```
+//!
+//! The servers of [`shared`] (and [`harness`]) are started once per test
+//! binary and stopped when the test process exits (a watchdog per server,
+//! as statics are never dropped); [`Harness::start`] and
+//! [`start_from_openmetrics`] give servers that stop on drop. Run with
+//! `cargo test` (threads in one process), not nextest's process per test,
+//! or every test starts its own servers.
 
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod client;
+pub mod gateway;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +33,12 @@ use std::time::Duration;
 
 use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
+// Re-exports for the test binaries; each uses a different part.
+#[allow(unused_imports)]
 pub use client::{query, query_range, ApiResponse};
+#[allow(unused_imports)]
+pub use gateway::{config_yaml, promtool_query_instant, promtool_value, BackendSpec, Promfed};
+#[allow(unused_imports)]
 pub use process::{find_tool, PromServer, TempDir, Tools};
 
 /// How long a Prometheus may take to answer `/-/ready`.
@@ -184,7 +203,8 @@ impl Harness {
             clusters.push(server);
         }
         let union = PromServer::start(&tools, "union", &jobs[jobs.len() - 1].2, &[], dir.path())?;
-        for s in clusters.iter().chain(std::iter::once(&union)) {
+        let mut union = union;
+        for s in clusters.iter_mut().chain(std::iter::once(&mut union)) {
             s.wait_ready(READY_TIMEOUT)?;
         }
         Ok(Harness {

@@ -178,6 +178,124 @@ pub fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u1
     head.split(' ').nth(1)?.parse().ok()
 }
 
+/// A child process stopped by pid: on [`Managed::stop`], on drop, or by a
+/// watchdog once the test process exits ([`Managed::stop_on_exit`]).
+#[derive(Debug)]
+pub struct Managed {
+    child: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl Managed {
+    pub fn new(child: Child) -> Managed {
+        Managed {
+            child: Some(child),
+            watchdog: None,
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `Some(status)` when the process has exited (or was stopped).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Ok(None)) => None,
+            Some(Err(e)) => Some(format!("unknown: {e}")),
+            None => Some("stopped".to_string()),
+        }
+    }
+
+    /// Starts a watchdog that kills the process once the test process has
+    /// exited (statics are never dropped).
+    pub fn stop_on_exit(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        if self.watchdog.is_some() {
+            return;
+        }
+        let script = r#"
+            while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+            kill "$2" 2>/dev/null
+        "#;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("promfed-harness-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(pid.to_string());
+        self.watchdog = spawn_detached(&mut cmd);
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM first so that servers shut down cleanly (`kill` of sh, as
+        // procps may be missing).
+        let _ = Command::new("sh")
+            .args(["-c", "kill \"$1\" 2>/dev/null", "sh"])
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `GET /-/ready` on `addr` until it answers 200 (at most `timeout`);
+/// fails early when `proc` exits. `name` and `log` go into errors.
+pub fn wait_ready(
+    proc: &mut Managed,
+    name: &str,
+    addr: SocketAddr,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), HarnessError> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if http_status(addr, "/-/ready", Duration::from_secs(2)) == Some(200) {
+            return Ok(());
+        }
+        if let Some(status) = proc.exited() {
+            return Err(HarnessError::Exited {
+                name: name.to_string(),
+                status,
+                log: log.to_path_buf(),
+                tail: tail(log, 20),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(HarnessError::NotReady {
+        name: name.to_string(),
+        url: format!("http://{addr}"),
+        waited: timeout,
+        log: log.to_path_buf(),
+        tail: tail(log, 20),
+    })
+}
+
 /// One running Prometheus.
 #[derive(Debug)]
 pub struct PromServer {
@@ -190,8 +308,8 @@ pub struct PromServer {
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
-    child: Option<Child>,
-    watchdog: Option<Child>,
+    proc: Managed,
+    /// A directory removed after the server stops (fields drop in order).
     dir: Option<super::TempDir>,
 }
 
@@ -243,13 +361,12 @@ impl PromServer {
                 data_dir: tsdb.to_path_buf(),
                 config_path: config_path.clone(),
                 log_path: log_path.clone(),
-                child: Some(child),
-                watchdog: None,
+                proc: Managed::new(child),
                 dir: None,
             };
             // Give it a moment to fail on a taken port before handing it out.
             std::thread::sleep(Duration::from_millis(300));
-            match server.exited() {
+            match server.proc.exited() {
                 None => return Ok(server),
                 Some(status) => {
                     let log = tail(&log_path, 20);
@@ -274,53 +391,14 @@ impl PromServer {
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.proc.pid()
     }
 
-    /// `Some(status)` when the process has exited.
-    fn exited(&mut self) -> Option<String> {
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(status))) => Some(status.to_string()),
-            Some(Ok(None)) => None,
-            Some(Err(e)) => Some(format!("unknown: {e}")),
-            None => Some("stopped".to_string()),
-        }
-    }
-
-    /// Waits until `GET /-/ready` answers 200, at most `timeout`.
-    pub fn wait_ready(&self, timeout: Duration) -> Result<(), HarnessError> {
-        let t0 = Instant::now();
-        while t0.elapsed() < timeout {
-            if http_status(self.addr, "/-/ready", Duration::from_secs(2)) == Some(200) {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_ref() {
-                // `try_wait` needs `&mut`; probe liveness with kill -0 instead.
-                let alive = Command::new("kill")
-                    .arg("-0")
-                    .arg(child.id().to_string())
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(true);
-                if !alive {
-                    return Err(HarnessError::Exited {
-                        name: self.name.clone(),
-                        status: "exited".into(),
-                        log: self.log_path.clone(),
-                        tail: tail(&self.log_path, 20),
-                    });
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Err(HarnessError::NotReady {
-            name: self.name.clone(),
-            url: self.url.clone(),
-            waited: timeout,
-            log: self.log_path.clone(),
-            tail: tail(&self.log_path, 20),
-        })
+    /// Waits until `GET /-/ready` answers 200, at most `timeout`; fails
+    /// early, with its log, when the process exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let name = format!("prometheus {}", self.name);
+        wait_ready(&mut self.proc, &name, self.addr, &self.log_path, timeout)
     }
 
     /// Whether `/-/ready` answers 200 now.
@@ -331,18 +409,7 @@ impl PromServer {
     /// Starts a watchdog that kills this server once the test process has
     /// exited (statics are never dropped).
     pub fn stop_on_exit(&mut self) {
-        let Some(pid) = self.pid() else { return };
-        let script = r#"
-            while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
-            kill "$2" 2>/dev/null
-        "#;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .arg("promfed-harness-watchdog")
-            .arg(std::process::id().to_string())
-            .arg(pid.to_string());
-        self.watchdog = spawn_detached(&mut cmd);
+        self.proc.stop_on_exit();
     }
 
     /// Keeps `dir` alive as long as the server and removes it after.
@@ -350,35 +417,8 @@ impl PromServer {
         self.dir = Some(dir);
     }
 
-    /// Stops the server (SIGTERM via `kill`, then SIGKILL after 10 s) and
-    /// waits for it.
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg(child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for PromServer {
-    fn drop(&mut self) {
-        self.stop();
-        // `dir` (if owned) is dropped after this, removing the data.
+        self.proc.stop();
     }
 }

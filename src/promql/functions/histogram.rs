@@ -252,13 +252,24 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<Bucket>) -> f6
     let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
     let (mut lower_set, mut upper_set) = (false, false);
     for (i, x) in b.iter().enumerate() {
-        let lb = if i > 0 {
-            b[i - 1].upper
-        } else {
-            f64::NEG_INFINITY
-        };
         let ub = x.upper;
-        let interpolate = |v: f64| rank + (x.count - rank) * (v - lb) / (ub - lb);
+        // The first bucket starts at 0 when its upper bound is positive.
+        let lb = match i {
+            0 if ub > 0.0 => 0.0,
+            0 => f64::NEG_INFINITY,
+            _ => b[i - 1].upper,
+        };
+        // No interpolation within a bucket of infinite width: its
+        // observations sit at its finite edge.
+        let interpolate = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                x.count
+            } else if ub == f64::INFINITY {
+                rank
+            } else {
+                rank + (x.count - rank) * (v - lb) / (ub - lb)
+            }
+        };
         if !lower_set && lb >= lower {
             lower_rank = rank;
             lower_set = true;

@@ -1,0 +1,163 @@
+//! Serving with live reload: SIGHUP or a change of the config file builds a
+//! new service and swaps it in atomically; an invalid config is refused
+//! with a log line and the running one kept. Requests in flight finish on
+//! the service they started on.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::server::{self, Service};
+
+/// How often the config file is checked for changes, by default.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The service answering new requests.
+type Current = Arc<RwLock<Arc<Service>>>;
+
+/// Where and how often to watch the config file.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub path: PathBuf,
+    pub interval: Duration,
+}
+
+/// Serves `cfg` on `listener` until `shutdown` resolves, then drains the
+/// requests in flight. With `watch`, reloads on SIGHUP and file changes.
+/// `listen` and `tls` changes take effect at the next start.
+pub async fn serve(
+    cfg: Config,
+    watch: Option<Watch>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
+    crate::telemetry::config_reloaded(true);
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
+    // The SIGHUP handler is in place before the first request is served.
+    let reloader = watch.map(|w| {
+        let hup = hangups();
+        tokio::spawn(watch_config(w, hup, cfg, current.clone()))
+    });
+    let app = Router::new().fallback(dispatch).with_state(current);
+    let served = match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| format!("serving: {e}")),
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)
+                .map_err(|e| format!("serving TLS: {e}"))?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| format!("serving: {e}"))
+        }
+    };
+    if let Some(r) = reloader {
+        r.abort();
+    }
+    served
+}
+
+/// Hands a request to the current service, which it keeps until answered.
+async fn dispatch(State(current): State<Current>, req: Request) -> Response {
+    let svc = match current.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let answer = svc.router.clone().oneshot(req).await;
+    drop(svc);
+    match answer {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+    .into_response()
+}
+
+/// What identifies a version of the file: modification time and length.
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!("SIGHUP will not reload: {e}"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {}
+
+async fn watch_config(w: Watch, mut hup: Hangups, mut running: Config, current: Current) {
+    let mut last = fingerprint(&w.path);
+    let mut tick = tokio::time::interval(w.interval.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let reason = tokio::select! {
+            _ = hangup => "SIGHUP",
+            _ = tick.tick() => {
+                let now = fingerprint(&w.path);
+                if now == last {
+                    continue;
+                }
+                "file changed"
+            }
+        };
+        last = fingerprint(&w.path);
+        reload(&w.path, reason, &mut running, &current);
+    }
+}
+
+/// Loads, validates and builds the config at `path`, and swaps it in.
+fn reload(path: &Path, reason: &str, running: &mut Config, current: &Current) {
+    let built = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| server::build(&cfg).map(|svc| (cfg, svc)));
+    match built {
+        Err(e) => {
+            crate::telemetry::config_reloaded(false);
+            tracing::error!(%reason, "config reload refused, keeping the running config: {e}");
+        }
+        Ok((cfg, svc)) => {
+            if cfg.tls != running.tls {
+                tracing::warn!("tls changes take effect at the next start");
+            }
+            let old = match current.write() {
+                Ok(mut g) => std::mem::replace(&mut *g, Arc::new(svc)),
+                Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::new(svc)),
+            };
+            drop(old);
+            *running = cfg;
+            crate::telemetry::config_reloaded(true);
+            tracing::info!(%reason, backends = running.backends.len(), "config reloaded");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! TLS: serving the API over rustls, and each backend's client TLS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `tls:`: serve the API over HTTPS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM file with the server certificate (and its chain).
+    pub cert_file: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file of CAs whose client certificates are required (mutual
+    /// TLS); absent means clients present no certificate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `backends[].tls`: how promfed verifies a backend and proves itself.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// PEM file of the CAs that sign the backend's certificate; when set,
+    /// only these are trusted (not the built-in roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate to present (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate (testing only: the connection is then
+    /// open to interception).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl BackendTlsConfig {
+    /// Problems with this section, prefixed by `at`.
+    pub fn validate(&self, at: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            problems.push(format!(
+                "{at}.tls: cert_file and key_file must be set together"
+            ));
+        }
+        problems
+    }
+
+    /// Applies this TLS section to a backend's client builder.
+    pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
+        if let Some(ca) = &self.ca_file {
+            let pem = read(ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("reading CA file {}: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!("CA file {} holds no certificate", ca.display()));
+            }
+            b = b.tls_built_in_root_certs(false);
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "reading client certificate {} and key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            b = b.identity(id);
+        }
+        if self.insecure_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        Ok(b)
+    }
+}
+
+/// The HTTP client for backend `b`: the shared one, or its own when it
+/// has TLS settings or credentials (sent as a default, sensitive header).
+pub fn backend_client(
+    shared: &reqwest::Client,
+    b: &crate::config::BackendConfig,
+) -> Result<reqwest::Client, String> {
+    let at = |e: String| format!("backend {}: {e}", b.name);
+    let auth =
+        crate::auth::backend_authorization(b.bearer_token_file.as_ref(), b.basic_auth.as_ref())
+            .map_err(at)?;
+    if b.tls.is_none() && auth.is_none() {
+        return Ok(shared.clone());
+    }
+    let mut builder = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90));
+    if let Some(v) = auth {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+        builder = builder.default_headers(headers);
+    }
+    if let Some(t) = &b.tls {
+        builder = t.apply(builder).map_err(at)?;
+    }
+    builder
+        .build()
+        .map_err(|e| at(format!("building HTTP client: {e}")))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server config of `cfg`.
+pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading tls.cert_file {}: {e}", cfg.cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.cert_file {} holds no certificate",
+            cfg.cert_file.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| format!("reading tls.key_file {}: {e}", cfg.key_file.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match &cfg.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("reading tls.client_ca_file {}: {e}", ca.display()))?;
+            for c in cas {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls.cert_file/key_file: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A listener that completes TLS handshakes in the background (a slow
+/// client never holds up the others) and hands out finished connections.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    local: std::net::SocketAddr,
+    acceptor_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, rx) = mpsc::channel(64);
+        let acceptor_task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            rx,
+            local,
+            acceptor_task,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor_task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The acceptor task is gone: accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
