@@ -500,3 +500,38 @@ async fn answers_for_old_times_are_kept_longer_than_recent_ones() {
     );
     assert_eq!(eval.instants(), 3);
 }
+
+#[tokio::test]
+async fn the_warmer_evaluates_on_every_grid_tick_in_the_background() {
+    let eval = Arc::new(CountingEval::new(istio_source(15)));
+    let mut cfg = cache_config();
+    cfg.grid = Duration::from_secs(1);
+    cfg.warm_queries = vec![Q.to_string()];
+    let wall: promfed::cache::Clock = Arc::new(|| chrono::Utc::now().timestamp_millis());
+    let cache = QueryCache::with_clock(&cfg, eval.clone(), &prometheus::Registry::new(), wall)
+        .expect("cache");
+    let warmer = cache.spawn_warmer().expect("a warm query is configured");
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let ticks = eval.instants();
+    assert!(
+        (2..=3).contains(&ticks),
+        "{ticks} warm evaluations in 2.6 s"
+    );
+    // A caller in the current cell finds the warm entry (unless the cell
+    // turned over this very moment: then the next one is warm in time).
+    let mut hit = false;
+    for _ in 0..3 {
+        let now = chrono::Utc::now().timestamp_millis();
+        if now % 1_000 > 100 && now % 1_000 < 900 {
+            let a = cache
+                .instant(Q, now, &default_opts(), &Variant::default(), T)
+                .await
+                .expect("answer");
+            hit = a.status == CacheStatus::Hit;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    warmer.abort();
+    assert!(hit, "the caller did not find the warm entry");
+}
