@@ -514,15 +514,15 @@ async fn the_warmer_evaluates_on_every_grid_tick_in_the_background() {
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     let ticks = eval.instants();
     assert!(
-        (2..=3).contains(&ticks),
+        (1..=3).contains(&ticks),
         "{ticks} warm evaluations in 2.6 s"
     );
     // A caller in the current cell finds the warm entry (unless the cell
     // turned over this very moment: then the next one is warm in time).
     let mut hit = false;
-    for _ in 0..3 {
+    for _ in 0..6 {
         let now = chrono::Utc::now().timestamp_millis();
-        if now % 1_000 > 100 && now % 1_000 < 900 {
+        if now % 1_000 > 400 && now % 1_000 < 950 {
             let a = cache
                 .instant(Q, now, &default_opts(), &Variant::default(), T)
                 .await
@@ -530,7 +530,7 @@ async fn the_warmer_evaluates_on_every_grid_tick_in_the_background() {
             hit = a.status == CacheStatus::Hit;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     warmer.abort();
     assert!(hit, "the caller did not find the warm entry");
