@@ -396,9 +396,18 @@ impl QueryCache {
         let me = self.clone();
         Some(tokio::spawn(async move {
             let grid = me.inner.settings.grid_ms;
+            // Replicas sharing Redis tick together: a random delay early in
+            // the cell lets the first one's answer reach Redis before the
+            // others evaluate (they look there first).
+            let spread = if me.inner.stores.shared().is_some() {
+                (grid / 5).clamp(1, 2_000)
+            } else {
+                1
+            };
             loop {
                 let now = (me.inner.clock)();
-                let wait = key::round_down(now, grid) + grid - now;
+                let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..spread);
+                let wait = key::round_down(now, grid) + grid - now + jitter;
                 tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
                 me.warm_once().await;
             }

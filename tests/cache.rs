@@ -461,3 +461,77 @@ async fn a_hundred_controllers_cause_one_evaluation_per_grid_cell() {
     assert_eq!(polls.len(), 600);
     assert_eq!(eval.instants(), cells.len());
 }
+
+#[tokio::test]
+async fn answers_for_old_times_are_kept_longer_than_recent_ones() {
+    let eval = Arc::new(CountingEval::new(istio_source(14)));
+    let now = T0 + 7_200_000;
+    let (clock, _) = manual_clock(now);
+    let mut cfg = cache_config();
+    cfg.ttl = Duration::from_millis(100);
+    cfg.horizon = Duration::from_secs(600);
+    cfg.old_ttl = Duration::from_secs(60);
+    let cache = QueryCache::with_clock(&cfg, eval.clone(), &prometheus::Registry::new(), clock)
+        .expect("cache");
+    let v = Variant::default();
+    let old = now - 3_600_000; // an hour before now: beyond the horizon
+    let recent = now - 30_000;
+    for t in [old, recent] {
+        let a = cache
+            .instant(Q, t, &default_opts(), &v, T)
+            .await
+            .expect("cold");
+        assert_eq!(a.status, CacheStatus::Miss);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = cache
+        .instant(Q, old, &default_opts(), &v, T)
+        .await
+        .expect("old");
+    assert_eq!(a.status, CacheStatus::Hit);
+    let b = cache
+        .instant(Q, recent, &default_opts(), &v, T)
+        .await
+        .expect("recent");
+    assert_eq!(
+        b.status,
+        CacheStatus::Miss,
+        "the recent entry outlived its TTL"
+    );
+    assert_eq!(eval.instants(), 3);
+}
+
+#[tokio::test]
+async fn the_warmer_evaluates_on_every_grid_tick_in_the_background() {
+    let eval = Arc::new(CountingEval::new(istio_source(15)));
+    let mut cfg = cache_config();
+    cfg.grid = Duration::from_secs(1);
+    cfg.warm_queries = vec![Q.to_string()];
+    let wall: promfed::cache::Clock = Arc::new(|| chrono::Utc::now().timestamp_millis());
+    let cache = QueryCache::with_clock(&cfg, eval.clone(), &prometheus::Registry::new(), wall)
+        .expect("cache");
+    let warmer = cache.spawn_warmer().expect("a warm query is configured");
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let ticks = eval.instants();
+    assert!(
+        (1..=3).contains(&ticks),
+        "{ticks} warm evaluations in 2.6 s"
+    );
+    // A caller in the current cell finds the warm entry (unless the cell
+    // turned over this very moment: then the next one is warm in time).
+    let mut hit = false;
+    for _ in 0..6 {
+        let now = chrono::Utc::now().timestamp_millis();
+        if now % 1_000 > 400 && now % 1_000 < 950 {
+            let a = cache
+                .instant(Q, now, &default_opts(), &Variant::default(), T)
+                .await
+                .expect("answer");
+            hit = a.status == CacheStatus::Hit;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    warmer.abort();
+    assert!(hit, "the caller did not find the warm entry");
+}

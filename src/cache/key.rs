@@ -239,6 +239,11 @@ mod tests {
         o.lookback_delta_ms = 60_000;
         assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 0, &o, ""));
         assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 10_000, &d, ""));
+        // Federation options (partial response, dedup) are part of the key.
+        assert_ne!(
+            instant_key(&c, 0, &d, ""),
+            instant_key(&c, 0, &d, "partial_response=true")
+        );
         assert_eq!(round_down(19_999, 10_000), 10_000);
         assert_eq!(round_down(20_000, 10_000), 20_000);
         assert_eq!(round_down(-1, 10_000), -10_000);
