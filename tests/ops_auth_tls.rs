@@ -336,3 +336,28 @@ async fn backends_over_tls_with_client_certificates_and_basic_auth() {
         );
     }
 }
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .args(["hash-password", "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = hash.trim();
+    assert!(hash.starts_with("$2"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+    assert!(bcrypt::verify(PASSWORD, hash).expect("verify"));
+    assert!(!bcrypt::verify("other", hash).expect("verify"));
+}
