@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
 use crate::federation::Federation;
 use crate::promql::{Engine, QueryOptions, QueryResult};
 use crate::source::{ReadOptions, WithReadOptions};
@@ -38,13 +39,20 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     /// Set once the listener serves.
     pub ready: AtomicBool,
+    /// The query cache, when configured.
+    pub cache: Option<QueryCache>,
     /// Query admission and budgets (`limits:` in the config).
     pub limits: crate::limits::Limits,
 }
 
 impl AppState {
     pub fn new(federation: Arc<Federation>) -> Arc<Self> {
-        Self::with_limits(federation, crate::limits::LimitsConfig::default())
+        Self::build(federation, None, crate::limits::LimitsConfig::default())
+    }
+
+    /// State whose `query` and `query_range` go through `cache`.
+    pub fn with_cache(federation: Arc<Federation>, cache: Option<QueryCache>) -> Arc<Self> {
+        Self::build(federation, cache, crate::limits::LimitsConfig::default())
     }
 
     /// The state with the config's limits.
@@ -52,10 +60,20 @@ impl AppState {
         federation: Arc<Federation>,
         limits: crate::limits::LimitsConfig,
     ) -> Arc<Self> {
+        Self::build(federation, None, limits)
+    }
+
+    /// The state with a cache (if any) and the config's limits.
+    pub fn build(
+        federation: Arc<Federation>,
+        cache: Option<QueryCache>,
+        limits: crate::limits::LimitsConfig,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             engine: Engine::new(federation.clone()),
             federation,
             ready: AtomicBool::new(false),
+            cache,
             limits: crate::limits::Limits::new(limits),
         })
     }
@@ -209,6 +227,49 @@ fn query_response(r: &QueryResult) -> Response {
     resp
 }
 
+/// A cached answer: its body and a header saying how it was obtained.
+fn cached_response(a: Answer) -> Response {
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static(CACHE_HEADER),
+                a.status.as_str(),
+            ),
+        ],
+        a.body,
+    )
+        .into_response();
+    if a.has_warnings {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
+}
+
+/// What the cache needs to know of a request's federation options: the
+/// engine that honours them (none for the defaults) and their key.
+fn cache_variant(st: &AppState, read: ReadOptions) -> Variant {
+    if read == ReadOptions::default() {
+        return Variant::default();
+    }
+    Variant {
+        key: format!("{read:?}"),
+        eval: Some(Arc::new(st.engine_for(read))),
+    }
+}
+
+/// The error of a query that ran past its deadline.
+pub(crate) fn timeout_error() -> ApiError {
+    ApiError::new(
+        ErrorType::Timeout,
+        "query timed out in expression evaluation",
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -216,10 +277,20 @@ fn now_ms() -> i64 {
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let (opts, timeout) = query_options(&p, &st.limits)?;
-    let engine = st.engine_for(read_options(&p)?);
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        let a = (st.limits)
+            .run("instant", q, timeout, c.instant(q, t, &opts, &v, timeout))
+            .await?;
+        return Ok(cached_response(a));
+    }
+    let engine = st.engine_for(read);
     let r = (st.limits)
-        .run("instant", q, timeout, engine.instant(q, t, &opts))
+        .run("instant", q, timeout, async {
+            engine.instant(q, t, &opts).await.map_err(ApiError::from)
+        })
         .await?;
     Ok(query_response(&r))
 }
@@ -254,15 +325,28 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
         ));
     }
     let (opts, timeout) = query_options(&p, &st.limits)?;
-    let engine = st.engine_for(read_options(&p)?);
+    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
+    if let Some(c) = &st.cache {
+        let v = cache_variant(&st, read);
+        let a = (st.limits)
+            .run(
+                "range",
+                q,
+                timeout,
+                c.range(q, start, end, step, &opts, &v, timeout),
+            )
+            .await?;
+        return Ok(cached_response(a));
+    }
+    let engine = st.engine_for(read);
     let r = (st.limits)
-        .run(
-            "range",
-            q,
-            timeout,
-            engine.range(q, start, end, step, &opts),
-        )
+        .run("range", q, timeout, async {
+            engine
+                .range(q, start, end, step, &opts)
+                .await
+                .map_err(ApiError::from)
+        })
         .await?;
     Ok(query_response(&r))
 }

@@ -5,6 +5,8 @@
 //! # Layout
 //! A query travels through the modules in this order:
 //! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
+//! - [`cache`]: instant answers on a time grid with single flight, range
+//!   answers as step-aligned extents; in memory or shared through Redis.
 //! - [`promql`]: the engine: parse, fetch selectors, evaluate.
 //! - [`federation`]: fans a select out to every backend, adds external
 //!   labels, merges by label set.
@@ -21,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod federation;
 pub mod limits;

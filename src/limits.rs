@@ -17,7 +17,6 @@ use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{ApiError, ErrorType};
-use crate::promql::{EngineError, QueryResult};
 use crate::source::{SelectOutput, SourceError};
 
 /// Prometheus's message when a query would load more than `--query.max-samples`.
@@ -258,13 +257,13 @@ impl Limits {
     /// Evaluates `fut` as one query of `kind` (`instant` or `range`): waits
     /// for a slot, runs it under the query's budget until `timeout` (queue
     /// time included), records metrics and the query log.
-    pub async fn run(
+    pub async fn run<T>(
         &self,
         kind: &'static str,
         query: &str,
         timeout: Duration,
-        fut: impl Future<Output = Result<QueryResult, EngineError>>,
-    ) -> Result<QueryResult, ApiError> {
+        fut: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let _slot = self.admit(deadline).await?;
@@ -272,7 +271,7 @@ impl Limits {
         let ctx = Arc::new(QueryContext::new(&self.config));
         let evaluated = tokio::time::timeout_at(deadline, scope(ctx.clone(), fut)).await;
         let result = match evaluated {
-            Ok(r) => r.map_err(ApiError::from),
+            Ok(r) => r,
             Err(_) => Err(ApiError::new(
                 ErrorType::Timeout,
                 "query timed out in expression evaluation",
@@ -455,6 +454,7 @@ mod tests {
     use super::*;
     use crate::federation::{Backend, Federation, FederationOptions};
     use crate::model::Labels;
+    use crate::promql::{EngineError, QueryResult};
     use crate::source::memory::MemorySource;
     use crate::source::{Select, Source};
     use axum::response::IntoResponse;
@@ -685,7 +685,9 @@ mod tests {
         let started = Instant::now();
         let e = l
             .run("instant", "q", Duration::from_millis(200), async {
-                Err(EngineError::Execution("must not run".into()))
+                Err::<(), _>(ApiError::from(EngineError::Execution(
+                    "must not run".into(),
+                )))
             })
             .await
             .expect_err("times out in the queue");
@@ -701,7 +703,7 @@ mod tests {
         let e = l
             .run("range", "slow", Duration::from_millis(100), async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                Err(EngineError::Execution("unreachable".into()))
+                Err::<(), _>(ApiError::from(EngineError::Execution("unreachable".into())))
             })
             .await
             .expect_err("times out");

@@ -1,17 +1,41 @@
 //! The PromQL engine: parses a query, fetches every selector's series from
-//! one [`Source`](crate::source::Source), and evaluates in memory with
+//! one [`Source`] and evaluates in memory with
 //! Prometheus 3 semantics.
 //!
 //! Public surface used by the API layer and the cache (keep it stable):
 //! [`Engine`], [`QueryOptions`], [`QueryResult`], [`Value`], [`EngineError`].
 
+mod aggregate;
+mod annotations;
+mod binary;
+mod eval;
+mod functions;
+mod hash;
+mod labelset;
+mod plan;
+mod selector;
+mod steps;
 pub mod value;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+pub use promql_parser::parser::Expr;
+
+use crate::model::{Labels, Sample, Series};
 use crate::source::{Source, SourceError};
+use annotations::Annotations;
+use eval::{Evaluator, DUPLICATE_LABELSET};
+use labelset::drop_name;
+use plan::Bounds;
+use steps::{Grid, VSeries, Val};
 
 pub use value::{Value, VectorElem};
+
+/// Parses a PromQL query (a parse or type error is [`EngineError::Parse`]).
+pub fn parse(query: &str) -> Result<Expr, EngineError> {
+    promql_parser::parser::parse(query).map_err(EngineError::Parse)
+}
 
 /// Per-query options that change the answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +106,8 @@ impl Engine {
         t_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryResult, EngineError> {
-        let _ = (query, t_ms, opts);
-        Err(EngineError::Execution("engine not built yet".into()))
+        let expr = parse(query)?;
+        self.instant_expr(&expr, t_ms, opts).await
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms`.
@@ -95,7 +119,188 @@ impl Engine {
         step_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryResult, EngineError> {
-        let _ = (query, start_ms, end_ms, step_ms, opts);
-        Err(EngineError::Execution("engine not built yet".into()))
+        let expr = parse(query)?;
+        self.range_expr(&expr, start_ms, end_ms, step_ms, opts)
+            .await
+    }
+
+    /// Evaluates a parsed query at `t_ms`.
+    pub async fn instant_expr(
+        &self,
+        expr: &Expr,
+        t_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, EngineError> {
+        let grid = Grid {
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+        };
+        self.run(expr, grid, true, opts).await
+    }
+
+    /// Evaluates a parsed query at every step from `start_ms` to `end_ms`.
+    pub async fn range_expr(
+        &self,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, EngineError> {
+        if step_ms <= 0 {
+            return Err(EngineError::Execution(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(EngineError::Execution(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let grid = Grid {
+            start: start_ms,
+            end: end_ms,
+            step: step_ms,
+        };
+        self.run(expr, grid, false, opts).await
+    }
+
+    async fn run(
+        &self,
+        expr: &Expr,
+        grid: Grid,
+        instant: bool,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, EngineError> {
+        let bounds = Bounds {
+            start: grid.start,
+            end: grid.end,
+        };
+        let lookback = if opts.lookback_delta_ms > 0 {
+            opts.lookback_delta_ms
+        } else {
+            QueryOptions::default().lookback_delta_ms
+        };
+        let (fetched, mut warnings) =
+            plan::fetch(self.source.as_ref(), expr, grid, bounds, lookback).await?;
+        let mut ann = Annotations::default();
+        let val = Evaluator {
+            data: &fetched,
+            grid,
+            bounds,
+            lookback,
+            ann: &mut ann,
+        }
+        .eval(expr)?;
+        let value = finish(val, grid, instant)?;
+        for w in ann.warnings {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        Ok(QueryResult {
+            value,
+            warnings,
+            infos: ann.infos,
+        })
     }
 }
+
+/// Drops the names marked for dropping; two results with one label set is an error.
+fn drop_marked_names(series: &mut [(Labels, bool)]) -> Result<(), EngineError> {
+    let mut seen = HashSet::with_capacity(series.len());
+    for (labels, drop) in series.iter_mut() {
+        if *drop {
+            *labels = drop_name(labels);
+        }
+        if !seen.insert(labels.clone()) {
+            return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Turns the root node's value into the API's value.
+fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
+    let t = grid.start;
+    match val {
+        Val::Scalar(v) if instant => Ok(Value::Scalar {
+            t,
+            v: v.first().copied().unwrap_or(f64::NAN),
+        }),
+        Val::Scalar(v) => Ok(Value::Matrix(vec![Series {
+            labels: Labels::empty(),
+            samples: v
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Sample { t: grid.ts(i), v })
+                .collect(),
+        }])),
+        Val::String(s) if instant => Ok(Value::String { t, s }),
+        Val::Vector(vs) => {
+            let vs: Vec<VSeries> = vs.into_iter().filter(|s| !s.is_empty()).collect();
+            let mut names: Vec<(Labels, bool)> =
+                vs.iter().map(|s| (s.labels.clone(), s.drop_name)).collect();
+            drop_marked_names(&mut names)?;
+            if instant {
+                Ok(Value::Vector(
+                    vs.into_iter()
+                        .zip(names)
+                        .filter_map(|(s, (labels, _))| {
+                            s.vals[0].map(|v| VectorElem { labels, t, v })
+                        })
+                        .collect(),
+                ))
+            } else {
+                let mut out: Vec<Series> = vs
+                    .into_iter()
+                    .zip(names)
+                    .map(|(s, (labels, _))| Series {
+                        labels,
+                        samples: s
+                            .vals
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, v)| v.map(|v| Sample { t: grid.ts(i), v }))
+                            .collect(),
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Ok(Value::Matrix(out))
+            }
+        }
+        Val::Matrix(m) if instant => {
+            let (lo, hi) = m.windows.first().copied().unwrap_or((t, t));
+            let mut names: Vec<(Labels, bool)> = m
+                .series
+                .iter()
+                .map(|s| (s.labels.clone(), s.drop_name))
+                .collect();
+            drop_marked_names(&mut names)?;
+            let mut out: Vec<Series> = m
+                .series
+                .into_iter()
+                .zip(names)
+                .map(|(s, (labels, _))| Series {
+                    labels,
+                    samples: s
+                        .samples
+                        .into_iter()
+                        .filter(|p| p.t > lo && p.t <= hi)
+                        .collect(),
+                })
+                .filter(|s| !s.samples.is_empty())
+                .collect();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(Value::Matrix(out))
+        }
+        other => Err(EngineError::Execution(format!(
+            "invalid expression type {:?} for range query, must be Scalar or instant Vector",
+            other.type_name()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::config::PartialResponse;
 use crate::config::ReadProtocol;
@@ -58,11 +59,16 @@ pub struct Service {
     pub router: axum::Router,
     pub state: Arc<AppState>,
     prober: tokio::task::JoinHandle<()>,
+    /// Evaluates the cache's warm queries on every grid tick, if any.
+    warmer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.prober.abort();
+        if let Some(w) = &self.warmer {
+            w.abort();
+        }
     }
 }
 
@@ -70,7 +76,15 @@ impl Drop for Service {
 /// changed when it fails, so a reload can keep the running service.
 pub fn build(cfg: &Config) -> Result<Service, String> {
     let fed = Arc::new(federation_from_config(cfg)?);
-    let state = AppState::with_limits(fed.clone(), cfg.limits.clone());
+    let cache = match &cfg.cache {
+        Some(c) if c.enabled => Some(QueryCache::new(
+            c,
+            Arc::new(crate::promql::Engine::new(fed.clone())),
+        )?),
+        _ => None,
+    };
+    let warmer = cache.as_ref().and_then(QueryCache::spawn_warmer);
+    let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
     let router = crate::auth::protect(api::router(state.clone()), cfg.auth.as_ref())?;
     crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     // Health probes run in the background; they are shown, never gated on.
@@ -86,6 +100,7 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
         router,
         state,
         prober,
+        warmer,
     })
 }
 

@@ -496,6 +496,71 @@ async fn clips_to_the_selected_range() {
     }
 }
 
+/// The frame, body and sample limits cut a real response with a clear error.
+#[tokio::test]
+async fn limits_cut_a_real_response() {
+    use promfed::source::remote_read::RemoteReadOptions;
+
+    let (prom, _series) = loaded_prometheus().await;
+    let sel = select(
+        vec![m("=~", "__name__", "rr_.+")],
+        BASE_MS,
+        BASE_MS + 3 * HOUR_MS,
+    );
+    let limited = |mode, f: fn(&mut RemoteReadOptions)| {
+        let mut options = RemoteReadOptions {
+            mode,
+            ..Default::default()
+        };
+        f(&mut options);
+        prom.source(mode).with_options(options)
+    };
+    type Limit = fn(&mut RemoteReadOptions);
+    let cases: [(&str, ResponseMode, Limit, &str); 5] = [
+        (
+            "frame",
+            ResponseMode::Chunks,
+            |o| o.max_frame_bytes = 64,
+            "exceeds the limit of 64 bytes",
+        ),
+        (
+            "body",
+            ResponseMode::Chunks,
+            |o| o.max_response_bytes = 1000,
+            "exceeds 1000 bytes",
+        ),
+        (
+            "body",
+            ResponseMode::Samples,
+            |o| o.max_response_bytes = 1000,
+            "exceeds 1000 bytes",
+        ),
+        (
+            "samples",
+            ResponseMode::Chunks,
+            |o| o.max_samples = 1000,
+            "more than 1000 samples",
+        ),
+        (
+            "samples",
+            ResponseMode::Samples,
+            |o| o.max_samples = 1000,
+            "more than 1000 samples",
+        ),
+    ];
+    for (what, mode, f, needle) in cases {
+        let err = limited(mode, f).select(&sel).await.expect_err(what);
+        assert!(err.to_string().contains(needle), "{what} ({mode:?}): {err}");
+    }
+    // The same select within the default limits succeeds.
+    let out = prom
+        .source(ResponseMode::Chunks)
+        .select(&sel)
+        .await
+        .expect("default limits");
+    assert_eq!(out.series.len(), 5);
+}
+
 /// Every chunk Prometheus streams decodes to the sample count its header
 /// announces, between the chunk's own min and max times.
 #[tokio::test]

@@ -83,6 +83,12 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<SourceError> for ApiError {
+    fn from(e: SourceError) -> Self {
+        ApiError::from(EngineError::Source(e))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = super::encode::error_body(self.kind.as_str(), &self.message);

@@ -36,6 +36,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 << 20;
 /// Default limit on a whole response body, and on a decompressed SAMPLES
 /// response.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 30;
+/// Default limit on the samples of one select once decoded (16 bytes each:
+/// 800 MB; Prometheus's own remote-read sample limit is the same number).
+pub const DEFAULT_MAX_SAMPLES: usize = 50_000_000;
 
 /// Which response types a source asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +61,9 @@ pub struct RemoteReadOptions {
     /// Largest response body accepted, bytes (also bounds a decompressed
     /// SAMPLES response).
     pub max_response_bytes: usize,
+    /// Most samples one select may decode to (chunks compress about tenfold,
+    /// so the body limit alone does not bound memory).
+    pub max_samples: usize,
 }
 
 impl Default for RemoteReadOptions {
@@ -66,6 +72,7 @@ impl Default for RemoteReadOptions {
             mode: ResponseMode::Chunks,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_samples: DEFAULT_MAX_SAMPLES,
         }
     }
 }
@@ -184,7 +191,7 @@ impl RemoteReadSource {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let mut out = Collector::new(sel.start_ms, sel.end_ms);
+        let mut out = Collector::new(sel.start_ms, sel.end_ms, self.options.max_samples);
         if content_type.starts_with(STREAMED_CONTENT_TYPE) {
             if !content_type.contains(STREAMED_PROTO) {
                 return Err(self.error(format!(
@@ -194,11 +201,13 @@ impl RemoteReadSource {
             self.stats.chunked_responses.fetch_add(1, Ordering::Relaxed);
             self.read_chunks(&mut response, &mut out).await?;
         } else {
+            // One byte over the limit tells a body at the limit from a longer one.
+            let limit = self.options.max_response_bytes;
             let body = self
-                .read_body(&mut response, self.options.max_response_bytes)
+                .read_body(&mut response, limit.saturating_add(1))
                 .await
                 .map_err(|e| self.error(e))?;
-            if body.len() >= self.options.max_response_bytes {
+            if body.len() > limit {
                 return Err(self.error(format!(
                     "remote read response exceeds {} bytes",
                     self.options.max_response_bytes
@@ -316,7 +325,8 @@ impl RemoteReadSource {
         }
         for result in response.results {
             for ts in result.timeseries {
-                out.add_samples(ts);
+                out.add_samples(ts)
+                    .map_err(|e| self.error(format!("remote read response: {e}")))?;
             }
         }
         Ok(())
@@ -380,10 +390,22 @@ fn to_label_matcher(m: &Matcher) -> prompb::LabelMatcher {
     }
 }
 
+/// Why a response's series cannot be gathered.
+#[derive(Debug, thiserror::Error)]
+enum CollectError {
+    #[error(transparent)]
+    Chunk(#[from] chunk::ChunkError),
+    #[error("more than {0} samples selected")]
+    TooManySamples(usize),
+}
+
 /// Gathers the series of one response, clipped to the selection's range.
 struct Collector {
     start_ms: i64,
     end_ms: i64,
+    max_samples: usize,
+    /// Samples gathered so far (duplicates from overlapping chunks included).
+    total: usize,
     series: BTreeMap<Labels, Vec<Sample>>,
     histogram_chunks: usize,
     histogram_samples: usize,
@@ -391,10 +413,12 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(start_ms: i64, end_ms: i64) -> Self {
+    fn new(start_ms: i64, end_ms: i64, max_samples: usize) -> Self {
         Collector {
             start_ms,
             end_ms,
+            max_samples,
+            total: 0,
             series: BTreeMap::new(),
             histogram_chunks: 0,
             histogram_samples: 0,
@@ -408,8 +432,9 @@ impl Collector {
     }
 
     /// Adds one streamed series (or a slice of it).
-    fn add_chunked(&mut self, series: prompb::ChunkedSeries) -> Result<(), chunk::ChunkError> {
-        let (start, end) = (self.start_ms, self.end_ms);
+    fn add_chunked(&mut self, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
+        let (start, end, max) = (self.start_ms, self.end_ms, self.max_samples);
+        let mut total = self.total;
         let mut histograms = 0;
         let mut unknown = 0;
         let samples = self.samples_of(series.labels);
@@ -419,22 +444,34 @@ impl Collector {
             }
             match ChunkEncoding::try_from(c.r#type) {
                 Ok(ChunkEncoding::Xor) => {
-                    samples.reserve(xor_sample_count(&c.data));
+                    // Checked before decoding, from the count the header announces.
+                    let announced = xor_sample_count(&c.data);
+                    if total + announced > max {
+                        return Err(CollectError::TooManySamples(max));
+                    }
+                    let before = samples.len();
+                    samples.reserve(announced);
                     decode_xor_into(&c.data, start, end, samples)?;
+                    total += samples.len() - before;
                 }
                 Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => histograms += 1,
                 Ok(ChunkEncoding::Unknown) | Err(_) => unknown += 1,
             }
         }
+        self.total = total;
         self.histogram_chunks += histograms;
         self.unknown_chunks += unknown;
         Ok(())
     }
 
     /// Adds one series of a SAMPLES response.
-    fn add_samples(&mut self, ts: prompb::TimeSeries) {
+    fn add_samples(&mut self, ts: prompb::TimeSeries) -> Result<(), CollectError> {
         let (start, end) = (self.start_ms, self.end_ms);
         self.histogram_samples += ts.histograms.len();
+        self.total += ts.samples.len();
+        if self.total > self.max_samples {
+            return Err(CollectError::TooManySamples(self.max_samples));
+        }
         let samples = self.samples_of(ts.labels);
         samples.extend(
             ts.samples
@@ -445,6 +482,7 @@ impl Collector {
                     v: s.value,
                 }),
         );
+        Ok(())
     }
 
     /// Series sorted by labels, each in time order with one sample per
@@ -632,7 +670,7 @@ mod tests {
 
     #[test]
     fn split_and_overlapping_series_merge_into_one() {
-        let mut c = Collector::new(0, 1000);
+        let mut c = Collector::new(0, 1000, 100);
         let labels = || vec![label("job", "a"), label("__name__", "up"), label("x", "")];
         // The same series in two frames, the second's chunk overlapping the
         // first's, plus a chunk wholly outside the range.
@@ -667,7 +705,7 @@ mod tests {
 
     #[test]
     fn chunks_are_clipped_and_empty_series_dropped() {
-        let mut c = Collector::new(25, 45);
+        let mut c = Collector::new(25, 45, 100);
         c.add_chunked(prompb::ChunkedSeries {
             labels: vec![label("__name__", "a")],
             chunks: vec![xor_chunk(&samples([10, 20, 30, 40, 50]))],
@@ -691,7 +729,7 @@ mod tests {
 
     #[test]
     fn histogram_and_unknown_chunks_are_skipped_with_warnings() {
-        let mut c = Collector::new(0, 100);
+        let mut c = Collector::new(0, 100, 100);
         let mut stale = samples([10]);
         stale[0].v = stale_nan();
         c.add_chunked(prompb::ChunkedSeries {
@@ -721,7 +759,8 @@ mod tests {
             labels: vec![label("__name__", "s")],
             samples: vec![],
             histograms: vec![vec![1, 2, 3]],
-        });
+        })
+        .expect("within limits");
         let out = c.finish("k8s-1");
         assert_eq!(out.series.len(), 1);
         assert_eq!(out.series[0].samples[0].v.to_bits(), stale_nan().to_bits());
@@ -733,7 +772,7 @@ mod tests {
 
     #[test]
     fn samples_responses_are_clipped_and_sorted() {
-        let mut c = Collector::new(20, 40);
+        let mut c = Collector::new(20, 40, 100);
         c.add_samples(prompb::TimeSeries {
             labels: vec![label("__name__", "z")],
             samples: [50, 40, 30, 20, 10]
@@ -744,10 +783,36 @@ mod tests {
                 })
                 .collect(),
             histograms: vec![],
-        });
+        })
+        .expect("within limits");
         let out = c.finish("b");
         let ts: Vec<i64> = out.series[0].samples.iter().map(|s| s.t).collect();
         assert_eq!(ts, vec![20, 30, 40]);
+    }
+
+    #[test]
+    fn sample_limit_is_enforced_both_ways() {
+        let mut c = Collector::new(0, 1000, 5);
+        let chunked = |ts: &[i64]| prompb::ChunkedSeries {
+            labels: vec![label("__name__", "a")],
+            chunks: vec![xor_chunk(&samples(ts.iter().copied()))],
+        };
+        c.add_chunked(chunked(&[1, 2, 3])).expect("3 of 5");
+        c.add_chunked(chunked(&[4, 5])).expect("5 of 5");
+        assert!(matches!(
+            c.add_chunked(chunked(&[6])),
+            Err(CollectError::TooManySamples(5))
+        ));
+        let mut c = Collector::new(0, 1000, 2);
+        let ts = prompb::TimeSeries {
+            labels: vec![label("__name__", "a")],
+            samples: vec![prompb::Sample::default(); 3],
+            histograms: vec![],
+        };
+        assert!(matches!(
+            c.add_samples(ts),
+            Err(CollectError::TooManySamples(2))
+        ));
     }
 
     #[test]

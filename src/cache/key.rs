@@ -1,0 +1,259 @@
+//! Cache keys: a query's canonical text, the time grid and the options.
+
+use std::convert::Infallible;
+
+use promql_parser::parser::{self, AtModifier, Expr};
+use promql_parser::util::visitor::{walk_expr, walk_expr_mut, ExprVisitor, ExprVisitorMut};
+
+use crate::promql::QueryOptions;
+
+/// Bumped whenever the meaning of a stored entry changes, so replicas of
+/// different versions sharing one Redis never read each other's entries.
+pub const KEY_VERSION: &str = "v1";
+
+/// A query as the cache keys and evaluates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    /// The text that is evaluated and keyed: the parsed query printed back
+    /// when that round-trips to the same query, else the text as sent.
+    pub text: String,
+    /// True when `text` is the printed AST (whitespace and matcher order do
+    /// not matter), false when it is the raw text.
+    pub printed: bool,
+    /// False when the query uses `@ start()` or `@ end()`: its value at one
+    /// step then depends on the range, so range extents cannot be reused.
+    pub range_cacheable: bool,
+}
+
+impl Canonical {
+    /// Canonicalises `query`; `None` when it does not parse (the engine then
+    /// answers with its own error, uncached).
+    pub fn of(query: &str) -> Option<Canonical> {
+        let ast = parser::parse(query).ok()?;
+        let printed = ast.to_string();
+        // Printing must not lose meaning: the printed text has to parse back
+        // to the same tree (up to matcher order, which Display sorts).
+        let same = parser::parse(&printed)
+            .map(|back| normalized(back) == normalized(ast.clone()))
+            .unwrap_or(false);
+        let range_cacheable = !uses_range_bounds(&ast);
+        Some(if same {
+            Canonical {
+                text: printed,
+                printed: true,
+                range_cacheable,
+            }
+        } else {
+            Canonical {
+                text: query.to_string(),
+                printed: false,
+                range_cacheable,
+            }
+        })
+    }
+
+    /// The query part of a key: the two kinds of text never collide.
+    fn key_part(&self) -> String {
+        format!("{}:{}", if self.printed { 'c' } else { 'r' }, self.text)
+    }
+}
+
+/// `t` rounded down to a multiple of `grid` (both ms, `grid > 0`).
+pub fn round_down(t: i64, grid: i64) -> i64 {
+    t.div_euclid(grid) * grid
+}
+
+/// Every option that can change an answer, as text: the `Debug` form of
+/// [`QueryOptions`] names every field, so a field added later is keyed too;
+/// `variant` is the key of the request's federation options.
+fn options_part(opts: &QueryOptions, variant: &str) -> String {
+    format!("{opts:?}|{variant}")
+}
+
+/// Key of an instant answer at the rounded time `t_rounded`.
+pub fn instant_key(q: &Canonical, t_rounded: i64, opts: &QueryOptions, variant: &str) -> String {
+    format!(
+        "i|{KEY_VERSION}|{}|{}|{}",
+        options_part(opts, variant),
+        t_rounded,
+        q.key_part()
+    )
+}
+
+/// Key of the extents of a range query: points at `offset + k * step`.
+pub fn range_key(
+    q: &Canonical,
+    step: i64,
+    start: i64,
+    opts: &QueryOptions,
+    variant: &str,
+) -> String {
+    format!(
+        "r|{KEY_VERSION}|{}|{}|{}|{}",
+        options_part(opts, variant),
+        step,
+        start.rem_euclid(step),
+        q.key_part()
+    )
+}
+
+/// The tree with the matchers of every selector in a fixed order.
+fn normalized(mut e: Expr) -> Expr {
+    struct SortMatchers;
+    impl ExprVisitorMut for SortMatchers {
+        type Error = Infallible;
+        fn pre_visit(&mut self, e: &mut Expr) -> Result<bool, Infallible> {
+            let ms = match e {
+                Expr::VectorSelector(vs) => &mut vs.matchers,
+                Expr::MatrixSelector(m) => &mut m.vs.matchers,
+                _ => return Ok(true),
+            };
+            ms.matchers.sort_by_cached_key(|m| m.to_string());
+            Ok(true)
+        }
+    }
+    // Infallible: the walk cannot fail.
+    let _ = walk_expr_mut(&mut SortMatchers, &mut e);
+    e
+}
+
+/// True when any selector or subquery uses `@ start()` or `@ end()`.
+fn uses_range_bounds(e: &Expr) -> bool {
+    struct Finder(bool);
+    impl ExprVisitor for Finder {
+        type Error = Infallible;
+        fn pre_visit(&mut self, e: &Expr) -> Result<bool, Infallible> {
+            let at = match e {
+                Expr::VectorSelector(vs) => &vs.at,
+                Expr::MatrixSelector(m) => &m.vs.at,
+                Expr::Subquery(s) => &s.at,
+                _ => return Ok(true),
+            };
+            if matches!(at, Some(AtModifier::Start | AtModifier::End)) {
+                self.0 = true;
+                return Ok(false);
+            }
+            Ok(true)
+        }
+    }
+    let mut f = Finder(false);
+    let _ = walk_expr(&mut f, e);
+    f.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(q: &str) -> Canonical {
+        Canonical::of(q).unwrap_or_else(|| panic!("{q} parses"))
+    }
+
+    #[test]
+    fn whitespace_and_matcher_order_do_not_matter() {
+        let variants = [
+            r#"sum(rate(istio_requests_total{reporter="destination",response_code!~"5.*"}[1m])) / sum(rate(istio_requests_total{reporter="destination"}[1m]))"#,
+            r#"sum( rate( istio_requests_total{ response_code!~"5.*", reporter="destination" }[1m] ) )
+               /
+               sum(rate(istio_requests_total{reporter="destination"}[60s]))"#,
+        ];
+        let a = canon(variants[0]);
+        let b = canon(variants[1]);
+        assert!(a.printed && b.printed, "{a:?} {b:?}");
+        assert_eq!(a.text, b.text);
+        assert_eq!(
+            instant_key(&a, 10_000, &QueryOptions::default(), ""),
+            instant_key(&b, 10_000, &QueryOptions::default(), "")
+        );
+    }
+
+    #[test]
+    fn different_queries_get_different_keys() {
+        let qs = [
+            "up",
+            "up{job=\"a\"}",
+            "up{job=\"b\"}",
+            "up{job!=\"a\"}",
+            "up{job=~\"a\"}",
+            "rate(up[1m])",
+            "rate(up[2m])",
+            "up offset 1m",
+            "sum by (job) (up)",
+            "sum without (job) (up)",
+            "1 + 2",
+            "1 - 2",
+            "0.1",
+            "1e-10",
+        ];
+        let keys: std::collections::HashSet<String> = qs
+            .iter()
+            .map(|q| instant_key(&canon(q), 0, &QueryOptions::default(), ""))
+            .collect();
+        assert_eq!(keys.len(), qs.len());
+    }
+
+    #[test]
+    fn printed_text_means_the_same_query() {
+        // Whatever the printer does, the printed text parses back to the
+        // same tree, or the raw text is used.
+        for q in [
+            "up @ 100",
+            "up @ start()",
+            "rate(up[5m:30s] offset -1m)",
+            "histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))",
+            "a * on (x) group_left (y) b",
+            "a and on (x) b",
+            r#"{__name__="up", job="a\"b"}"#,
+            r#"label_replace(up, "dst", "$1", "src", "(.*)")"#,
+            "-(+1)",
+            "topk(3, up) > bool 0.5",
+        ] {
+            let c = canon(q);
+            let orig = parser::parse(q).expect("parses");
+            let back = parser::parse(&c.text).expect("canonical parses");
+            assert_eq!(normalized(orig), normalized(back), "{q} -> {}", c.text);
+        }
+    }
+
+    #[test]
+    fn start_and_end_block_range_reuse() {
+        assert!(canon("rate(up[1m])").range_cacheable);
+        assert!(canon("up @ 100").range_cacheable);
+        assert!(!canon("up @ start()").range_cacheable);
+        assert!(!canon("sum(rate(up[1m] @ end()))").range_cacheable);
+        assert!(!canon("max_over_time(up[5m:1m] @ start())").range_cacheable);
+    }
+
+    #[test]
+    fn unparsable_queries_have_no_canonical_form() {
+        assert!(Canonical::of("sum(").is_none());
+        assert!(Canonical::of("").is_none());
+    }
+
+    #[test]
+    #[allow(clippy::field_reassign_with_default)]
+    fn options_and_grid_are_part_of_the_key() {
+        let c = canon("up");
+        let d = QueryOptions::default();
+        let mut o = QueryOptions::default();
+        o.lookback_delta_ms = 60_000;
+        assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 0, &o, ""));
+        assert_ne!(instant_key(&c, 0, &d, ""), instant_key(&c, 10_000, &d, ""));
+        assert_eq!(round_down(19_999, 10_000), 10_000);
+        assert_eq!(round_down(20_000, 10_000), 20_000);
+        assert_eq!(round_down(-1, 10_000), -10_000);
+        // Range keys: same offset within the step share extents.
+        assert_eq!(
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 30_000, 90_000, &d, "")
+        );
+        assert_ne!(
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 30_000, 1_000, &d, "")
+        );
+        assert_ne!(
+            range_key(&c, 30_000, 0, &d, ""),
+            range_key(&c, 15_000, 0, &d, "")
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The cache's `/metrics` counters.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+static GLOBAL: LazyLock<Result<CacheMetrics, String>> = LazyLock::new(|| {
+    CacheMetrics::register(&crate::telemetry::REGISTRY).map_err(|e| e.to_string())
+});
+
+/// Counters of hits, misses, coalesced waits, evictions, upstream
+/// evaluations and store failures.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Cache lookups by query kind and outcome.
+    pub requests: IntCounterVec,
+    /// Evaluations the cache asked the engine for, by query kind.
+    pub evaluations: IntCounterVec,
+    /// Answers not stored, by reason.
+    pub not_stored: IntCounterVec,
+    /// Memory-store entries removed by the size bound or their TTL.
+    pub evictions: IntCounterVec,
+    /// Failed or skipped calls to the shared store, by operation.
+    pub store_errors: IntCounterVec,
+    /// 1 while the shared store answers, 0 while promfed runs without it.
+    pub redis_up: IntGauge,
+}
+
+impl CacheMetrics {
+    /// The metrics in promfed's registry (what `/metrics` serves), created
+    /// once per process and shared by every cache in it.
+    pub fn global() -> Result<Self, String> {
+        GLOBAL.clone()
+    }
+
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = CacheMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_requests_total",
+                    "Queries answered through the cache, by kind (instant, range, warm) and result (hit, miss, coalesced, partial, bypass).",
+                ),
+                &["kind", "result"],
+            )?,
+            evaluations: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_upstream_evaluations_total",
+                    "Evaluations the cache asked the engine for (each one a fan-out to the backends), by kind.",
+                ),
+                &["kind"],
+            )?,
+            not_stored: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_not_stored_total",
+                    "Successful answers the cache did not store, by reason (warnings, annotations, fresh).",
+                ),
+                &["reason"],
+            )?,
+            evictions: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_evictions_total",
+                    "Memory-store entries removed before being replaced, by reason (size, expired).",
+                ),
+                &["reason"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_store_errors_total",
+                    "Calls to the shared (Redis) store that failed, timed out or were skipped while it is down, by operation.",
+                ),
+                &["op"],
+            )?,
+            redis_up: IntGauge::new(
+                "promfed_cache_redis_up",
+                "1 while the shared (Redis) store answers, 0 while promfed runs without it.",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.evaluations.clone()))?;
+        registry.register(Box::new(m.not_stored.clone()))?;
+        registry.register(Box::new(m.evictions.clone()))?;
+        registry.register(Box::new(m.store_errors.clone()))?;
+        registry.register(Box::new(m.redis_up.clone()))?;
+        Ok(m)
+    }
+}

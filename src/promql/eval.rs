@@ -1,0 +1,176 @@
+//! The evaluator: walks the parsed query and evaluates each node over every step at once.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{Expr, SubqueryExpr};
+
+use super::annotations::Annotations;
+use super::plan::{at_ms, duration_ms, offset_ms, subquery_grid, Bounds, Fetched};
+use super::steps::{Grid, RSeries, RangeVec, VSeries, Val};
+use super::{aggregate, binary, functions, selector, EngineError};
+use crate::model::Sample;
+
+/// Text of Prometheus's error for two series with one label set at one step.
+pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
+
+/// Evaluates nodes on one grid over fetched data.
+pub(crate) struct Evaluator<'a> {
+    pub data: &'a Fetched,
+    pub grid: Grid,
+    pub bounds: Bounds,
+    pub lookback: i64,
+    pub ann: &'a mut Annotations,
+}
+
+impl<'a> Evaluator<'a> {
+    /// Evaluates `e` over every step of the grid.
+    pub fn eval(&mut self, e: &Expr) -> Result<Val, EngineError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.grid.len()])),
+            Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(mut vs) => {
+                    for s in &mut vs {
+                        s.drop_name = true;
+                        for v in s.vals.iter_mut().flatten() {
+                            *v = -*v;
+                        }
+                    }
+                    Ok(Val::Vector(vs))
+                }
+                other => Err(EngineError::Execution(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(selector::instant(self, vs)),
+            Expr::MatrixSelector(ms) => Ok(selector::range(self, ms)),
+            Expr::Subquery(sq) => self.subquery(sq),
+            Expr::Binary(b) => binary::eval(self, b),
+            Expr::Aggregate(a) => aggregate::eval(self, a),
+            Expr::Call(c) => functions::call(self, c),
+            Expr::Extension(_) => Err(EngineError::Execution(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    /// Evaluates `e`, which must be an instant vector.
+    pub fn eval_vector(&mut self, e: &Expr) -> Result<Vec<VSeries>, EngineError> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(type_error("instant vector", &other)),
+        }
+    }
+
+    /// Evaluates `e`, which must be a scalar.
+    pub fn eval_scalar(&mut self, e: &Expr) -> Result<Vec<f64>, EngineError> {
+        match self.eval(e)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(type_error("scalar", &other)),
+        }
+    }
+
+    /// Evaluates `e`, which must be a range vector.
+    pub fn eval_matrix(&mut self, e: &Expr) -> Result<RangeVec, EngineError> {
+        match self.eval(e)? {
+            Val::Matrix(m) => Ok(m),
+            other => Err(type_error("range vector", &other)),
+        }
+    }
+
+    /// A subquery: the inner expression on its own aligned grid, seen
+    /// through a window per outer step.
+    fn subquery(&mut self, sq: &SubqueryExpr) -> Result<Val, EngineError> {
+        let inner = subquery_grid(self.grid, sq, self.bounds);
+        let val = {
+            let mut sub = Evaluator {
+                data: self.data,
+                grid: inner,
+                bounds: self.bounds,
+                lookback: self.lookback,
+                ann: &mut *self.ann,
+            };
+            sub.eval(&sq.expr)?
+        };
+        let to_samples = |vals: &[Option<f64>]| -> Vec<Sample> {
+            vals.iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| Sample { t: inner.ts(i), v }))
+                .collect()
+        };
+        let series = match val {
+            Val::Vector(vs) => vs
+                .into_iter()
+                .map(|s| RSeries {
+                    samples: to_samples(&s.vals),
+                    labels: s.labels,
+                    drop_name: s.drop_name,
+                })
+                .filter(|s| !s.samples.is_empty())
+                .collect(),
+            Val::Scalar(v) => vec![RSeries {
+                labels: Default::default(),
+                drop_name: false,
+                samples: v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Sample { t: inner.ts(i), v })
+                    .collect(),
+            }],
+            other => return Err(type_error("instant vector", &other)),
+        };
+        let off = offset_ms(&sq.offset);
+        let range_ms = duration_ms(&sq.range);
+        let windows = match at_ms(&sq.at, self.bounds) {
+            Some(t) => vec![(t - off - range_ms, t - off); self.grid.len()],
+            None => self
+                .grid
+                .timestamps()
+                .map(|t| (t - off - range_ms, t - off))
+                .collect(),
+        };
+        Ok(Val::Matrix(RangeVec {
+            series,
+            windows,
+            range_ms,
+        }))
+    }
+}
+
+pub(crate) fn type_error(want: &str, got: &Val) -> EngineError {
+    EngineError::Execution(format!("expected type {want}, got {}", got.type_name()))
+}
+
+/// Merges series with equal label sets into one;
+/// two of them with a point at one step is Prometheus's duplicate-labelset error.
+pub(crate) fn merge_same_labels(series: Vec<VSeries>) -> Result<Vec<VSeries>, EngineError> {
+    let mut out: Vec<VSeries> = Vec::with_capacity(series.len());
+    let mut index: HashMap<crate::model::Labels, usize> = HashMap::new();
+    for s in series {
+        if s.is_empty() {
+            continue;
+        }
+        let key = s.labels.clone();
+        match index.get(&key) {
+            Some(&i) => {
+                let o = &mut out[i];
+                for (dst, src) in o.vals.iter_mut().zip(s.vals) {
+                    if let Some(v) = src {
+                        if dst.is_some() {
+                            return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                        }
+                        *dst = Some(v);
+                    }
+                }
+            }
+            None => {
+                index.insert(key, out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,137 @@
+//! Label functions: label_replace, label_join, sort_by_label(_desc).
+
+use std::cmp::Ordering;
+
+use regex::Regex;
+
+use super::{arg, string_arg, Args};
+use crate::model::METRIC_NAME;
+use crate::promql::eval::{merge_same_labels, Evaluator};
+use crate::promql::steps::{VSeries, Val};
+use crate::promql::EngineError;
+
+pub(crate) fn label_replace(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    let mut v = ev.eval_vector(arg(args, 0)?)?;
+    let dst = string_arg(ev, args, 1)?;
+    let repl = string_arg(ev, args, 2)?;
+    let src = string_arg(ev, args, 3)?;
+    let re_src = string_arg(ev, args, 4)?;
+    let re = Regex::new(&format!("^(?s:{re_src})$")).map_err(|e| {
+        EngineError::Execution(format!(
+            "invalid regular expression in label_replace(): {e}"
+        ))
+    })?;
+    if dst.is_empty() {
+        return Err(EngineError::Execution(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        )));
+    }
+    for s in &mut v {
+        let value = s.labels.get(&src).unwrap_or("").to_string();
+        if let Some(caps) = re.captures(&value) {
+            let mut res = String::new();
+            caps.expand(&repl, &mut res);
+            s.labels.set(&dst, &res);
+            if dst == METRIC_NAME {
+                s.drop_name = false;
+            }
+        }
+    }
+    merge_same_labels(v).map(Val::Vector)
+}
+
+pub(crate) fn label_join(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    let mut v = ev.eval_vector(arg(args, 0)?)?;
+    let dst = string_arg(ev, args, 1)?;
+    let sep = string_arg(ev, args, 2)?;
+    let mut srcs = Vec::new();
+    for i in 3..args.len() {
+        srcs.push(string_arg(ev, args, i)?);
+    }
+    if dst.is_empty() {
+        return Err(EngineError::Execution(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    for s in &mut v {
+        let joined = srcs
+            .iter()
+            .map(|n| s.labels.get(n).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(&sep);
+        s.labels.set(&dst, &joined);
+        if dst == METRIC_NAME {
+            s.drop_name = false;
+        }
+    }
+    merge_same_labels(v).map(Val::Vector)
+}
+
+pub(crate) fn sort_by_label(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    sort_labels(ev, args, false)
+}
+
+pub(crate) fn sort_by_label_desc(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    sort_labels(ev, args, true)
+}
+
+fn sort_labels(ev: &mut Evaluator<'_>, args: &Args, desc: bool) -> Result<Val, EngineError> {
+    let mut v: Vec<VSeries> = ev.eval_vector(arg(args, 0)?)?;
+    let mut names = Vec::new();
+    for i in 1..args.len() {
+        names.push(string_arg(ev, args, i)?);
+    }
+    v.sort_by(|a, b| {
+        let mut ord = Ordering::Equal;
+        for n in &names {
+            ord = natural_cmp(a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or(""));
+            if ord != Ordering::Equal {
+                break;
+            }
+        }
+        if ord == Ordering::Equal {
+            ord = a.labels.cmp(&b.labels);
+        }
+        if desc {
+            ord.reverse()
+        } else {
+            ord
+        }
+    });
+    Ok(Val::Vector(v))
+}
+
+/// Natural order: runs of digits compare by number, everything else by character.
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}

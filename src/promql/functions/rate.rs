@@ -1,0 +1,125 @@
+//! rate, increase and delta (one extrapolating implementation), irate and idelta.
+
+use super::{arg, map_windows, Args, Window};
+use crate::model::Sample;
+use crate::promql::eval::Evaluator;
+use crate::promql::steps::Val;
+use crate::promql::EngineError;
+
+pub(crate) fn rate(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    extrapolated(ev, args, true, true)
+}
+
+pub(crate) fn increase(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    extrapolated(ev, args, true, false)
+}
+
+pub(crate) fn delta(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    extrapolated(ev, args, false, false)
+}
+
+pub(crate) fn irate(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    instant(ev, args, true)
+}
+
+pub(crate) fn idelta(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
+    instant(ev, args, false)
+}
+
+fn extrapolated(
+    ev: &mut Evaluator<'_>,
+    args: &Args,
+    counter: bool,
+    per_second: bool,
+) -> Result<Val, EngineError> {
+    let m = ev.eval_matrix(arg(args, 0)?)?;
+    let out = map_windows(&m, false, |_, s, w| {
+        extrapolated_rate(s, w, counter, per_second)
+    });
+    if counter {
+        for s in &out {
+            if let Some(name) = s.labels.metric_name() {
+                if !["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix))
+                {
+                    ev.ann.possible_non_counter(name);
+                }
+            }
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Prometheus's extrapolatedRate over one window of float samples.
+pub(crate) fn extrapolated_rate(
+    s: &[Sample],
+    w: &Window,
+    counter: bool,
+    per_second: bool,
+) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (first, last) = (s[0], s[s.len() - 1]);
+    let mut result = last.v - first.v;
+    if counter {
+        let mut prev = first.v;
+        for p in &s[1..] {
+            if p.v < prev {
+                result += prev;
+            }
+            prev = p.v;
+        }
+    }
+    let mut to_start = (first.t - w.lo) as f64 / 1000.0;
+    let mut to_end = (w.hi - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg_step = sampled / (s.len() - 1) as f64;
+    let threshold = avg_step * 1.1;
+    if to_start >= threshold {
+        to_start = avg_step / 2.0;
+    }
+    if counter && result > 0.0 && first.v >= 0.0 {
+        let to_zero = sampled * (first.v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_step / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if per_second {
+        factor /= w.range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+fn instant(ev: &mut Evaluator<'_>, args: &Args, per_second: bool) -> Result<Val, EngineError> {
+    let m = ev.eval_matrix(arg(args, 0)?)?;
+    Ok(Val::Vector(map_windows(&m, false, |_, s, _| {
+        instant_value(s, per_second)
+    })))
+}
+
+/// Prometheus's instantValue: from the last two samples of the window.
+pub(crate) fn instant_value(s: &[Sample], per_second: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
+    let mut v = if per_second && last.v < prev.v {
+        last.v
+    } else {
+        last.v - prev.v
+    };
+    let dt = last.t - prev.t;
+    if dt == 0 {
+        return None;
+    }
+    if per_second {
+        v /= dt as f64 / 1000.0;
+    }
+    Some(v)
+}

@@ -1,0 +1,115 @@
+//! Instant and range vector selectors: lookback, staleness, offset and `@`.
+
+use promql_parser::parser::{MatrixSelector, VectorSelector};
+
+use super::eval::Evaluator;
+use super::plan::{at_ms, duration_ms, offset_ms};
+use super::steps::{RSeries, RangeVec, VSeries, Val};
+use crate::model::{is_stale_nan, Sample};
+
+/// The time each step of `vs` reads at (after `@` and offset).
+fn read_times(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<i64> {
+    let off = offset_ms(&vs.offset);
+    match at_ms(&vs.at, ev.bounds) {
+        Some(t) => vec![t - off; ev.grid.len()],
+        None => ev.grid.timestamps().map(|t| t - off).collect(),
+    }
+}
+
+/// An instant selector: per step, the newest sample in `(t - lookback, t]`,
+/// unless that sample is a staleness marker.
+pub(crate) fn instant(ev: &Evaluator<'_>, vs: &VectorSelector) -> Val {
+    Val::Vector(instant_series(ev, vs, false))
+}
+
+/// Like [`instant`], but each point's value is its sample's timestamp in seconds.
+pub(crate) fn instant_timestamps(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<VSeries> {
+    instant_series(ev, vs, true)
+}
+
+/// Like [`instant`], with each series also giving its points' sample timestamps (ms).
+pub(crate) fn instant_series_with_ts(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+) -> Vec<(VSeries, Vec<Option<f64>>)> {
+    let vals = instant_series(ev, vs, false);
+    let ts = instant_series(ev, vs, true);
+    vals.into_iter()
+        .zip(ts)
+        .map(|(v, t)| {
+            (
+                v,
+                t.vals.into_iter().map(|x| x.map(|s| s * 1000.0)).collect(),
+            )
+        })
+        .collect()
+}
+
+fn instant_series(ev: &Evaluator<'_>, vs: &VectorSelector, timestamps: bool) -> Vec<VSeries> {
+    let times = read_times(ev, vs);
+    let lookback = ev.lookback;
+    let mut out = Vec::new();
+    for s in ev.data.get(vs) {
+        let samples = &s.samples;
+        let mut vals = Vec::with_capacity(times.len());
+        let mut any = false;
+        let mut idx = 0usize; // number of samples with t <= current time
+        let mut prev_t = i64::MIN;
+        for &t in &times {
+            if t < prev_t {
+                idx = 0;
+            }
+            prev_t = t;
+            while idx < samples.len() && samples[idx].t <= t {
+                idx += 1;
+            }
+            let v = match idx.checked_sub(1).map(|i| samples[i]) {
+                Some(p) if p.t > t - lookback && !is_stale_nan(p.v) => {
+                    any = true;
+                    Some(if timestamps { p.t as f64 / 1000.0 } else { p.v })
+                }
+                _ => None,
+            };
+            vals.push(v);
+        }
+        if any {
+            out.push(VSeries {
+                labels: s.labels.clone(),
+                drop_name: false,
+                vals,
+            });
+        }
+    }
+    out
+}
+
+/// A range selector: the series without staleness markers, and per step the
+/// window `(t - range, t]`.
+pub(crate) fn range(ev: &Evaluator<'_>, ms: &MatrixSelector) -> Val {
+    let range_ms = duration_ms(&ms.range);
+    let windows = read_times(ev, &ms.vs)
+        .into_iter()
+        .map(|t| (t - range_ms, t))
+        .collect();
+    let series = ev
+        .data
+        .get(&ms.vs)
+        .iter()
+        .map(|s| RSeries {
+            labels: s.labels.clone(),
+            drop_name: false,
+            samples: s
+                .samples
+                .iter()
+                .filter(|p| !is_stale_nan(p.v))
+                .copied()
+                .collect::<Vec<Sample>>(),
+        })
+        .filter(|s| !s.samples.is_empty())
+        .collect();
+    Val::Matrix(RangeVec {
+        series,
+        windows,
+        range_ms,
+    })
+}
