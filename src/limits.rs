@@ -415,6 +415,18 @@ pub async fn scope<F: Future>(ctx: Arc<QueryContext>, fut: F) -> F::Output {
     QUERY.scope(ctx, fut).await
 }
 
+/// `fut` carrying the current query's context (if any), for running it in
+/// another task (`tokio::spawn`), where task-locals do not follow.
+pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let ctx = current();
+    async move {
+        match ctx {
+            Some(ctx) => scope(ctx, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 /// The current query's context, if running inside [`scope`].
 pub fn current() -> Option<Arc<QueryContext>> {
     QUERY.try_with(Arc::clone).ok()
