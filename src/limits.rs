@@ -283,6 +283,7 @@ impl Limits {
             duration: started.elapsed(),
             samples: ctx.samples(),
             backends: ctx.backends(),
+            cache: ctx.cache(),
             error: result.as_ref().err().map(|e| e.kind.as_str()),
         });
         result
@@ -357,6 +358,8 @@ pub struct QueryContext {
     max_series_per_backend: u64,
     samples: AtomicU64,
     backends: Mutex<BTreeSet<String>>,
+    /// How the cache answered (`hit`, `miss`, ...), when it did.
+    cache: Mutex<Option<&'static str>>,
 }
 
 impl QueryContext {
@@ -366,12 +369,18 @@ impl QueryContext {
             max_series_per_backend: cfg.max_series_per_backend,
             samples: AtomicU64::new(0),
             backends: Mutex::new(BTreeSet::new()),
+            cache: Mutex::new(None),
         }
     }
 
     /// Samples fetched so far.
     pub fn samples(&self) -> u64 {
         self.samples.load(Ordering::Acquire)
+    }
+
+    /// How the cache answered this query, if it did.
+    pub fn cache(&self) -> Option<&'static str> {
+        self.cache.lock().ok().and_then(|c| *c)
     }
 
     /// The backends asked so far, by name.
@@ -413,6 +422,15 @@ tokio::task_local! {
 /// moves an evaluation to another task).
 pub async fn scope<F: Future>(ctx: Arc<QueryContext>, fut: F) -> F::Output {
     QUERY.scope(ctx, fut).await
+}
+
+/// Records how the cache answered the current query (for the query log).
+pub fn note_cache(outcome: &'static str) {
+    if let Some(ctx) = current() {
+        if let Ok(mut c) = ctx.cache.lock() {
+            *c = Some(outcome);
+        }
+    }
 }
 
 /// `fut` carrying the current query's context (if any), for running it in

@@ -149,6 +149,37 @@ async fn metrics_count_requests_by_endpoint_and_code_and_queries_are_logged() {
     assert!(lines[0]["duration_seconds"].as_f64().is_some(), "{log}");
     assert!(lines[0]["samples"].as_u64().is_some(), "{log}");
     assert!(lines[0]["backends"].is_array(), "{log}");
+    assert!(lines[0]["cache"].is_null(), "no cache configured: {log}");
+}
+
+#[tokio::test]
+async fn the_query_log_names_the_backends_asked_and_the_cache_outcome() {
+    let b = matrix_backend(2, Duration::ZERO).await;
+    let dir = ops_support::TempDir::new("qlog");
+    let log = dir.path().join("queries.log");
+    let cfg = dir.write(
+        "promfed.yaml",
+        query_api_config(
+            &b.url(),
+            &format!("cache: {{grid: 10s}}\nquery_log: {}\n", log.display()),
+        ),
+    );
+    let p = Promfed::start_in(dir, cfg, &[]).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..2 {
+        let (status, body) = instant(&p, "count_over_time(up[1h])", &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let text = std::fs::read_to_string(&log).expect("query log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["cache"], "miss", "{text}");
+    assert_eq!(lines[0]["backends"], serde_json::json!(["k8s-1"]), "{text}");
+    assert_eq!(lines[0]["samples"], 120, "{text}");
+    assert_eq!(lines[1]["cache"], "hit", "{text}");
+    assert_eq!(lines[1]["samples"], 0, "{text}");
 }
 
 #[test]
