@@ -10,6 +10,10 @@ use serde::Deserialize;
 use super::{ApiData, MetaOutput, MetaQuery, Select, SelectOutput, Source, SourceError};
 use crate::model::{Labels, Sample, Series};
 
+/// Largest answer body read from a backend's HTTP API (JSON is about 25
+/// bytes a sample: some 20 M samples).
+pub const MAX_RESPONSE_BYTES: usize = 512 << 20;
+
 /// A backend read through the Prometheus HTTP query API.
 #[derive(Debug, Clone)]
 pub struct PrometheusHttpSource {
@@ -92,10 +96,21 @@ impl PrometheusHttpSource {
             .await
             .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
+        let mut resp = resp;
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
+            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(self.err(format!(
+                    "answer to {what} is larger than {} MiB",
+                    MAX_RESPONSE_BYTES >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let parsed: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
             self.err(format!(
                 "unexpected response to {what} (HTTP {}): {e}",
