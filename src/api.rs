@@ -282,7 +282,11 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     if let Some(c) = &st.cache {
         let v = cache_variant(&st, read);
         let a = (st.limits)
-            .run("instant", q, timeout, c.instant(q, t, &opts, &v, timeout))
+            .run("instant", q, timeout, async {
+                let a = c.instant(q, t, &opts, &v, timeout).await?;
+                crate::limits::note_cache(a.status.as_str());
+                Ok(a)
+            })
             .await?;
         return Ok(cached_response(a));
     }
@@ -330,12 +334,11 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
     if let Some(c) = &st.cache {
         let v = cache_variant(&st, read);
         let a = (st.limits)
-            .run(
-                "range",
-                q,
-                timeout,
-                c.range(q, start, end, step, &opts, &v, timeout),
-            )
+            .run("range", q, timeout, async {
+                let a = c.range(q, start, end, step, &opts, &v, timeout).await?;
+                crate::limits::note_cache(a.status.as_str());
+                Ok(a)
+            })
             .await?;
         return Ok(cached_response(a));
     }

@@ -89,7 +89,13 @@ pub struct Authenticator {
     /// Credentials that passed bcrypt, so that a client's every request
     /// does not pay for it again (bounded).
     verified: Mutex<HashSet<(String, Secret)>>,
+    /// Bounds the bcrypt checks run at once, so that a flood of wrong
+    /// passwords cannot take every core.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
+
+/// Most bcrypt checks run at once.
+const BCRYPT_SLOTS: usize = 2;
 
 /// Most verified basic-auth credentials remembered.
 const VERIFIED_CACHE: usize = 256;
@@ -120,6 +126,7 @@ impl Authenticator {
             tokens,
             users: cfg.basic_auth_users.clone(),
             verified: Mutex::new(HashSet::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
         })
     }
 
@@ -154,6 +161,9 @@ impl Authenticator {
         }
         let hash = hash.clone();
         let password = key.1.clone();
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
         let ok = tokio::task::spawn_blocking(move || {
             bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
         })
@@ -331,12 +341,12 @@ pub fn validate_backend(
     problems
 }
 
-/// A bcrypt hash of `password` (for `promfed hash-password`).
-pub fn hash_password(password: &str) -> Result<String, String> {
+/// A bcrypt hash of `password` at `cost` (for `promfed hash-password`).
+pub fn hash_password(password: &str, cost: u32) -> Result<String, String> {
     use rand::RngCore;
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
-    bcrypt::hash_with_salt(password, bcrypt::DEFAULT_COST, salt)
+    bcrypt::hash_with_salt(password, cost, salt)
         .map(|h| h.to_string())
         .map_err(|e| format!("hashing: {e}"))
 }

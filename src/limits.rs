@@ -283,6 +283,7 @@ impl Limits {
             duration: started.elapsed(),
             samples: ctx.samples(),
             backends: ctx.backends(),
+            cache: ctx.cache(),
             error: result.as_ref().err().map(|e| e.kind.as_str()),
         });
         result
@@ -357,6 +358,8 @@ pub struct QueryContext {
     max_series_per_backend: u64,
     samples: AtomicU64,
     backends: Mutex<BTreeSet<String>>,
+    /// How the cache answered (`hit`, `miss`, ...), when it did.
+    cache: Mutex<Option<&'static str>>,
 }
 
 impl QueryContext {
@@ -366,12 +369,18 @@ impl QueryContext {
             max_series_per_backend: cfg.max_series_per_backend,
             samples: AtomicU64::new(0),
             backends: Mutex::new(BTreeSet::new()),
+            cache: Mutex::new(None),
         }
     }
 
     /// Samples fetched so far.
     pub fn samples(&self) -> u64 {
         self.samples.load(Ordering::Acquire)
+    }
+
+    /// How the cache answered this query, if it did.
+    pub fn cache(&self) -> Option<&'static str> {
+        self.cache.lock().ok().and_then(|c| *c)
     }
 
     /// The backends asked so far, by name.
@@ -415,9 +424,46 @@ pub async fn scope<F: Future>(ctx: Arc<QueryContext>, fut: F) -> F::Output {
     QUERY.scope(ctx, fut).await
 }
 
+/// Records how the cache answered the current query (for the query log).
+pub fn note_cache(outcome: &'static str) {
+    if let Some(ctx) = current() {
+        if let Ok(mut c) = ctx.cache.lock() {
+            *c = Some(outcome);
+        }
+    }
+}
+
+/// `fut` carrying the current query's context (if any), for running it in
+/// another task (`tokio::spawn`), where task-locals do not follow.
+pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let ctx = current();
+    async move {
+        match ctx {
+            Some(ctx) => scope(ctx, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 /// The current query's context, if running inside [`scope`].
 pub fn current() -> Option<Arc<QueryContext>> {
     QUERY.try_with(Arc::clone).ok()
+}
+
+/// Charges `n` samples that the engine itself materialises (subquery
+/// points, range vectors built during evaluation) to the current query's
+/// `max_samples` budget, as Prometheus counts every sample a query holds.
+/// `Err` carries Prometheus's message ([`TOO_MANY_SAMPLES`]); outside a
+/// query's scope nothing is counted.
+pub fn charge_samples(n: u64) -> Result<(), &'static str> {
+    let Some(ctx) = current() else {
+        return Ok(());
+    };
+    let total = ctx.samples.fetch_add(n, Ordering::AcqRel).saturating_add(n);
+    if total > ctx.max_samples {
+        return Err(TOO_MANY_SAMPLES);
+    }
+    Ok(())
 }
 
 fn sample_count(out: &SelectOutput) -> u64 {
@@ -564,6 +610,28 @@ mod tests {
         assert_eq!(ctx.backends(), ["k8s-1", "k8s-2"]);
         // Outside a scope nothing is charged and nothing fails.
         assert!(current().is_none());
+    }
+
+    #[tokio::test]
+    async fn samples_the_engine_materialises_share_the_budget() {
+        assert_eq!(
+            charge_samples(u64::MAX),
+            Ok(()),
+            "outside a query nothing counts"
+        );
+        let ctx = Arc::new(QueryContext::new(&LimitsConfig {
+            max_samples: 100,
+            ..LimitsConfig::default()
+        }));
+        let fed = federation(2, false); // 40 samples fetched
+        let r = scope(ctx.clone(), async {
+            fed.select(&select_up()).await.expect("select");
+            charge_samples(60)?;
+            charge_samples(1)
+        })
+        .await;
+        assert_eq!(r, Err(TOO_MANY_SAMPLES));
+        assert_eq!(ctx.samples(), 101);
     }
 
     #[test]

@@ -33,7 +33,11 @@ enum Command {
     },
     /// Read a password on stdin and print its bcrypt hash for
     /// `auth.basic_auth_users`.
-    HashPassword,
+    HashPassword {
+        /// bcrypt cost (4 to 31; each step doubles the work).
+        #[arg(long, default_value_t = 12)]
+        cost: u32,
+    },
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// Path of the YAML configuration.
@@ -59,14 +63,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::HashPassword => {
+        Command::HashPassword { cost } => {
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut password) {
                 eprintln!("reading the password: {e}");
                 return ExitCode::FAILURE;
             }
             let password = password.trim_end_matches(['\r', '\n']);
-            match promfed::auth::hash_password(password) {
+            match promfed::auth::hash_password(password, cost) {
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS

@@ -1,9 +1,18 @@
 //! The PromQL engine: parses a query, fetches every selector's series from
-//! one [`Source`] and evaluates in memory with
-//! Prometheus 3 semantics.
+//! one [`Source`], and evaluates in memory with Prometheus 3 semantics.
 //!
 //! Public surface used by the API layer and the cache (keep it stable):
-//! [`Engine`], [`QueryOptions`], [`QueryResult`], [`Value`], [`EngineError`].
+//! [`Engine`], [`QueryOptions`], [`QueryResult`], [`Value`], [`EngineError`],
+//! [`parse`], [`Expr`].
+//!
+//! A query travels: `parse` (promql-parser) → `plan` (every selector with
+//! the time range it needs, after offset, `@`, ranges, lookback and
+//! subqueries) → one concurrent fetch of all selects → `eval`, which
+//! evaluates each node over all steps at once (an instant query is a range
+//! of one step): `selector`, `binary`, `aggregate`, and `functions` (one
+//! table from name to implementation, one file per family). Name dropping
+//! is delayed as in Prometheus 3: series carry a flag and lose `__name__`
+//! (with `__type__`/`__unit__`) when the result is built.
 
 mod aggregate;
 mod annotations;
@@ -18,6 +27,7 @@ mod steps;
 pub mod value;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use promql_parser::parser::Expr;
@@ -182,17 +192,30 @@ impl Engine {
         } else {
             QueryOptions::default().lookback_delta_ms
         };
+        // The plan keys selectors by node address: plan over the copy that
+        // the blocking evaluation owns.
+        let expr = Arc::new(expr.clone());
         let (fetched, mut warnings) =
-            plan::fetch(self.source.as_ref(), expr, grid, bounds, lookback).await?;
-        let mut ann = Annotations::default();
-        let val = Evaluator {
-            data: &fetched,
-            grid,
-            bounds,
-            lookback,
-            ann: &mut ann,
-        }
-        .eval(expr)?;
+            plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
+        // Evaluation is CPU-bound: keep it off the async workers. If this
+        // future is dropped (timeout, client gone), the guard stops it.
+        let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let canceled = Arc::clone(&guard.0);
+        let (val, ann) = tokio::task::spawn_blocking(move || {
+            let mut ann = Annotations::default();
+            let val = Evaluator {
+                data: &fetched,
+                grid,
+                bounds,
+                lookback,
+                ann: &mut ann,
+                canceled: &canceled,
+            }
+            .eval(&expr);
+            val.map(|v| (v, ann))
+        })
+        .await
+        .map_err(|e| EngineError::Execution(format!("evaluation aborted: {e}")))??;
         let value = finish(val, grid, instant)?;
         for w in ann.warnings {
             if !warnings.contains(&w) {
@@ -207,14 +230,29 @@ impl Engine {
     }
 }
 
-/// Drops the names marked for dropping; two results with one label set is an error.
-fn drop_marked_names(series: &mut [(Labels, bool)]) -> Result<(), EngineError> {
-    let mut seen = HashSet::with_capacity(series.len());
-    for (labels, drop) in series.iter_mut() {
-        if *drop {
-            *labels = drop_name(labels);
-        }
-        if !seen.insert(labels.clone()) {
+/// Tells a running evaluation to stop when its caller goes away.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The final label set of a result series: without its name if marked so.
+fn final_labels(labels: Labels, drop: bool) -> Labels {
+    if drop {
+        drop_name(&labels)
+    } else {
+        labels
+    }
+}
+
+/// Two results with one label set is an error.
+fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EngineError> {
+    let mut seen = HashSet::new();
+    for l in labels {
+        if !seen.insert(l) {
             return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
         }
     }
@@ -240,59 +278,60 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
         Val::String(s) if instant => Ok(Value::String { t, s }),
         Val::Vector(vs) => {
             let vs: Vec<VSeries> = vs.into_iter().filter(|s| !s.is_empty()).collect();
-            let mut names: Vec<(Labels, bool)> =
-                vs.iter().map(|s| (s.labels.clone(), s.drop_name)).collect();
-            drop_marked_names(&mut names)?;
             if instant {
-                Ok(Value::Vector(
-                    vs.into_iter()
-                        .zip(names)
-                        .filter_map(|(s, (labels, _))| {
-                            s.vals[0].map(|v| VectorElem { labels, t, v })
+                let out: Vec<VectorElem> = vs
+                    .into_iter()
+                    .filter_map(|s| {
+                        let v = s.vals.first().copied().flatten()?;
+                        Some(VectorElem {
+                            labels: final_labels(s.labels, s.drop_name),
+                            t,
+                            v,
                         })
-                        .collect(),
-                ))
+                    })
+                    .collect();
+                check_unique(out.iter().map(|e| &e.labels))?;
+                Ok(Value::Vector(out))
             } else {
                 let mut out: Vec<Series> = vs
                     .into_iter()
-                    .zip(names)
-                    .map(|(s, (labels, _))| Series {
-                        labels,
+                    .map(|s| Series {
                         samples: s
                             .vals
                             .iter()
                             .enumerate()
                             .filter_map(|(i, v)| v.map(|v| Sample { t: grid.ts(i), v }))
                             .collect(),
+                        labels: final_labels(s.labels, s.drop_name),
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+                    return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                }
                 Ok(Value::Matrix(out))
             }
         }
         Val::Matrix(m) if instant => {
             let (lo, hi) = m.windows.first().copied().unwrap_or((t, t));
-            let mut names: Vec<(Labels, bool)> = m
-                .series
-                .iter()
-                .map(|s| (s.labels.clone(), s.drop_name))
-                .collect();
-            drop_marked_names(&mut names)?;
             let mut out: Vec<Series> = m
                 .series
                 .into_iter()
-                .zip(names)
-                .map(|(s, (labels, _))| Series {
-                    labels,
+                .map(|s| Series {
                     samples: s
                         .samples
-                        .into_iter()
+                        .iter()
                         .filter(|p| p.t > lo && p.t <= hi)
+                        .copied()
                         .collect(),
+                    labels: final_labels(s.labels, s.drop_name),
                 })
                 .filter(|s| !s.samples.is_empty())
                 .collect();
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+                return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+            }
             Ok(Value::Matrix(out))
         }
         other => Err(EngineError::Execution(format!(
@@ -304,3 +343,5 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;

@@ -15,6 +15,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::server::{self, Service};
+use crate::tls::SharedTls;
 
 /// How often the config file is checked for changes, by default.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -31,7 +32,8 @@ pub struct Watch {
 
 /// Serves `cfg` on `listener` until `shutdown` resolves, then drains the
 /// requests in flight. With `watch`, reloads on SIGHUP and file changes.
-/// `listen` and `tls` changes take effect at the next start.
+/// `listen` changes, and turning TLS on or off, take effect at the next
+/// start; new certificates are picked up by a reload.
 pub async fn serve(
     cfg: Config,
     watch: Option<Watch>,
@@ -40,15 +42,21 @@ pub async fn serve(
 ) -> Result<(), String> {
     let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
     crate::telemetry::config_reloaded(true);
-    let tls = cfg
+    let tls: Option<SharedTls> = cfg
         .tls
         .as_ref()
         .map(crate::tls::server_config)
-        .transpose()?;
+        .transpose()?
+        .map(|c| Arc::new(RwLock::new(c)));
     // The SIGHUP handler is in place before the first request is served.
     let reloader = watch.map(|w| {
         let hup = hangups();
-        tokio::spawn(watch_config(w, hup, cfg, current.clone()))
+        let running = Running {
+            cfg,
+            tls: tls.clone(),
+            current: current.clone(),
+        };
+        tokio::spawn(watch_config(w, hup, running))
     });
     let app = Router::new().fallback(dispatch).with_state(current);
     let served = match tls {
@@ -92,6 +100,26 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// The fingerprints of the config file and the TLS files it names.
+fn fingerprints(path: &Path, cfg: &Config) -> Vec<Option<(SystemTime, u64)>> {
+    let mut out = vec![fingerprint(path)];
+    if let Some(t) = &cfg.tls {
+        out.push(fingerprint(&t.cert_file));
+        out.push(fingerprint(&t.key_file));
+        if let Some(ca) = &t.client_ca_file {
+            out.push(fingerprint(ca));
+        }
+    }
+    out
+}
+
+/// What a reload replaces.
+struct Running {
+    cfg: Config,
+    tls: Option<SharedTls>,
+    current: Current,
+}
+
 #[cfg(unix)]
 type Hangups = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
@@ -107,8 +135,8 @@ fn hangups() -> Hangups {
 #[cfg(not(unix))]
 fn hangups() -> Hangups {}
 
-async fn watch_config(w: Watch, mut hup: Hangups, mut running: Config, current: Current) {
-    let mut last = fingerprint(&w.path);
+async fn watch_config(w: Watch, mut hup: Hangups, mut running: Running) {
+    let mut last = fingerprints(&w.path, &running.cfg);
     let mut tick = tokio::time::interval(w.interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -124,40 +152,55 @@ async fn watch_config(w: Watch, mut hup: Hangups, mut running: Config, current: 
         let reason = tokio::select! {
             _ = hangup => "SIGHUP",
             _ = tick.tick() => {
-                let now = fingerprint(&w.path);
-                if now == last {
+                if fingerprints(&w.path, &running.cfg) == last {
                     continue;
                 }
                 "file changed"
             }
         };
-        last = fingerprint(&w.path);
-        reload(&w.path, reason, &mut running, &current);
+        // Taken before reading, so that a file written during the reload
+        // is seen as changed at the next check (at worst one extra reload).
+        let before = fingerprints(&w.path, &running.cfg);
+        reload(&w.path, reason, &mut running);
+        last = before;
     }
 }
 
-/// Loads, validates and builds the config at `path`, and swaps it in.
-fn reload(path: &Path, reason: &str, running: &mut Config, current: &Current) {
+/// Loads, validates and builds the config at `path` (and its TLS
+/// certificates), and swaps it all in, or nothing.
+fn reload(path: &Path, reason: &str, running: &mut Running) {
     let built = Config::load(path)
         .map_err(|e| e.to_string())
-        .and_then(|cfg| server::build(&cfg).map(|svc| (cfg, svc)));
+        .and_then(|cfg| {
+            let tls = match (&cfg.tls, &running.tls) {
+                (Some(t), Some(_)) => Some(crate::tls::server_config(t)?),
+                _ => None,
+            };
+            server::build(&cfg).map(|svc| (cfg, svc, tls))
+        });
     match built {
         Err(e) => {
             crate::telemetry::config_reloaded(false);
             tracing::error!(%reason, "config reload refused, keeping the running config: {e}");
         }
-        Ok((cfg, svc)) => {
-            if cfg.tls != running.tls {
-                tracing::warn!("tls changes take effect at the next start");
+        Ok((cfg, svc, tls)) => {
+            if cfg.tls.is_some() != running.tls.is_some() {
+                tracing::warn!("turning TLS on or off takes effect at the next start");
             }
-            let old = match current.write() {
+            if let (Some(new), Some(shared)) = (tls, &running.tls) {
+                match shared.write() {
+                    Ok(mut g) => *g = new,
+                    Err(poisoned) => *poisoned.into_inner() = new,
+                }
+            }
+            let old = match running.current.write() {
                 Ok(mut g) => std::mem::replace(&mut *g, Arc::new(svc)),
                 Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::new(svc)),
             };
             drop(old);
-            *running = cfg;
+            running.cfg = cfg;
             crate::telemetry::config_reloaded(true);
-            tracing::info!(%reason, backends = running.backends.len(), "config reloaded");
+            tracing::info!(%reason, backends = running.cfg.backends.len(), "config reloaded");
         }
     }
 }

@@ -252,6 +252,8 @@ pub struct QueryRecord<'a> {
     pub samples: u64,
     /// Backends asked, by name.
     pub backends: Vec<String>,
+    /// How the cache answered (`hit`, `miss`, `coalesced`, ...), if used.
+    pub cache: Option<&'static str>,
     /// The errorType when it failed.
     pub error: Option<&'static str>,
 }
@@ -315,6 +317,7 @@ fn write_query_log(r: &QueryRecord<'_>) {
         "duration_seconds": r.duration.as_secs_f64(),
         "samples": r.samples,
         "backends": r.backends,
+        "cache": r.cache,
         "error": r.error,
     })
     .to_string();

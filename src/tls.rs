@@ -174,6 +174,10 @@ pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>,
     Ok(Arc::new(config))
 }
 
+/// The server TLS config in force; a reload swaps in a new one (rotated
+/// certificates) and new connections use it.
+pub type SharedTls = Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>;
+
 /// A listener that completes TLS handshakes in the background (a slow
 /// client never holds up the others) and hands out finished connections.
 pub struct TlsListener {
@@ -183,9 +187,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(tcp: TcpListener, config: SharedTls) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(64);
         let acceptor_task = tokio::spawn(async move {
             loop {
@@ -197,7 +200,11 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let acceptor = acceptor.clone();
+                let current = match config.read() {
+                    Ok(c) => c.clone(),
+                    Err(poisoned) => poisoned.into_inner().clone(),
+                };
+                let acceptor = TlsAcceptor::from(current);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

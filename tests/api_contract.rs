@@ -251,3 +251,26 @@ async fn grafana_endpoints_never_404() {
         "mem"
     );
 }
+
+#[tokio::test]
+async fn annotations_come_back_as_prometheus_words_them() {
+    // `up` is not a counter by name: rate() over it carries Prometheus's info.
+    let (s, b) = post_form("/api/v1/query", "query=rate(up[5m])&time=300").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v = json(&b);
+    let infos = v["infos"].to_string();
+    assert!(
+        infos.contains("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \\\"up\\\""),
+        "{b}"
+    );
+    assert!(v.get("warnings").is_none(), "{b}");
+    // A warning-level annotation: quantile out of range.
+    let (s, b) = post_form("/api/v1/query", "query=quantile(2, up)&time=300").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        json(&b)["warnings"]
+            .to_string()
+            .contains("quantile value should be between 0 and 1"),
+        "{b}"
+    );
+}

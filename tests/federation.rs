@@ -18,16 +18,14 @@ use promfed::sim::{Simulation, SUCCESS_RATE_QUERY};
 
 type R = Result<(), HarnessError>;
 
-/// promfed over both cluster servers (remote read, the default).
-fn promfed() -> &'static Promfed {
-    static P: OnceLock<Result<Promfed, String>> = OnceLock::new();
-    let p = P.get_or_init(|| {
-        let h = harness();
-        let b = h.backends();
-        let k1 = [("cluster", b[0].0.as_str())];
-        let k2 = [("cluster", b[1].0.as_str())];
-        let cfg = config_yaml(&[(&b[0].0, &b[0].1, &k1), (&b[1].0, &b[1].1, &k2)], "");
-        Promfed::start(&cfg)
+/// A promfed kept for the whole test binary (stopped when it exits),
+/// started with the config `cfg` builds on first use.
+fn shared_promfed(
+    cell: &'static OnceLock<Result<Promfed, String>>,
+    cfg: impl FnOnce() -> String,
+) -> &'static Promfed {
+    let p = cell.get_or_init(|| {
+        Promfed::start(&cfg())
             .map(|mut p| {
                 p.stop_on_exit();
                 p
@@ -40,6 +38,18 @@ fn promfed() -> &'static Promfed {
     }
 }
 
+/// promfed over both cluster servers (remote read, the default).
+fn promfed() -> &'static Promfed {
+    static P: OnceLock<Result<Promfed, String>> = OnceLock::new();
+    shared_promfed(&P, || {
+        let h = harness();
+        let b = h.backends();
+        let k1 = [("cluster", b[0].0.as_str())];
+        let k2 = [("cluster", b[1].0.as_str())];
+        config_yaml(&[(&b[0].0, &b[0].1, &k1), (&b[1].0, &b[1].1, &k2)], "")
+    })
+}
+
 /// promfed with the union Prometheus as its only backend: the oracle for
 /// queries whose answer Prometheus 2.42 (Debian's, the union server) and
 /// Prometheus 3 compute differently (rate/increase/delta extrapolation of a
@@ -48,20 +58,9 @@ fn promfed() -> &'static Promfed {
 /// promfed over the clusters must equal promfed over the union exactly.
 fn promfed_over_union() -> &'static Promfed {
     static P: OnceLock<Result<Promfed, String>> = OnceLock::new();
-    let p = P.get_or_init(|| {
-        let h = harness();
-        let cfg = config_yaml(&[("union", &h.union.url, &[])], "");
-        Promfed::start(&cfg)
-            .map(|mut p| {
-                p.stop_on_exit();
-                p
-            })
-            .map_err(|e| e.to_string())
-    });
-    match p {
-        Ok(p) => p,
-        Err(e) => panic!("promfed could not start: {e}"),
-    }
+    shared_promfed(&P, || {
+        config_yaml(&[("union", &harness().union.url, &[])], "")
+    })
 }
 
 /// Whether Prometheus 2.42 and 3.x may differ on `q` (it extrapolates).
@@ -92,7 +91,7 @@ async fn oracle_range(q: &str, s: f64, e: f64, step: f64) -> Result<ApiResponse,
 /// promfed over both cluster servers through the query API source.
 fn promfed_query_api() -> &'static Promfed {
     static P: OnceLock<Result<Promfed, String>> = OnceLock::new();
-    let p = P.get_or_init(|| {
+    shared_promfed(&P, || {
         let h = harness();
         let b = h.backends();
         let mut cfg = String::from("listen: 127.0.0.1:0\nbackends:\n");
@@ -101,17 +100,8 @@ fn promfed_query_api() -> &'static Promfed {
                 "  - name: {name}\n    url: {url}\n    protocol: query_api\n    external_labels: {{cluster: {name}}}\n"
             ));
         }
-        Promfed::start(&cfg)
-            .map(|mut p| {
-                p.stop_on_exit();
-                p
-            })
-            .map_err(|e| e.to_string())
-    });
-    match p {
-        Ok(p) => p,
-        Err(e) => panic!("promfed could not start: {e}"),
-    }
+        cfg
+    })
 }
 
 /// Instant-query times across the rollout: every step's middle, and odd

@@ -46,7 +46,11 @@ fn pki(dir: &TempDir, prefix: &str) {
 }
 
 fn https_client(dir: &TempDir, identity: bool) -> reqwest::Client {
-    let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca");
+    https_client_trusting(dir, "ca.pem", identity)
+}
+
+fn https_client_trusting(dir: &TempDir, ca_file: &str, identity: bool) -> reqwest::Client {
+    let ca = std::fs::read(dir.path().join(ca_file)).expect("ca");
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .no_proxy()
@@ -335,4 +339,92 @@ async fn backends_over_tls_with_client_certificates_and_basic_auth() {
             p.stderr()
         );
     }
+}
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .args(["hash-password", "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = hash.trim();
+    assert!(hash.starts_with("$2"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+    assert!(bcrypt::verify(PASSWORD, hash).expect("verify"));
+    assert!(!bcrypt::verify("other", hash).expect("verify"));
+}
+
+#[tokio::test]
+async fn rotated_certificates_are_picked_up_by_a_reload() {
+    let dir = TempDir::new("rotate");
+    pki(&dir, "");
+    let d = dir.path().display();
+    let cfg = dir.write(
+        "promfed.yaml",
+        format!(
+            "backends:\n  - name: k8s-1\n    url: http://127.0.0.1:1\n\
+             tls:\n  cert_file: {d}/server.pem\n  key_file: {d}/server.key\n"
+        ),
+    );
+    let p = Promfed::start_in(dir, cfg, &["--reload-interval", "100ms"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A fresh client (and so a fresh connection and handshake) per check.
+    let healthy = |ca: &'static str| {
+        let c = https_client_trusting(&p.dir, ca, false);
+        let url = https(&p, "/-/healthy");
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    assert!(healthy("ca.pem").await);
+
+    // A broken certificate is refused; the running one keeps serving.
+    std::fs::write(p.dir.path().join("server.pem"), "not a certificate").expect("write");
+    assert!(
+        p.wait_stderr("config reload refused", Duration::from_secs(10)),
+        "{}",
+        p.stderr()
+    );
+    assert!(healthy("ca.pem").await);
+
+    // A certificate from a new CA, written over the old files.
+    pki(&p.dir, "new");
+    std::fs::copy(
+        p.dir.path().join("newserver.key"),
+        p.dir.path().join("server.key"),
+    )
+    .expect("copy key");
+    std::fs::copy(
+        p.dir.path().join("newserver.pem"),
+        p.dir.path().join("server.pem"),
+    )
+    .expect("copy cert");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !healthy("newca.pem").await {
+        assert!(
+            Instant::now() < until,
+            "new certificate not served: {}",
+            p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !healthy("ca.pem").await,
+        "the old certificate is still served"
+    );
 }

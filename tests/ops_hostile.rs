@@ -326,3 +326,62 @@ async fn queries_of_death_are_refused_or_bounded() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn cpu_heavy_queries_end_at_their_deadline_and_the_server_keeps_answering() {
+    let p = Promfed::start(
+        "cpu",
+        "backends:\n  - name: k8s-1\n    url: http://127.0.0.1:1\n    timeout: 1s\nlimits: {query_timeout: 2s}\n",
+    );
+    let heavy = {
+        let url = p.url("/api/v1/query_range");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client()
+                .post(url)
+                .form(&[
+                    ("query", "max_over_time(vector(1)[1d:1s])"),
+                    ("start", "0"),
+                    ("end", "10999"),
+                    ("step", "1"),
+                ])
+                .send()
+                .await
+                .expect("send");
+            (started.elapsed(), json(r).await)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = client()
+        .get(p.url("/-/healthy"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let (took, (status, body)) = heavy.await.expect("join");
+    ops_support::assert_error(status, &body, 503, "timeout", "timed out");
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
+    // A subquery far past the sample budget is refused outright.
+    let started = Instant::now();
+    let r = client()
+        .post(p.url("/api/v1/query"))
+        .form(&[
+            ("query", "count_over_time(vector(1)[1000d:1s])"),
+            ("time", "1e9"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = json(r).await;
+    ops_support::assert_error(status, &body, 422, "execution", "too many samples");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -4,8 +4,14 @@
 //! (relative to the crate) or `/work/shared/promql-testdata/testdata`. Every
 //! instant eval also runs as a range query (checked at its middle step) and
 //! with `@` pinned at several evaluation times, as the upstream runner does.
-//! Set `PROMQL_TEST_FILE=name.test` to run one file and `PROMQL_TEST_VERBOSE=1`
-//! to print every failure.
+//! Set `PROMQL_TEST_FILE=name.test` to run one file, `PROMQL_TEST_VERBOSE=1`
+//! to print every failure and `PROMQL_TEST_DEBUG=1` to print the number of
+//! series loaded at each eval. Failures are tagged `[parser]` or
+//! `[native-histogram]` when they qualify for the skip list
+//! (`promql_conformance/skips.rs`), which the runner also checks: a skip
+//! whose reason no longer holds fails the test.
+//!
+//! Run: `cargo test --test promql_conformance -- --nocapture`.
 
 #[path = "promql_conformance/dsl.rs"]
 mod dsl;

@@ -40,7 +40,8 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
         if let Some(f) = map.get(key) {
             return (f.clone(), false);
         }
-        let fut = work();
+        // The spawned evaluation keeps the caller's query budget (limits).
+        let fut = crate::limits::carry(work());
         let table = self.inflight.clone();
         let owned_key = key.to_string();
         let handle = tokio::spawn(async move {

@@ -438,3 +438,115 @@ fn limit_ratio(r: &[f64], mut input: Vec<VSeries>) -> Vec<VSeries> {
     input.retain(|s| !s.is_empty());
     input
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Labels, Series};
+    use crate::promql::testutil::{assert_matrix, at, random_series, range, source, steps};
+
+    fn variance(v: &[f64]) -> f64 {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n
+    }
+
+    /// Plain definitions of each aggregation over one group's values.
+    fn reference(op: &str, v: &[f64]) -> f64 {
+        let non_nan = || v.iter().copied().filter(|x| !x.is_nan());
+        match op {
+            "sum" => v.iter().sum(),
+            "avg" => v.iter().sum::<f64>() / v.len() as f64,
+            "min" => non_nan().reduce(f64::min).unwrap_or(f64::NAN),
+            "max" => non_nan().reduce(f64::max).unwrap_or(f64::NAN),
+            "count" => v.len() as f64,
+            "group" => 1.0,
+            "stdvar" => variance(v),
+            "stddev" => variance(v).sqrt(),
+            other => panic!("no reference for {other}"),
+        }
+    }
+
+    /// Per group label value `g`, per step, the values present.
+    fn grouped(data: &[Series], t: i64) -> Vec<(String, Vec<f64>)> {
+        let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+        for s in data {
+            let g = s.labels.get("g").unwrap_or("").to_string();
+            if let Some(v) = at(&s.samples, t) {
+                match out.iter_mut().find(|(k, _)| *k == g) {
+                    Some((_, vs)) => vs.push(v),
+                    None => out.push((g, vec![v])),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn aggregations_match_reference_on_random_data() {
+        for seed in 40..43 {
+            let data = random_series(seed, "m", 9, 40, true);
+            let src = source(&data);
+            let (start, end, step) = steps(40);
+            for op in [
+                "sum", "avg", "min", "max", "count", "group", "stdvar", "stddev",
+            ] {
+                for q in [format!("{op} by (g) (m)"), format!("{op} without (i) (m)")] {
+                    let got = range(&src, &q, start, end, step);
+                    let mut want: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+                    for t in (start..=end).step_by(step as usize) {
+                        for (g, vs) in grouped(&data, t) {
+                            let l = Labels::from_pairs([("g", g)]);
+                            let v = reference(op, &vs);
+                            match want.iter_mut().find(|(k, _)| *k == l) {
+                                Some((_, p)) => p.push((t, v)),
+                                None => want.push((l, vec![(t, v)])),
+                            }
+                        }
+                    }
+                    assert_matrix(&q, &got, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn topk_and_bottomk_pick_the_extreme_values() {
+        let data = random_series(44, "m", 9, 30, true);
+        let src = source(&data);
+        let (start, end, step) = steps(30);
+        for (q, top) in [
+            ("topk by (g) (2, m)", true),
+            ("bottomk by (g) (2, m)", false),
+        ] {
+            let got = range(&src, q, start, end, step);
+            for t in (start..=end).step_by(step as usize) {
+                for (g, mut vs) in grouped(&data, t) {
+                    // NaN ranks last either way.
+                    vs.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if top => b.total_cmp(a),
+                        _ => a.total_cmp(b),
+                    });
+                    vs.truncate(2);
+                    let mut picked: Vec<f64> = got
+                        .iter()
+                        .filter(|s| s.labels.get("g") == Some(g.as_str()))
+                        .filter_map(|s| s.samples.iter().find(|p| p.t == t).map(|p| p.v))
+                        .collect();
+                    let key = |v: &f64| if v.is_nan() { f64::INFINITY } else { *v };
+                    picked.sort_by(|a, b| key(a).total_cmp(&key(b)));
+                    vs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+                    assert_eq!(picked.len(), vs.len(), "{q} at {t}");
+                    for (a, b) in picked.iter().zip(&vs) {
+                        assert!(
+                            a == b || (a.is_nan() && b.is_nan()),
+                            "{q} at {t}: {picked:?} vs {vs:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

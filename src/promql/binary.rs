@@ -247,12 +247,26 @@ fn vector_vector(
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let mkeys: Vec<String> = many.iter().map(|s| g.key(&s.labels)).collect();
     let okeys: Vec<String> = one.iter().map(|s| g.key(&s.labels)).collect();
-    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Match groups by key, then by index: no hashing inside the step loops.
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
     for (j, k) in okeys.iter().enumerate() {
-        groups.entry(k.as_str()).or_default().push(j);
+        let gi = *group_of.entry(k.as_str()).or_insert_with(|| {
+            members.push(Vec::new());
+            members.len() - 1
+        });
+        members[gi].push(j);
+    }
+    let many_group: Vec<Option<usize>> = mkeys
+        .iter()
+        .map(|k| group_of.get(k.as_str()).copied())
+        .collect();
+    let mut many_count = vec![0usize; members.len()];
+    for gi in many_group.iter().flatten() {
+        many_count[*gi] += 1;
     }
     // The "one" side must be unique per match key at every step.
-    for idxs in groups.values().filter(|g| g.len() > 1) {
+    for idxs in members.iter().filter(|g| g.len() > 1) {
         for step in 0..n {
             let mut present = idxs.iter().filter(|&&j| one[j].vals[step].is_some());
             if let (Some(&a), Some(&b)) = (present.next(), present.next()) {
@@ -267,13 +281,18 @@ fn vector_vector(
         }
     }
     let drop_for_op = !op.is_comparison() || return_bool;
-    let mut matched: HashMap<&str, Vec<bool>> = HashMap::new();
+    // Per group, the steps at which some element already matched (only
+    // needed where several elements of the "many" side share a group).
+    let mut matched: Vec<Vec<bool>> = vec![Vec::new(); members.len()];
     let mut out: Vec<(VSeries, usize)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (i, ls) in many.iter().enumerate() {
-        let key = mkeys[i].as_str();
-        let Some(js) = groups.get(key) else { continue };
-        for &j in js {
+        let Some(gi) = many_group[i] else { continue };
+        let track = one_to_one && many_count[gi] > 1;
+        if track && matched[gi].is_empty() {
+            matched[gi] = vec![false; n];
+        }
+        for &j in &members[gi] {
             let rs = &one[j];
             let mut vals: Vec<Option<f64>> = vec![None; n];
             let mut any = false;
@@ -294,8 +313,8 @@ fn vector_vector(
                 } else {
                     continue;
                 };
-                if one_to_one {
-                    let m = matched.entry(key).or_insert_with(|| vec![false; n]);
+                if track {
+                    let m = &mut matched[gi];
                     if m[step] {
                         return Err(EngineError::Execution(
                             "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
@@ -377,5 +396,119 @@ fn result_labels(
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Labels, Series};
+    use crate::promql::labelset::drop_name;
+    use crate::promql::testutil::{assert_matrix, at, random_series, range, source, steps};
+
+    fn both(a: &[Series], b: &[Series]) -> Vec<Series> {
+        a.iter().chain(b).cloned().collect()
+    }
+
+    /// Per series of `a` (matched on `i` with `b`), the points `f` keeps.
+    fn pairwise(
+        a: &[Series],
+        b: &[Series],
+        keep_name: bool,
+        f: impl Fn(Option<f64>, Option<f64>) -> Option<f64>,
+    ) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        let (start, end, step) = steps(40);
+        a.iter()
+            .map(|sa| {
+                let sb = b.iter().find(|s| s.labels.get("i") == sa.labels.get("i"));
+                let pts = (start..=end)
+                    .step_by(step as usize)
+                    .filter_map(|t| {
+                        let vb = sb.and_then(|s| at(&s.samples, t));
+                        f(at(&sa.samples, t), vb).map(|v| (t, v))
+                    })
+                    .collect();
+                let l = if keep_name {
+                    sa.labels.clone()
+                } else {
+                    drop_name(&sa.labels)
+                };
+                (l, pts)
+            })
+            .collect()
+    }
+
+    type Arith = fn(f64, f64) -> f64;
+    type Cmp = fn(f64, f64) -> bool;
+
+    #[test]
+    fn operators_match_reference_on_random_data() {
+        let a = random_series(50, "a", 6, 40, true);
+        let b = random_series(51, "b", 6, 40, true);
+        let src = source(&both(&a, &b));
+        let (start, end, step) = steps(40);
+        let arith: [(&str, Arith); 6] = [
+            ("+", |x, y| x + y),
+            ("-", |x, y| x - y),
+            ("*", |x, y| x * y),
+            ("/", |x, y| x / y),
+            ("%", |x, y| x % y),
+            ("^", |x, y| x.powf(y / 1000.0)),
+        ];
+        for (op, f) in arith {
+            let q = if op == "^" {
+                "a ^ on(i, g) (b / 1000)".to_string()
+            } else {
+                format!("a {op} ignoring(x) b")
+            };
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(&q, &got, pairwise(&a, &b, false, |x, y| Some(f(x?, y?))));
+        }
+        let cmp: [(&str, Cmp); 6] = [
+            ("==", |x, y| x == y),
+            ("!=", |x, y| x != y),
+            (">", |x, y| x > y),
+            ("<", |x, y| x < y),
+            (">=", |x, y| x >= y),
+            ("<=", |x, y| x <= y),
+        ];
+        for (op, f) in cmp {
+            let q = format!("a {op} b");
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(
+                &q,
+                &got,
+                pairwise(&a, &b, true, |x, y| f(x?, y?).then_some(x?)),
+            );
+            let q = format!("a {op} bool b");
+            let got = range(&src, &q, start, end, step);
+            assert_matrix(
+                &q,
+                &got,
+                pairwise(&a, &b, false, |x, y| {
+                    Some(if f(x?, y?) { 1.0 } else { 0.0 })
+                }),
+            );
+        }
+        let q = "a and b";
+        assert_matrix(
+            q,
+            &range(&src, q, start, end, step),
+            pairwise(&a, &b, true, |x, y| y.and(x)),
+        );
+        let q = "a unless b";
+        assert_matrix(
+            q,
+            &range(&src, q, start, end, step),
+            pairwise(&a, &b, true, |x, y| if y.is_some() { None } else { x }),
+        );
+        let q = "a or b";
+        let mut want = pairwise(&a, &b, true, |x, _| x);
+        want.extend(pairwise(
+            &b,
+            &a,
+            true,
+            |y, x| if x.is_some() { None } else { y },
+        ));
+        assert_matrix(q, &range(&src, q, start, end, step), want);
     }
 }

@@ -1,6 +1,8 @@
 //! The evaluator: walks the parsed query and evaluates each node over every step at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr};
 
@@ -13,6 +15,9 @@ use crate::model::Sample;
 /// Text of Prometheus's error for two series with one label set at one step.
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
+/// Most steps a subquery may evaluate its inner expression at.
+const MAX_SUBQUERY_STEPS: usize = 1_000_000;
+
 /// Evaluates nodes on one grid over fetched data.
 pub(crate) struct Evaluator<'a> {
     pub data: &'a Fetched,
@@ -20,11 +25,16 @@ pub(crate) struct Evaluator<'a> {
     pub bounds: Bounds,
     pub lookback: i64,
     pub ann: &'a mut Annotations,
+    /// Set when the caller stopped waiting: evaluation ends at the next node.
+    pub canceled: &'a AtomicBool,
 }
 
 impl<'a> Evaluator<'a> {
     /// Evaluates `e` over every step of the grid.
     pub fn eval(&mut self, e: &Expr) -> Result<Val, EngineError> {
+        if self.canceled.load(Ordering::Relaxed) {
+            return Err(EngineError::Canceled("query evaluation".into()));
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.grid.len()])),
             Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
@@ -85,6 +95,12 @@ impl<'a> Evaluator<'a> {
     /// through a window per outer step.
     fn subquery(&mut self, sq: &SubqueryExpr) -> Result<Val, EngineError> {
         let inner = subquery_grid(self.grid, sq, self.bounds);
+        if inner.len() > MAX_SUBQUERY_STEPS {
+            return Err(EngineError::Execution(
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
+            ));
+        }
         let val = {
             let mut sub = Evaluator {
                 data: self.data,
@@ -92,6 +108,7 @@ impl<'a> Evaluator<'a> {
                 bounds: self.bounds,
                 lookback: self.lookback,
                 ann: &mut *self.ann,
+                canceled: self.canceled,
             };
             sub.eval(&sq.expr)?
         };
@@ -105,7 +122,7 @@ impl<'a> Evaluator<'a> {
             Val::Vector(vs) => vs
                 .into_iter()
                 .map(|s| RSeries {
-                    samples: to_samples(&s.vals),
+                    samples: Arc::new(to_samples(&s.vals)),
                     labels: s.labels,
                     drop_name: s.drop_name,
                 })
@@ -114,11 +131,12 @@ impl<'a> Evaluator<'a> {
             Val::Scalar(v) => vec![RSeries {
                 labels: Default::default(),
                 drop_name: false,
-                samples: v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| Sample { t: inner.ts(i), v })
-                    .collect(),
+                samples: Arc::new(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &v)| Sample { t: inner.ts(i), v })
+                        .collect(),
+                ),
             }],
             other => return Err(type_error("instant vector", &other)),
         };

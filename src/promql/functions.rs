@@ -398,7 +398,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_parser_function_is_in_the_table_once() {
+    fn each_function_is_in_the_table_once() {
         for (i, (n, _)) in FUNCTIONS.iter().enumerate() {
             assert!(FUNCTIONS[i + 1..].iter().all(|(m, _)| m != n), "{n} twice");
         }

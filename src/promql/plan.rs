@@ -2,6 +2,7 @@
 //! then fetches them all from the source at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::try_join_all;
@@ -10,7 +11,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelect
 
 use super::steps::Grid;
 use super::EngineError;
-use crate::model::{Series, METRIC_NAME};
+use crate::model::{is_stale_nan, Labels, Sample, Series, METRIC_NAME};
 use crate::source::{Select, SelectHints, Source};
 
 /// Step of a subquery written without one (`[5m:]`), as Prometheus's
@@ -30,8 +31,12 @@ pub(crate) fn node_id(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
+/// Largest time or duration the engine handles (±2^61 ms), so that sums of
+/// a few never overflow.
+const MAX_MS: i64 = 1 << 61;
+
 pub(crate) fn duration_ms(d: &Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+    i64::try_from(d.as_millis()).unwrap_or(MAX_MS).min(MAX_MS)
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -246,16 +251,58 @@ pub(crate) fn matcher_sets_with_default(
         .collect()
 }
 
-/// Every selector's series, by node.
+/// One fetched series; its samples are shared with range vectors read from it.
+#[derive(Debug)]
+pub(crate) struct FetchedSeries {
+    pub labels: Labels,
+    pub samples: Arc<Vec<Sample>>,
+    /// Whether any sample is a staleness marker.
+    pub has_stale: bool,
+}
+
+/// Every selector's series, by node (selectors with equal matchers and
+/// function hint share one read).
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
-    map: HashMap<usize, Vec<Series>>,
+    sets: Vec<Vec<FetchedSeries>>,
+    by_node: HashMap<usize, usize>,
 }
 
 impl Fetched {
-    pub fn get(&self, vs: &VectorSelector) -> &[Series] {
-        self.map.get(&node_id(vs)).map(Vec::as_slice).unwrap_or(&[])
+    pub fn get(&self, vs: &VectorSelector) -> &[FetchedSeries] {
+        self.by_node
+            .get(&node_id(vs))
+            .and_then(|&i| self.sets.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
+}
+
+/// One read from the source: the union of the time ranges of every selector
+/// with these matcher sets.
+struct Read {
+    key: String,
+    sets: Vec<Vec<Matcher>>,
+    mint: i64,
+    maxt: i64,
+    hints: SelectHints,
+    nodes: Vec<usize>,
+}
+
+fn matchers_key(sets: &[Vec<Matcher>]) -> String {
+    let mut alts: Vec<String> = sets
+        .iter()
+        .map(|set| {
+            let mut ms: Vec<String> = set
+                .iter()
+                .map(|m| format!("{}{}{:?}", m.name, m.op, m.value))
+                .collect();
+            ms.sort();
+            ms.join(",")
+        })
+        .collect();
+    alts.sort();
+    alts.join(" or ")
 }
 
 /// Finds every selector of `expr` evaluated on `grid` and fetches them all concurrently.
@@ -272,23 +319,50 @@ pub(crate) async fn fetch(
         needs: Vec::new(),
     };
     p.walk(expr, grid, None);
+    let mut reads: Vec<Read> = Vec::new();
+    for n in &p.needs {
+        let sets = matcher_sets_with_default(n.vs, n.default_name);
+        // Reads are shared only under the same function hint: the
+        // federation treats samples for rate-like functions differently.
+        let key = format!(
+            "{}|{}",
+            n.hints.func.as_deref().unwrap_or(""),
+            matchers_key(&sets)
+        );
+        match reads.iter_mut().find(|r| r.key == key) {
+            Some(r) => {
+                r.mint = r.mint.min(n.mint);
+                r.maxt = r.maxt.max(n.maxt);
+                r.hints.range_ms = r.hints.range_ms.max(n.hints.range_ms);
+                r.nodes.push(node_id(n.vs));
+            }
+            None => reads.push(Read {
+                key,
+                sets,
+                mint: n.mint,
+                maxt: n.maxt,
+                hints: n.hints.clone(),
+                nodes: vec![node_id(n.vs)],
+            }),
+        }
+    }
     let mut selects = Vec::new();
-    for (i, n) in p.needs.iter().enumerate() {
-        for m in matcher_sets_with_default(n.vs, n.default_name) {
+    for (i, r) in reads.iter().enumerate() {
+        for m in &r.sets {
             selects.push((
                 i,
                 Select {
-                    matchers: m,
-                    start_ms: n.mint,
-                    end_ms: n.maxt,
-                    hints: n.hints.clone(),
+                    matchers: m.clone(),
+                    start_ms: r.mint,
+                    end_ms: r.maxt,
+                    hints: r.hints.clone(),
                     read: Default::default(),
                 },
             ));
         }
     }
     let outs = try_join_all(selects.iter().map(|(_, s)| source.select(s))).await?;
-    let mut fetched = Fetched::default();
+    let mut per_read: Vec<Vec<Series>> = (0..reads.len()).map(|_| Vec::new()).collect();
     let mut warnings = Vec::new();
     for ((i, _), out) in selects.iter().zip(outs) {
         for w in out.warnings {
@@ -296,15 +370,164 @@ pub(crate) async fn fetch(
                 warnings.push(w);
             }
         }
-        let id = node_id(p.needs[*i].vs);
-        let entry = fetched.map.entry(id).or_default();
+        let entry = &mut per_read[*i];
         if entry.is_empty() {
             *entry = out.series;
         } else {
+            // Or-alternatives: union by label set.
             entry.extend(out.series);
             entry.sort_by(|a, b| a.labels.cmp(&b.labels));
             entry.dedup_by(|a, b| a.labels == b.labels);
         }
     }
-    Ok((fetched, warnings))
+    let sets = per_read
+        .into_iter()
+        .map(|series| {
+            series
+                .into_iter()
+                .map(|s| FetchedSeries {
+                    has_stale: s.samples.iter().any(|p| is_stale_nan(p.v)),
+                    labels: s.labels,
+                    samples: Arc::new(s.samples),
+                })
+                .collect()
+        })
+        .collect();
+    let by_node = reads
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.nodes.iter().map(move |&n| (n, i)))
+        .collect();
+    Ok((Fetched { sets, by_node }, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::promql::{Engine, QueryOptions};
+    use crate::source::{SelectOutput, SourceError};
+
+    /// Records every select it is asked for and answers with nothing.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Select>>);
+
+    impl Source for Recorder {
+        fn select<'a>(
+            &'a self,
+            sel: &'a Select,
+        ) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(sel.clone());
+            }
+            Box::pin(async { Ok(SelectOutput::default()) })
+        }
+    }
+
+    fn describe(s: &Select) -> (Vec<String>, i64, i64, Option<String>, i64, i64) {
+        let mut m: Vec<String> = s
+            .matchers
+            .iter()
+            .map(|m| format!("{}{}{}", m.name, m.op, m.value))
+            .collect();
+        m.sort();
+        (
+            m,
+            s.start_ms,
+            s.end_ms,
+            s.hints.func.clone(),
+            s.hints.range_ms,
+            s.hints.step_ms,
+        )
+    }
+
+    async fn selects(
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Vec<(Vec<String>, i64, i64, Option<String>, i64, i64)> {
+        let rec = Arc::new(Recorder::default());
+        let e = Engine::new(rec.clone());
+        e.range(q, start, end, step, &QueryOptions::default())
+            .await
+            .expect("query");
+        let mut v: Vec<_> = rec
+            .0
+            .lock()
+            .map(|v| v.iter().map(describe).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn selects_carry_name_matcher_time_range_and_hints() {
+        let got = selects(
+            r#"sum(rate(http_total{job="a"}[5m] offset 1m)) / up"#,
+            600_000,
+            900_000,
+            15_000,
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                (
+                    strs(&["__name__=http_total", "job=a"]),
+                    600_000 - 60_000 - 300_000,
+                    900_000 - 60_000,
+                    Some("rate".into()),
+                    300_000,
+                    15_000
+                ),
+                (
+                    strs(&["__name__=up"]),
+                    600_000 - 300_000,
+                    900_000,
+                    None,
+                    0,
+                    15_000
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn equal_selectors_share_one_read_over_the_union_of_ranges() {
+        let got = selects("x - x offset 5m", 600_000, 900_000, 15_000).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].1, got[0].2), (600_000 - 300_000 - 300_000, 900_000));
+    }
+
+    #[tokio::test]
+    async fn or_matchers_select_once_per_alternative() {
+        let got = selects(r#"foo{a="1" or b="2"}"#, 0, 0, 1).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, strs(&["__name__=foo", "a=1"]));
+        assert_eq!(got[1].0, strs(&["__name__=foo", "b=2"]));
+    }
+
+    #[tokio::test]
+    async fn subqueries_and_at_widen_the_range() {
+        // [10m:1m] at t=3600s: inner steps from the first multiple of 1m after 3000s.
+        let got = selects(
+            "max_over_time(rate(x[1m])[10m:1m])",
+            3_600_000,
+            3_600_000,
+            1,
+        )
+        .await;
+        assert_eq!(got[0].1, 3_060_000 - 60_000);
+        assert_eq!(got[0].2, 3_600_000);
+        let got = selects("x @ 100", 3_600_000, 7_200_000, 60_000).await;
+        assert_eq!((got[0].1, got[0].2), (100_000 - 300_000, 100_000));
+    }
 }

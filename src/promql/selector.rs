@@ -1,5 +1,7 @@
 //! Instant and range vector selectors: lookback, staleness, offset and `@`.
 
+use std::sync::Arc;
+
 use promql_parser::parser::{MatrixSelector, VectorSelector};
 
 use super::eval::Evaluator;
@@ -98,12 +100,17 @@ pub(crate) fn range(ev: &Evaluator<'_>, ms: &MatrixSelector) -> Val {
         .map(|s| RSeries {
             labels: s.labels.clone(),
             drop_name: false,
-            samples: s
-                .samples
-                .iter()
-                .filter(|p| !is_stale_nan(p.v))
-                .copied()
-                .collect::<Vec<Sample>>(),
+            samples: if s.has_stale {
+                Arc::new(
+                    s.samples
+                        .iter()
+                        .filter(|p| !is_stale_nan(p.v))
+                        .copied()
+                        .collect::<Vec<Sample>>(),
+                )
+            } else {
+                Arc::clone(&s.samples)
+            },
         })
         .filter(|s| !s.samples.is_empty())
         .collect();

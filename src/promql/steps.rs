@@ -1,5 +1,7 @@
 //! The evaluator's internal values: every node is evaluated over all steps at once.
 
+use std::sync::Arc;
+
 use crate::model::{Labels, Sample};
 
 /// The evaluation grid: timestamps `start, start+step, …, end` (ms).
@@ -53,7 +55,8 @@ impl VSeries {
 pub(crate) struct RSeries {
     pub labels: Labels,
     pub drop_name: bool,
-    pub samples: Vec<Sample>,
+    /// Shared with the fetched data when no staleness marker had to be dropped.
+    pub samples: Arc<Vec<Sample>>,
 }
 
 /// A range vector over all steps: the series plus, per step, the window

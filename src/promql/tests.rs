@@ -333,3 +333,223 @@ async fn rate_family_against_reference() {
     let got = instant(&e, "rate(c_total[1m])", t).await;
     assert!((got[0].1 - want / 60.0).abs() < 1e-9);
 }
+
+/// A random well-typed query over metrics `m` and `n` (depth-limited).
+fn random_query(rng: &mut rand_chacha::ChaCha8Rng, kind: char, depth: u32) -> String {
+    use rand::Rng;
+    let pick =
+        |rng: &mut rand_chacha::ChaCha8Rng, xs: &[&str]| xs[rng.gen_range(0..xs.len())].to_string();
+    let leaf = depth == 0;
+    match kind {
+        's' => match if leaf { 0 } else { rng.gen_range(0..4) } {
+            0 => pick(rng, &["1", "-2.5", "0", "NaN", "Inf", "0.5", "3"]),
+            1 => format!("scalar({})", random_query(rng, 'v', depth - 1)),
+            2 => "time()".into(),
+            _ => format!(
+                "({} {} {})",
+                random_query(rng, 's', depth - 1),
+                pick(rng, &["+", "-", "*", "/", "%", "^", "== bool", "> bool"]),
+                random_query(rng, 's', depth - 1)
+            ),
+        },
+        'm' => {
+            let sel = pick(rng, &["m", "n", r#"m{g="1"}"#, r#"{__name__=~"m|n"}"#]);
+            match if leaf { 0 } else { rng.gen_range(0..3) } {
+                0 => format!("{sel}[{}]", pick(rng, &["1m", "30s", "5m", "2m"])),
+                1 => format!(
+                    "{sel}[2m] {}",
+                    pick(rng, &["offset 1m", "@ 300", "offset -30s", "@ end()"])
+                ),
+                _ => format!(
+                    "({})[{}:{}]",
+                    random_query(rng, 'v', depth - 1),
+                    pick(rng, &["3m", "1m"]),
+                    pick(rng, &["", "30s", "1m"])
+                ),
+            }
+        }
+        _ => match if leaf { 0 } else { rng.gen_range(0..9) } {
+            0 => pick(
+                rng,
+                &[
+                    "m",
+                    "n",
+                    r#"m{g!="1"}"#,
+                    r#"n{i=~"1|2"}"#,
+                    "m offset 1m",
+                    "m @ 120",
+                ],
+            ),
+            1 => format!(
+                "{}({})",
+                pick(
+                    rng,
+                    &[
+                        "abs",
+                        "ceil",
+                        "sqrt",
+                        "ln",
+                        "sgn",
+                        "exp",
+                        "timestamp",
+                        "sort",
+                        "sort_desc",
+                        "absent",
+                        "hour",
+                        "deg"
+                    ]
+                ),
+                random_query(rng, 'v', depth - 1)
+            ),
+            2 => format!(
+                "{}({})",
+                pick(
+                    rng,
+                    &[
+                        "rate",
+                        "irate",
+                        "increase",
+                        "delta",
+                        "idelta",
+                        "deriv",
+                        "changes",
+                        "resets",
+                        "avg_over_time",
+                        "min_over_time",
+                        "max_over_time",
+                        "sum_over_time",
+                        "count_over_time",
+                        "stddev_over_time",
+                        "last_over_time",
+                        "present_over_time",
+                        "absent_over_time",
+                        "mad_over_time",
+                        "ts_of_max_over_time",
+                    ]
+                ),
+                random_query(rng, 'm', depth - 1)
+            ),
+            3 => format!(
+                "{} {}({})",
+                pick(
+                    rng,
+                    &["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"]
+                ),
+                pick(rng, &["by (g)", "without (i)", "", "by (__name__)"]),
+                random_query(rng, 'v', depth - 1)
+            ),
+            4 => format!(
+                "{}({}, {})",
+                pick(
+                    rng,
+                    &["topk", "bottomk", "limitk", "quantile", "limit_ratio"]
+                ),
+                random_query(rng, 's', depth - 1),
+                random_query(rng, 'v', depth - 1)
+            ),
+            5 => format!(
+                "({} {} {} {})",
+                random_query(rng, 'v', depth - 1),
+                pick(
+                    rng,
+                    &["+", "-", "*", "/", ">", "<=", "== bool", "and", "or", "unless", "atan2"]
+                ),
+                pick(
+                    rng,
+                    &[
+                        "",
+                        "on(g)",
+                        "ignoring(i)",
+                        "on(i) group_left",
+                        "ignoring(i) group_right(g)"
+                    ]
+                ),
+                random_query(rng, 'v', depth - 1)
+            ),
+            6 => format!(
+                "({} * {})",
+                random_query(rng, 'v', depth - 1),
+                random_query(rng, 's', depth - 1)
+            ),
+            7 => match rng.gen_range(0..4) {
+                0 => format!(
+                    "quantile_over_time({}, {})",
+                    random_query(rng, 's', depth - 1),
+                    random_query(rng, 'm', depth - 1)
+                ),
+                1 => format!(
+                    "histogram_quantile({}, {})",
+                    random_query(rng, 's', depth - 1),
+                    random_query(rng, 'v', depth - 1)
+                ),
+                2 => format!(
+                    "predict_linear({}, {})",
+                    random_query(rng, 'm', depth - 1),
+                    random_query(rng, 's', depth - 1)
+                ),
+                _ => format!(
+                    "clamp({}, {}, {})",
+                    random_query(rng, 'v', depth - 1),
+                    random_query(rng, 's', depth - 1),
+                    random_query(rng, 's', depth - 1)
+                ),
+            },
+            _ => format!(
+                r#"label_replace({}, "dst", "$1", "i", "(.*)")"#,
+                random_query(rng, 'v', depth - 1)
+            ),
+        },
+    }
+}
+
+#[tokio::test]
+async fn random_queries_never_panic() {
+    use rand::SeedableRng;
+    let mut data = super::testutil::random_series(100, "m", 6, 40, true);
+    data.extend(super::testutil::random_series(101, "n", 4, 40, true));
+    let e = engine(super::testutil::source(&data));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut evaluated = 0;
+    for _ in 0..500 {
+        let q = random_query(&mut rng, 'v', 3);
+        let Ok(expr) = parse(&q) else { continue };
+        evaluated += 1;
+        for r in [
+            e.instant_expr(&expr, 300_000, &QueryOptions::default())
+                .await,
+            e.range_expr(&expr, 0, 600_000, 30_000, &QueryOptions::default())
+                .await,
+        ] {
+            if let Err(err) = r {
+                assert!(
+                    !err.to_string().contains("evaluation aborted"),
+                    "{q}: {err}"
+                );
+            }
+        }
+    }
+    assert!(evaluated > 350, "only {evaluated} random queries parsed");
+}
+
+#[test]
+fn a_canceled_evaluation_stops_with_canceled() {
+    use std::sync::atomic::AtomicBool;
+    let fetched = plan::Fetched::default();
+    let mut ann = Annotations::default();
+    let canceled = AtomicBool::new(true);
+    let expr = parse("1 + 1").expect("parses");
+    let r = Evaluator {
+        data: &fetched,
+        grid: Grid {
+            start: 0,
+            end: 0,
+            step: 1,
+        },
+        bounds: Bounds { start: 0, end: 0 },
+        lookback: 300_000,
+        ann: &mut ann,
+        canceled: &canceled,
+    }
+    .eval(&expr);
+    assert!(matches!(r, Err(EngineError::Canceled(_))), "{r:?}");
+}

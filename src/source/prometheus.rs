@@ -47,35 +47,12 @@ impl PrometheusHttpSource {
         let range_ms = sel.end_ms - sel.start_ms + 1;
         let query = format!("{}[{}ms]", selector_text(&sel.matchers), range_ms);
         let time = format_api_time(sel.end_ms);
-        let url = format!("{}/api/v1/query", self.base);
-        let resp = self
+        let req = self
             .client
-            .post(&url)
-            .form(&[("query", query.as_str()), ("time", time.as_str())])
-            .send()
-            .await
-            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
-        let parsed: ApiResponse = serde_json::from_slice(&body).map_err(|e| {
-            self.err(format!(
-                "unexpected response (HTTP {}): {e}",
-                status.as_u16()
-            ))
-        })?;
-        if parsed.status != "success" {
-            return Err(self.err(format!(
-                "{}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_default()
-            )));
-        }
-        let data = parsed
-            .data
-            .ok_or_else(|| self.err("success response without data"))?;
+            .post(format!("{}/api/v1/query", self.base))
+            .form(&[("query", query.as_str()), ("time", time.as_str())]);
+        let (data, warnings) = self.exchange::<MatrixData>(req, "/api/v1/query").await?;
+        let data = data.ok_or_else(|| self.err("success response without data"))?;
         if data.result_type != "matrix" {
             return Err(self.err(format!(
                 "expected a matrix for a range selector, got {}",
@@ -100,10 +77,39 @@ impl PrometheusHttpSource {
             }
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(SelectOutput {
-            series,
-            warnings: parsed.warnings,
-        })
+        Ok(SelectOutput { series, warnings })
+    }
+
+    /// Sends `req` and reads Prometheus's answer envelope: its `data` and
+    /// warnings, or an error naming this backend and `what` was asked.
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<(Option<T>, Vec<String>), SourceError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
+        let parsed: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
+            self.err(format!(
+                "unexpected response to {what} (HTTP {}): {e}",
+                status.as_u16()
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(self.err(format!(
+                "{what}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            )));
+        }
+        Ok((parsed.data, parsed.warnings))
     }
 }
 
@@ -128,35 +134,14 @@ impl PrometheusHttpSource {
         path: &str,
         params: &[(String, String)],
     ) -> Result<ApiData, SourceError> {
-        let url = format!("{}{}", self.base, path);
-        let resp = self
+        let req = self
             .client
-            .get(&url)
-            .query(params)
-            .send()
-            .await
-            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?;
-        let parsed: Envelope = serde_json::from_slice(&body).map_err(|e| {
-            self.err(format!(
-                "unexpected response to {path} (HTTP {}): {e}",
-                status.as_u16()
-            ))
-        })?;
-        if parsed.status != "success" {
-            return Err(self.err(format!(
-                "{path}: {}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_default()
-            )));
-        }
+            .get(format!("{}{}", self.base, path))
+            .query(params);
+        let (data, warnings) = self.exchange::<serde_json::Value>(req, path).await?;
         Ok(ApiData {
-            data: parsed.data,
-            warnings: parsed.warnings,
+            data: data.unwrap_or_default(),
+            warnings,
         })
     }
 
@@ -187,18 +172,6 @@ impl PrometheusHttpSource {
             warnings: d.warnings,
         })
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    status: String,
-    #[serde(default)]
-    data: serde_json::Value,
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
-    #[serde(default)]
-    warnings: Vec<String>,
 }
 
 impl Source for PrometheusHttpSource {
@@ -388,10 +361,11 @@ fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
+/// Prometheus's answer envelope.
 #[derive(Deserialize)]
-struct ApiResponse {
+struct Envelope<T> {
     status: String,
-    data: Option<MatrixData>,
+    data: Option<T>,
     #[serde(rename = "errorType")]
     error_type: Option<String>,
     error: Option<String>,

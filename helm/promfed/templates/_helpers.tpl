@@ -41,9 +41,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* promfed.yaml: the values' config with `listen` set from containerPort. */}}
+{{/* promfed.yaml: the values' config with `listen` set from containerPort
+and, when redis.address is set, the cache stored in that Redis. */}}
 {{- define "promfed.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%v" .Values.containerPort) }}
+{{- if .Values.redis.address }}
+{{- $cache := default (dict) (get $cfg "cache") }}
+{{- $redis := default (dict) (get $cache "redis") }}
+{{- $_ := set $redis "url" (printf "redis://%s" .Values.redis.address) }}
+{{- $_ := set $cache "redis" $redis }}
+{{- $_ := set $cache "store" "redis" }}
+{{- $_ := set $cfg "cache" $cache }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}

@@ -302,3 +302,95 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<Bucket>) -> f6
     }
     (upper_rank - lower_rank) / count
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use crate::model::{Labels, Sample, Series};
+    use crate::promql::testutil::{assert_matrix, range, source};
+
+    const BOUNDS: [f64; 6] = [0.1, 0.5, 1.0, 2.5, 10.0, f64::INFINITY];
+
+    /// Linear interpolation within the bucket holding the rank; the first
+    /// bucket starts at 0, a rank in the +Inf bucket gives the last finite bound.
+    fn reference(q: f64, counts: &[f64]) -> f64 {
+        let total = counts[counts.len() - 1];
+        if total == 0.0 {
+            return f64::NAN;
+        }
+        let rank = q * total;
+        for (i, &c) in counts.iter().enumerate() {
+            if c >= rank {
+                if i == counts.len() - 1 {
+                    return BOUNDS[i - 1];
+                }
+                let (lo, below) = if i == 0 {
+                    (0.0, 0.0)
+                } else {
+                    (BOUNDS[i - 1], counts[i - 1])
+                };
+                return lo + (BOUNDS[i] - lo) * (rank - below) / (c - below);
+            }
+        }
+        BOUNDS[BOUNDS.len() - 2]
+    }
+
+    #[test]
+    fn histogram_quantile_matches_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(70);
+        let mut data = Vec::new();
+        let mut expected_counts: Vec<Vec<Vec<f64>>> = Vec::new(); // [series][step][bucket]
+        for h in 0..4 {
+            let mut per_step = Vec::new();
+            let mut series: Vec<Series> = BOUNDS
+                .iter()
+                .map(|b| Series {
+                    labels: Labels::from_pairs([
+                        ("__name__", "d_bucket".to_string()),
+                        ("h", h.to_string()),
+                        (
+                            "le",
+                            if b.is_infinite() {
+                                "+Inf".to_string()
+                            } else {
+                                b.to_string()
+                            },
+                        ),
+                    ]),
+                    samples: Vec::new(),
+                })
+                .collect();
+            for k in 0..10 {
+                let mut acc = 0.0;
+                let mut counts = Vec::new();
+                for s in series.iter_mut() {
+                    acc += rng.gen_range(0.0..5.0f64).floor();
+                    counts.push(acc);
+                    s.samples.push(Sample {
+                        t: k * 60_000,
+                        v: acc,
+                    });
+                }
+                per_step.push(counts);
+            }
+            data.extend(series);
+            expected_counts.push(per_step);
+        }
+        let src = source(&data);
+        for q in [0.0, 0.25, 0.5, 0.9, 0.99, 1.0] {
+            let query = format!("histogram_quantile({q}, d_bucket)");
+            let got = range(&src, &query, 0, 540_000, 60_000);
+            let want = (0..4)
+                .map(|h| {
+                    let pts = (0..10)
+                        .map(|k| (k as i64 * 60_000, reference(q, &expected_counts[h][k])))
+                        .collect();
+                    (Labels::from_pairs([("h", h.to_string())]), pts)
+                })
+                .collect();
+            assert_matrix(&query, &got, want);
+        }
+    }
+}

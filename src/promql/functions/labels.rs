@@ -135,3 +135,54 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
     }
     (a.len() - i).cmp(&(b.len() - j))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Labels;
+    use crate::promql::testutil::{assert_matrix, at, random_series, range, source, steps};
+
+    #[test]
+    fn label_replace_and_join_rewrite_each_series() {
+        let data = random_series(80, "m", 5, 20, true);
+        let src = source(&data);
+        let (start, end, step) = steps(20);
+        let points = |s: &crate::model::Series| -> Vec<(i64, f64)> {
+            (start..=end)
+                .step_by(step as usize)
+                .filter_map(|t| at(&s.samples, t).map(|v| (t, v)))
+                .collect()
+        };
+        let q = r#"label_replace(m, "dst", "x-$1-$2", "i", "(\\d)()")"#;
+        let want = data
+            .iter()
+            .map(|s| {
+                let mut l = s.labels.clone();
+                l.set("dst", &format!("x-{}-", s.labels.get("i").unwrap_or("")));
+                (l, points(s))
+            })
+            .collect();
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+        let q = r#"label_join(m, "j", "/", "g", "__name__", "i")"#;
+        let want = data
+            .iter()
+            .map(|s| {
+                let mut l: Labels = s.labels.clone();
+                let g = s.labels.get("g").unwrap_or("");
+                let i = s.labels.get("i").unwrap_or("");
+                l.set("j", &format!("{g}/m/{i}"));
+                (l, points(s))
+            })
+            .collect();
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+    }
+
+    #[test]
+    fn natural_order_compares_numbers_by_value() {
+        use super::natural_cmp;
+        use std::cmp::Ordering::*;
+        assert_eq!(natural_cmp("a2", "a10"), Less);
+        assert_eq!(natural_cmp("a10", "a10"), Equal);
+        assert_eq!(natural_cmp("b1", "a2"), Greater);
+        assert_eq!(natural_cmp("1.2.10", "1.2.9"), Greater);
+    }
+}

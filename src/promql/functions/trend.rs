@@ -101,3 +101,61 @@ fn smooth(s: &[Sample], sf: f64, tf: f64) -> Option<f64> {
     }
     Some(s1)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Labels, Sample};
+    use crate::promql::labelset::drop_name;
+    use crate::promql::testutil::{assert_matrix, random_series, range, source, steps, window};
+
+    /// Two-pass least squares: (slope, value at `x0`), x in seconds.
+    fn fit(w: &[Sample], x0: i64) -> (f64, f64) {
+        let n = w.len() as f64;
+        let xs: Vec<f64> = w.iter().map(|p| (p.t - x0) as f64 / 1000.0).collect();
+        let mx = xs.iter().sum::<f64>() / n;
+        let my = w.iter().map(|p| p.v).sum::<f64>() / n;
+        let sxy: f64 = xs.iter().zip(w).map(|(x, p)| (x - mx) * (p.v - my)).sum();
+        let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+        let slope = sxy / sxx;
+        (slope, my - slope * mx)
+    }
+
+    #[test]
+    fn deriv_and_predict_linear_match_least_squares() {
+        for seed in 20..23 {
+            // Finite values only: the closed forms differ in how Inf cancels.
+            let data = random_series(seed, "m", 4, 60, false);
+            let src = source(&data);
+            let (start, end, step) = steps(60);
+            for (q, predict) in [
+                ("deriv(m[3m])", false),
+                ("predict_linear(m[3m], 600)", true),
+            ] {
+                let got = range(&src, q, start, end, step);
+                let want = data
+                    .iter()
+                    .map(|s| {
+                        let pts = (start..=end)
+                            .step_by(step as usize)
+                            .filter_map(|t| {
+                                let w = window(&s.samples, t, 180_000);
+                                if w.len() < 2 {
+                                    return None;
+                                }
+                                let v = if predict {
+                                    let (slope, at_t) = fit(&w, t);
+                                    slope * 600.0 + at_t
+                                } else {
+                                    fit(&w, w[0].t).0
+                                };
+                                Some((t, v))
+                            })
+                            .collect();
+                        (drop_name(&s.labels), pts)
+                    })
+                    .collect::<Vec<(Labels, _)>>();
+                assert_matrix(q, &got, want);
+            }
+        }
+    }
+}

@@ -134,3 +134,46 @@ fn sort_by_value(ev: &mut Evaluator<'_>, args: &Args, desc: bool) -> Result<Val,
     }
     Ok(Val::Vector(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Labels;
+    use crate::promql::testutil::{assert_matrix, at, random_series, range, source, steps};
+
+    #[test]
+    fn absent_scalar_and_vector_follow_presence() {
+        let data = random_series(90, "m", 3, 30, true);
+        let src = source(&data);
+        let (start, end, step) = steps(30);
+        let ts = || (start..=end).step_by(step as usize);
+        let present = |t: i64| {
+            data.iter()
+                .filter_map(|s| at(&s.samples, t))
+                .collect::<Vec<f64>>()
+        };
+        let q = r#"absent(nope{i="0", g=~".+", x="y", x="z"})"#;
+        let want = vec![(
+            Labels::from_pairs([("i", "0")]),
+            ts().map(|t| (t, 1.0)).collect(),
+        )];
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+        let q = "absent(m)";
+        let want = vec![(
+            Labels::empty(),
+            ts().filter(|t| present(*t).is_empty())
+                .map(|t| (t, 1.0))
+                .collect(),
+        )];
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+        let q = "vector(scalar(m))";
+        let want = vec![(
+            Labels::empty(),
+            ts().map(|t| {
+                let p = present(t);
+                (t, if p.len() == 1 { p[0] } else { f64::NAN })
+            })
+            .collect(),
+        )];
+        assert_matrix(q, &range(&src, q, start, end, step), want);
+    }
+}

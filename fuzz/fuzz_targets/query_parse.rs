@@ -1,0 +1,18 @@
+//! Arbitrary query text through the PromQL parser promfed uses, and the
+//! parsed expression printed back (what `format_query` answers).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if s.len() > 4096 {
+        return;
+    }
+    if let Ok(expr) = promql_parser::parser::parse(s) {
+        let _ = expr.prettify();
+        let _ = expr.to_string();
+    }
+});
