@@ -274,3 +274,21 @@ async fn annotations_come_back_as_prometheus_words_them() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn answers_with_warnings_must_not_be_cached_by_proxies() {
+    let req = |q: &str| {
+        Request::post("/api/v1/query")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("query={q}&time=300")))
+            .expect("request")
+    };
+    let warned = app().oneshot(req("quantile(2,up)")).await.expect("answer");
+    assert_eq!(
+        warned.headers().get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..])
+    );
+    let clean = app().oneshot(req("up")).await.expect("answer");
+    assert_eq!(clean.status(), StatusCode::OK);
+    assert!(clean.headers().get("cache-control").is_none());
+}
