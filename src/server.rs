@@ -7,9 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::cache::QueryCache;
-use crate::config::Config;
-use crate::config::PartialResponse;
-use crate::config::ReadProtocol;
+use crate::config::{Config, PartialResponse, ReadProtocol};
 use crate::federation::{Backend, Federation, FederationOptions};
 use crate::source::prometheus::{PrometheusHttpSource, SamplesVia};
 use crate::source::remote_read::RemoteReadSource;
@@ -83,10 +81,11 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
         )?),
         _ => None,
     };
-    let warmer = cache.as_ref().and_then(QueryCache::spawn_warmer);
     let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
     let router = crate::auth::protect(api::router(state.clone()), cfg.auth.as_ref())?;
     crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
+    // Background tasks start only once nothing more can fail.
+    let warmer = state.cache.as_ref().and_then(QueryCache::spawn_warmer);
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
