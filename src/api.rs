@@ -274,16 +274,32 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
-    let t = p.time_or("time", now_ms())?;
-    let (opts, timeout) = query_options(&p, &st.limits)?;
-    let read = read_options(&p)?;
-    let q = p.get("query").unwrap_or("");
+/// What a query asks for: one time, or every step of a range.
+#[derive(Clone, Copy)]
+enum Ask {
+    Instant { t: i64 },
+    Range { start: i64, end: i64, step: i64 },
+}
+
+/// Answers `q` through the cache when there is one, else from the engine;
+/// either way under the query limits.
+async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response, ApiError> {
+    let (opts, timeout) = query_options(p, &st.limits)?;
+    let read = read_options(p)?;
+    let kind = match ask {
+        Ask::Instant { .. } => "instant",
+        Ask::Range { .. } => "range",
+    };
     if let Some(c) = &st.cache {
-        let v = cache_variant(&st, read);
+        let v = cache_variant(st, read);
         let a = (st.limits)
-            .run("instant", q, timeout, async {
-                let a = c.instant(q, t, &opts, &v, timeout).await?;
+            .run(kind, q, timeout, async {
+                let a = match ask {
+                    Ask::Instant { t } => c.instant(q, t, &opts, &v, timeout).await?,
+                    Ask::Range { start, end, step } => {
+                        c.range(q, start, end, step, &opts, &v, timeout).await?
+                    }
+                };
                 crate::limits::note_cache(a.status.as_str());
                 Ok(a)
             })
@@ -292,11 +308,21 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     }
     let engine = st.engine_for(read);
     let r = (st.limits)
-        .run("instant", q, timeout, async {
-            engine.instant(q, t, &opts).await.map_err(ApiError::from)
+        .run(kind, q, timeout, async {
+            match ask {
+                Ask::Instant { t } => engine.instant(q, t, &opts).await,
+                Ask::Range { start, end, step } => engine.range(q, start, end, step, &opts).await,
+            }
+            .map_err(ApiError::from)
         })
         .await?;
     Ok(query_response(&r))
+}
+
+async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
+    let t = p.time_or("time", now_ms())?;
+    let q = p.get("query").unwrap_or("");
+    answer(&st, &p, q, Ask::Instant { t }).await
 }
 
 async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -328,30 +354,8 @@ async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Respo
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let (opts, timeout) = query_options(&p, &st.limits)?;
-    let read = read_options(&p)?;
     let q = p.get("query").unwrap_or("");
-    if let Some(c) = &st.cache {
-        let v = cache_variant(&st, read);
-        let a = (st.limits)
-            .run("range", q, timeout, async {
-                let a = c.range(q, start, end, step, &opts, &v, timeout).await?;
-                crate::limits::note_cache(a.status.as_str());
-                Ok(a)
-            })
-            .await?;
-        return Ok(cached_response(a));
-    }
-    let engine = st.engine_for(read);
-    let r = (st.limits)
-        .run("range", q, timeout, async {
-            engine
-                .range(q, start, end, step, &opts)
-                .await
-                .map_err(ApiError::from)
-        })
-        .await?;
-    Ok(query_response(&r))
+    answer(&st, &p, q, Ask::Range { start, end, step }).await
 }
 
 async fn buildinfo() -> Response {
