@@ -310,11 +310,16 @@ impl QueryShape {
                 b'"' | b'\'' | b'`' => {
                     // Skip the literal; escapes do not apply in raw (`) strings.
                     i += 1;
-                    while i < b.len() && b[i] != c {
-                        if b[i] == b'\\' && c != b'`' {
-                            i += 1;
+                    while i < b.len() {
+                        let stop = |x: &u8| *x == c || (*x == b'\\' && c != b'`');
+                        match b[i..].iter().position(stop) {
+                            None => i = b.len(),
+                            Some(n) if b[i + n] == c => {
+                                i += n;
+                                break;
+                            }
+                            Some(n) => i += n + 2,
                         }
-                        i += 1;
                     }
                 }
                 b'(' | b'[' | b'{' => {
@@ -334,10 +339,11 @@ impl QueryShape {
                     {
                         i += 1;
                     }
-                    let word = &q[start..i];
-                    if ["and", "or", "unless", "atan2"]
-                        .iter()
-                        .any(|k| word.eq_ignore_ascii_case(k))
+                    let word = &b[start..i];
+                    if matches!(word.len(), 2 | 3 | 5 | 6)
+                        && [&b"and"[..], b"or", b"unless", b"atan2"]
+                            .iter()
+                            .any(|k| word.eq_ignore_ascii_case(k))
                     {
                         shape.operators += 1;
                     }
@@ -668,6 +674,13 @@ mod tests {
         assert_eq!(s("\"((("), (0, 0));
         assert_eq!(s(")))(").0, 1);
         assert_eq!(s("é(ü"), (1, 0));
+        // Escapes: an escaped quote does not end the literal, an escaped
+        // backslash does not escape the quote after it; a trailing escape.
+        assert_eq!(s(r#"x{a="\\"}(("#), (2, 0));
+        assert_eq!(s(r#"x{a="\"(("}"#), (1, 0));
+        assert_eq!(s(r#"'it\'s ( a'(b)"#), (1, 0));
+        assert_eq!(s("x{a=\"\\"), (1, 0));
+        assert_eq!(s("`a\\`(b)"), (1, 0));
     }
 
     #[test]

@@ -1,39 +1,49 @@
 //! Request parameters: URL and form body merged, times and durations parsed
 //! as Prometheus parses them.
 
-use std::collections::HashMap;
-
 use super::error::ApiError;
 use crate::config::parse_prometheus_duration;
 
-/// All parameters of a request, URL query first, then the form body.
+/// All parameters of a request, URL query first, then the form body, in
+/// the order sent (a request has a handful, so a scan beats hashing).
 #[derive(Debug, Default, Clone)]
 pub struct Params {
-    values: HashMap<String, Vec<String>>,
+    values: Vec<(String, String)>,
 }
 
 impl Params {
-    /// Parses an `application/x-www-form-urlencoded` string into the set.
+    /// Parses an `application/x-www-form-urlencoded` string into the set,
+    /// decoding as the WHATWG form parser does (`+` is a space, `%XX` a
+    /// byte, a `%` not followed by two hex digits stays as it is, invalid
+    /// UTF-8 becomes U+FFFD).
     pub fn add_urlencoded(&mut self, raw: &[u8]) {
-        for (k, v) in form_urlencoded::parse(raw) {
-            self.values
-                .entry(k.into_owned())
-                .or_default()
-                .push(v.into_owned());
+        for pair in raw.split(|&b| b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            self.values.push((form_decode(k), form_decode(v)));
         }
     }
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values
-            .get(name)
-            .and_then(|v| v.first())
-            .map(String::as_str)
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of a repeated parameter (`match[]`).
-    pub fn all(&self, name: &str) -> &[String] {
-        self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
+    /// Every value of a repeated parameter (`match[]`), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.values
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The first non-empty value of `name`.
@@ -65,6 +75,56 @@ impl Params {
         self.non_empty(name)
             .map(|s| parse_duration(s).map_err(|e| ApiError::invalid_param(name, e)))
             .transpose()
+    }
+}
+
+/// One form component decoded: `+` → space, then `%XX` → byte; a `%`
+/// without two hex digits after it is kept; invalid UTF-8 is replaced.
+fn form_decode(b: &[u8]) -> String {
+    let special = |c: &u8| *c == b'%' || *c == b'+';
+    let Some(first) = b.iter().position(special) else {
+        return String::from_utf8_lossy(b).into_owned();
+    };
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            _ => {
+                // A run of plain bytes is copied at once.
+                let run = b[i..].iter().position(special).unwrap_or(b.len() - i);
+                out.extend_from_slice(&b[i..i + run]);
+                i += run;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// The value of one hex digit.
+fn hex(c: &u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -160,6 +220,45 @@ mod tests {
         p.add_urlencoded(b"query=up%7Bjob%3D%22x%22%7D&match[]=b");
         assert_eq!(p.get("query"), Some("up{job=\"x\"}"));
         assert_eq!(p.get("stats"), Some("all"));
-        assert_eq!(p.all("match[]"), ["a".to_string(), "b".to_string()]);
+        assert_eq!(p.all("match[]"), ["a", "b"]);
+    }
+
+    /// The WHATWG form parser (the `form_urlencoded` crate) is the oracle.
+    fn reference(raw: &[u8]) -> Vec<(String, String)> {
+        form_urlencoded::parse(raw)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn decoding_edge_cases_match_the_whatwg_parser() {
+        for raw in [
+            &b"a=1&&b=2&"[..],
+            b"=v&k&k2=&%=%&%4=%4g&%zz=%%41",
+            b"q=a+b%20c%2Bd&x=%E2%82%AC&bad=%FF%FE&mixed=%C3%28",
+            b"match%5B%5D=up&match[]=x%7D",
+            b"",
+            b"&&&",
+            b"k==v=w",
+        ] {
+            let mut p = Params::default();
+            p.add_urlencoded(raw);
+            assert_eq!(
+                p.values,
+                reference(raw),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_matches_the_whatwg_parser(raw in proptest::collection::vec(
+            proptest::sample::select(b"ab=&+%25fF0gz\xc3\xa9\xff ".to_vec()), 0..40)) {
+            let mut p = Params::default();
+            p.add_urlencoded(&raw);
+            proptest::prop_assert_eq!(p.values, reference(&raw));
+        }
     }
 }

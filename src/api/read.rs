@@ -161,7 +161,11 @@ pub(super) async fn label_values(
 fn forward(p: &Params, names: &[&str]) -> Vec<(String, String)> {
     names
         .iter()
-        .flat_map(|n| p.all(n).iter().map(move |v| (n.to_string(), v.clone())))
+        .flat_map(|n| {
+            p.all(n)
+                .into_iter()
+                .map(move |v| (n.to_string(), v.to_string()))
+        })
         .collect()
 }
 
