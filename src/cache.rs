@@ -213,7 +213,7 @@ struct Inner {
     stores: Stores,
     flights: Flights<Flown>,
     /// Raw query text → its canonical form (`None`: does not parse).
-    canon: moka::future::Cache<String, Option<Arc<Canonical>>>,
+    canon: moka::future::Cache<String, Option<Arc<Canonical>>, foldhash::fast::RandomState>,
     metrics: CacheMetrics,
     clock: Clock,
 }
@@ -265,7 +265,7 @@ impl QueryCache {
                         let n = k.len() + v.as_ref().map_or(0, |c| c.text.len()) + 64;
                         u32::try_from(n).unwrap_or(u32::MAX)
                     })
-                    .build(),
+                    .build_with_hasher(foldhash::fast::RandomState::default()),
                 metrics,
                 clock,
             }),
@@ -324,6 +324,27 @@ impl QueryCache {
             flight_panicked,
         );
         self.finish(kind, timeout, flight, leader).await
+    }
+
+    /// The answer for an instant query when this process already holds its
+    /// grid cell in memory, without evaluating, waiting or asking Redis;
+    /// `None` sends the caller to [`instant`](Self::instant). For a query
+    /// text seen before (its canonical form memoized) a hit costs a memo
+    /// lookup, a key and a map lookup.
+    pub async fn instant_hit(
+        &self,
+        query: &str,
+        t_ms: i64,
+        opts: &QueryOptions,
+        variant: &Variant,
+    ) -> Option<Answer> {
+        let inner = &self.inner;
+        let canon = inner.canonical(query).await?;
+        let t = key::round_down(t_ms, inner.settings.grid_ms);
+        let key = key::instant_key(&canon, t, opts, &variant.key);
+        let body = inner.stores.memory().get(&key).await?;
+        inner.metrics.instant_hits.inc();
+        Some(Answer::stored(body))
     }
 
     /// Answers a range query from stored extents and evaluations of what

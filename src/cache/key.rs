@@ -1,6 +1,8 @@
 //! Cache keys: a query's canonical text, the time grid and the options.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use promql_parser::parser::{self, AtModifier, Expr};
 use promql_parser::util::visitor::{walk_expr, walk_expr_mut, ExprVisitor, ExprVisitorMut};
@@ -52,9 +54,12 @@ impl Canonical {
         })
     }
 
-    /// The query part of a key: the two kinds of text never collide.
-    fn key_part(&self) -> String {
-        format!("{}:{}", if self.printed { 'c' } else { 'r' }, self.text)
+    /// Appends the query part of a key: the two kinds of text never
+    /// collide.
+    fn push_key_part(&self, k: &mut String) {
+        k.push(if self.printed { 'c' } else { 'r' });
+        k.push(':');
+        k.push_str(&self.text);
     }
 }
 
@@ -63,21 +68,43 @@ pub fn round_down(t: i64, grid: i64) -> i64 {
     t.div_euclid(grid) * grid
 }
 
-/// Every option that can change an answer, as text: the `Debug` form of
-/// [`QueryOptions`] names every field, so a field added later is keyed too;
-/// `variant` is the key of the request's federation options.
-fn options_part(opts: &QueryOptions, variant: &str) -> String {
-    format!("{opts:?}|{variant}")
+/// A key under construction: `kind|version|options|variant|` and room for
+/// the rest. Every option that can change an answer is in it as text: the
+/// `Debug` form of [`QueryOptions`] names every field, so a field added
+/// later is keyed too; `variant` is the key of the request's federation
+/// options. (Built by hand, not with `format!`: this runs on every hit.)
+fn key_start(kind: &str, q: &Canonical, opts: &QueryOptions, variant: &str) -> String {
+    let mut k = String::with_capacity(q.text.len() + variant.len() + 96);
+    k.push_str(kind);
+    k.push('|');
+    k.push_str(KEY_VERSION);
+    k.push('|');
+    if *opts == QueryOptions::default() {
+        k.push_str(&DEFAULT_OPTIONS);
+    } else {
+        let _ = write!(k, "{opts:?}");
+    }
+    k.push('|');
+    k.push_str(variant);
+    k.push('|');
+    k
+}
+
+/// The `Debug` text of the default options, written once.
+static DEFAULT_OPTIONS: LazyLock<String> =
+    LazyLock::new(|| format!("{:?}", QueryOptions::default()));
+
+/// Appends `n` and a `|`.
+fn push_int(k: &mut String, n: i64) {
+    let _ = write!(k, "{n}|");
 }
 
 /// Key of an instant answer at the rounded time `t_rounded`.
 pub fn instant_key(q: &Canonical, t_rounded: i64, opts: &QueryOptions, variant: &str) -> String {
-    format!(
-        "i|{KEY_VERSION}|{}|{}|{}",
-        options_part(opts, variant),
-        t_rounded,
-        q.key_part()
-    )
+    let mut k = key_start("i", q, opts, variant);
+    push_int(&mut k, t_rounded);
+    q.push_key_part(&mut k);
+    k
 }
 
 /// Key of the extents of a range query: points at `offset + k * step`.
@@ -88,13 +115,11 @@ pub fn range_key(
     opts: &QueryOptions,
     variant: &str,
 ) -> String {
-    format!(
-        "r|{KEY_VERSION}|{}|{}|{}|{}",
-        options_part(opts, variant),
-        step,
-        start.rem_euclid(step),
-        q.key_part()
-    )
+    let mut k = key_start("r", q, opts, variant);
+    push_int(&mut k, step);
+    push_int(&mut k, start.rem_euclid(step));
+    q.push_key_part(&mut k);
+    k
 }
 
 /// The tree with the matchers of every selector in a fixed order.
@@ -228,6 +253,35 @@ mod tests {
     fn unparsable_queries_have_no_canonical_form() {
         assert!(Canonical::of("sum(").is_none());
         assert!(Canonical::of("").is_none());
+    }
+
+    /// Keys are shared through Redis between promfed versions with the same
+    /// KEY_VERSION, so their text must not drift: the layout as documented.
+    #[test]
+    #[allow(clippy::field_reassign_with_default)]
+    fn key_text_layout_is_stable() {
+        let c = canon("sum by (a) (rate(x{b=\"1\"}[5m]))");
+        let raw = Canonical {
+            text: "raw text".into(),
+            printed: false,
+            range_cacheable: true,
+        };
+        let mut o = QueryOptions::default();
+        for lookback in [300_000, 60_000] {
+            o.lookback_delta_ms = lookback;
+            assert_eq!(
+                instant_key(&c, -20_000, &o, "v"),
+                format!("i|v1|{o:?}|v|-20000|c:{}", c.text)
+            );
+            assert_eq!(
+                range_key(&raw, 15_000, 1_000_003, &o, ""),
+                format!("r|v1|{o:?}||15000|10003|r:raw text")
+            );
+        }
+        assert_eq!(
+            format!("{:?}", QueryOptions::default()),
+            "QueryOptions { lookback_delta_ms: 300000 }"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 static GLOBAL: LazyLock<Result<CacheMetrics, String>> = LazyLock::new(|| {
     CacheMetrics::register(&crate::telemetry::REGISTRY).map_err(|e| e.to_string())
@@ -14,6 +14,8 @@ static GLOBAL: LazyLock<Result<CacheMetrics, String>> = LazyLock::new(|| {
 pub struct CacheMetrics {
     /// Cache lookups by query kind and outcome.
     pub requests: IntCounterVec,
+    /// `requests{kind="instant",result="hit"}`, resolved once: the hot path.
+    pub instant_hits: IntCounter,
     /// Evaluations the cache asked the engine for, by query kind.
     pub evaluations: IntCounterVec,
     /// Answers not stored, by reason.
@@ -35,14 +37,16 @@ impl CacheMetrics {
 
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = CacheMetrics {
-            requests: IntCounterVec::new(
+        let requests = IntCounterVec::new(
                 Opts::new(
                     "promfed_cache_requests_total",
                     "Queries answered through the cache, by kind (instant, range, warm) and result (hit, miss, coalesced, partial, bypass).",
                 ),
                 &["kind", "result"],
-            )?,
+            )?;
+        let m = CacheMetrics {
+            instant_hits: requests.with_label_values(&["instant", "hit"]),
+            requests,
             evaluations: IntCounterVec::new(
                 Opts::new(
                     "promfed_cache_upstream_evaluations_total",
