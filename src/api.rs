@@ -43,6 +43,9 @@ pub struct AppState {
     pub cache: Option<QueryCache>,
     /// Query admission and budgets (`limits:` in the config).
     pub limits: crate::limits::Limits,
+    /// The worker pool (the runtime the state was built in) where requests
+    /// are evaluated; `None` outside a runtime (then they run in place).
+    pub workers: Option<tokio::runtime::Handle>,
 }
 
 impl AppState {
@@ -75,8 +78,26 @@ impl AppState {
             ready: AtomicBool::new(false),
             cache,
             limits: crate::limits::Limits::new(limits),
+            workers: tokio::runtime::Handle::try_current().ok(),
         })
     }
+}
+
+/// Runs `fut` on the worker pool and waits for it there, so that whatever
+/// it costs never holds up the connection thread it was called from; a
+/// panic in it becomes an `internal` error instead of a dropped connection.
+pub async fn on_workers<F>(st: &AppState, fut: F) -> Result<F::Output, ApiError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Some(workers) = &st.workers else {
+        return Ok(fut.await);
+    };
+    workers.spawn(fut).await.map_err(|e| {
+        tracing::error!("request task failed: {e}");
+        ApiError::new(ErrorType::Internal, "internal error while answering")
+    })
 }
 
 /// The router for every endpoint promfed serves.
@@ -181,9 +202,9 @@ pub fn read_options(p: &Params) -> Result<ReadOptions, ApiError> {
     };
     let replica_labels: Vec<String> = p
         .all("replicaLabels[]")
-        .iter()
+        .into_iter()
         .filter(|l| !l.is_empty())
-        .cloned()
+        .map(str::to_string)
         .collect();
     Ok(ReadOptions {
         partial_response: flag("partial_response")?,
@@ -319,10 +340,53 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
     Ok(query_response(&r))
 }
 
+/// A grid cell this process holds in memory, answered at once: it costs
+/// no backend or engine work, so it takes no admission slot and is served
+/// even while the evaluation queue is full.
+async fn cached_instant(
+    st: &AppState,
+    p: &Params,
+    q: &str,
+    t: i64,
+) -> Result<Option<Response>, ApiError> {
+    let Some(c) = &st.cache else {
+        return Ok(None);
+    };
+    let (opts, _) = query_options(p, &st.limits)?;
+    let v = cache_variant(st, read_options(p)?);
+    let started = std::time::Instant::now();
+    let Some(a) = c.instant_hit(q, t, &opts, &v).await else {
+        return Ok(None);
+    };
+    crate::telemetry::query_done(&crate::telemetry::QueryRecord {
+        kind: "instant",
+        query: q,
+        duration: started.elapsed(),
+        samples: 0,
+        backends: Vec::new(),
+        cache: Some(a.status.as_str()),
+        error: None,
+    });
+    Ok(Some(cached_response(a)))
+}
+
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let q = p.get("query").unwrap_or("");
-    answer(&st, &p, q, Ask::Instant { t }).await
+    if st.cache.is_none() {
+        return answer(&st, &p, q, Ask::Instant { t }).await;
+    }
+    // With a cache, this runs on the connection's thread (see
+    // `reload::dispatch`): a hit is answered here, the rest on the workers.
+    if let Some(r) = cached_instant(&st, &p, q, t).await? {
+        return Ok(r);
+    }
+    let state = st.clone();
+    on_workers(&st, async move {
+        let q = p.get("query").unwrap_or("");
+        answer(&state, &p, q, Ask::Instant { t }).await
+    })
+    .await?
 }
 
 async fn query_range(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -403,4 +467,51 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
         ErrorType::NotFound,
         format!("{method} {} is not an endpoint promfed serves", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::memory::MemorySource;
+
+    fn state() -> Arc<AppState> {
+        let fed = Federation::new(
+            vec![crate::federation::Backend {
+                name: "a".into(),
+                external_labels: Default::default(),
+                source: Arc::new(MemorySource::default()),
+            }],
+            Default::default(),
+        );
+        AppState::new(Arc::new(fed))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_sent_to_the_workers_runs_there_and_a_panic_is_an_internal_error() {
+        let st = state();
+        assert!(st.workers.is_some());
+        // Called from a thread outside the pool (as a connection thread
+        // is), the work runs on a pool worker.
+        let st2 = st.clone();
+        let (caller, ran_on) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let ran_on = rt.block_on(on_workers(&st2, async {
+                std::thread::current().name().map(str::to_string)
+            }));
+            (std::thread::current().id(), ran_on)
+        })
+        .join()
+        .expect("thread");
+        assert_ne!(caller, std::thread::current().id());
+        assert_eq!(ran_on.expect("answer").as_deref(), Some("tokio-rt-worker"));
+        let e = on_workers(&st, async {
+            panic!("boom");
+        })
+        .await
+        .expect_err("a panic");
+        assert_eq!(e.kind, ErrorType::Internal);
+    }
 }

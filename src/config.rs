@@ -14,6 +14,12 @@ pub struct Config {
     /// Address the HTTP API listens on, e.g. `0.0.0.0:9090`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Threads that serve HTTP connections, each with its own event loop
+    /// (a connection stays on one); answers held by the cache are served
+    /// there, everything else is evaluated on the shared worker pool.
+    /// Default: the number of CPUs promfed may use. Read at start.
+    #[serde(default)]
+    pub io_threads: Option<usize>,
     /// The Prometheus servers (or Prometheus-compatible endpoints) to federate.
     pub backends: Vec<BackendConfig>,
     /// The query cache (instant grid cache, range extents, stores). Absent:
@@ -103,6 +109,19 @@ pub enum ReadProtocol {
     RemoteRead,
     /// The query API (`/api/v1/query` of a range selector).
     QueryApi,
+}
+
+/// Most HTTP connection threads (`io_threads`).
+pub const MAX_IO_THREADS: usize = 256;
+
+impl Config {
+    /// How many HTTP connection threads to run: `io_threads`, else the
+    /// number of CPUs this process may use.
+    pub fn io_thread_count(&self) -> usize {
+        self.io_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 fn default_listen() -> String {
@@ -223,6 +242,13 @@ impl Config {
         }
         if self.backends.is_empty() {
             problems.push("backends: at least one backend is required".to_string());
+        }
+        if let Some(n) = self.io_threads {
+            if !(1..=MAX_IO_THREADS).contains(&n) {
+                problems.push(format!(
+                    "io_threads: {n} is not between 1 and {MAX_IO_THREADS}"
+                ));
+            }
         }
         for (i, l) in self.replica_labels.iter().enumerate() {
             if !is_valid_label_name(l) {
@@ -532,6 +558,21 @@ mod tests {
         .expect("valid");
         assert_eq!(c.listen, "0.0.0.0:9090");
         assert_eq!(c.backends[0].timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn io_threads_default_to_the_cpus_and_are_bounded() {
+        let base = "backends:\n  - name: a\n    url: http://127.0.0.1:9091\n";
+        let c = Config::from_yaml(base, "test").expect("valid");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.io_thread_count(), cpus);
+        let c = Config::from_yaml(&format!("io_threads: 3\n{base}"), "test").expect("valid");
+        assert_eq!(c.io_thread_count(), 3);
+        for bad in ["0", "257"] {
+            let e = Config::from_yaml(&format!("io_threads: {bad}\n{base}"), "test")
+                .expect_err("out of range");
+            assert!(e.to_string().contains("io_threads"), "{e}");
+        }
     }
 
     #[test]

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -41,6 +40,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
+    let cfg_threads = cfg.io_thread_count();
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls
@@ -58,34 +58,140 @@ pub async fn serve(
         };
         tokio::spawn(watch_config(w, hup, running))
     });
-    let app = Router::new().fallback(dispatch).with_state(current);
-    let served = match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| format!("serving: {e}")),
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)
-                .map_err(|e| format!("serving TLS: {e}"))?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(|e| format!("serving: {e}"))
-        }
-    };
+    let served = serve_on_threads(listener, current, tls, cfg_threads, shutdown).await;
     if let Some(r) = reloader {
         r.abort();
     }
     served
 }
 
+/// Serves `app` on `n` threads, each running its own current-thread
+/// runtime that accepts from a handle of `listener` (the kernel hands each
+/// connection to one of them, and it stays there). A connection's requests
+/// are read and answered on its thread without waking any other: the hot
+/// path of a cache hit touches no shared run queue. Work that may take long
+/// is sent to the worker pool (see [`dispatch`]). When `shutdown` resolves,
+/// every thread stops accepting and drains its requests in flight.
+async fn serve_on_threads(
+    listener: TcpListener,
+    app: Current,
+    tls: Option<SharedTls>,
+    n: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let listener = listener.into_std().map_err(|e| format!("serving: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
+    let mut threads = Vec::with_capacity(n);
+    let mut started = Ok(());
+    for i in 0..n.max(1) {
+        let spawned = listener
+            .try_clone()
+            .map_err(|e| format!("serving: {e}"))
+            .and_then(|l| {
+                let (app, tls, stop, done) =
+                    (app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("promfed-io-{i}"))
+                    .spawn(move || {
+                        let _ = done.blocking_send(serve_thread(l, app, tls, stop));
+                    })
+                    .map_err(|e| format!("starting HTTP thread: {e}"))
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    drop(done_tx);
+    drop(listener);
+    // Until shutdown, unless a thread could not start or serve.
+    let mut result = started;
+    if result.is_ok() {
+        tokio::select! {
+            _ = shutdown => {}
+            r = done_rx.recv() => result = r.unwrap_or(Ok(())),
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(r) = done_rx.recv().await {
+        if let (Ok(()), Err(e)) = (&result, r) {
+            result = Err(e);
+        }
+    }
+    // Every thread has reported, so these joins return at once.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    result
+}
+
+/// One HTTP thread: a current-thread runtime serving `listener` until
+/// `stop` says so, then draining.
+fn serve_thread(
+    listener: std::net::TcpListener,
+    current: Current,
+    tls: Option<SharedTls>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting HTTP thread runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener).map_err(|e| format!("serving: {e}"))?;
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        // Every request goes straight to `dispatch` (no router in front).
+        let app = axum::ServiceExt::<Request>::into_make_service(tower::service_fn(
+            move |req: Request| {
+                let current = current.clone();
+                async move { Ok::<_, std::convert::Infallible>(dispatch(current, req).await) }
+            },
+        ));
+        match tls {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(|e| format!("serving: {e}")),
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls)
+                    .map_err(|e| format!("serving TLS: {e}"))?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .map_err(|e| format!("serving: {e}"))
+            }
+        }
+    })
+}
+
 /// Hands a request to the current service, which it keeps until answered.
-async fn dispatch(State(current): State<Current>, req: Request) -> Response {
+/// Instant queries run on the connection's thread when the service caches
+/// them (a hit is answered there; a miss moves to the worker pool inside
+/// the handler); every other request runs on the worker pool.
+async fn dispatch(current: Current, req: Request) -> Response {
     let svc = match current.read() {
         Ok(g) => g.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    let answer = svc.router.clone().oneshot(req).await;
+    let inline = svc.state.cache.is_some() && req.uri().path() == "/api/v1/query";
+    let router = svc.router.clone();
+    let answer = if inline {
+        router.oneshot(req).await
+    } else {
+        match crate::api::on_workers(&svc.state, router.oneshot(req)).await {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        }
+    };
     drop(svc);
     match answer {
         Ok(r) => r,

@@ -365,3 +365,50 @@ async fn a_full_query_queue_answers_503_unavailable_at_once() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_cached_answer_is_served_while_the_query_queue_is_full() {
+    let b = matrix_backend(1, Duration::from_millis(1500)).await;
+    // One HTTP thread: the hit shares it with the two queries in flight.
+    let p = Promfed::start(
+        "queue-hit",
+        &query_api_config(
+            &b.url(),
+            "io_threads: 1\ncache: {grid: 10s}\nlimits: {max_concurrent_queries: 1, max_queued_queries: 1}\n",
+        ),
+    );
+    let (status, warm) = instant(&p, "sum(up)", &[]).await;
+    assert_eq!(status, 200, "{warm}");
+    let p = std::sync::Arc::new(p);
+    let mut held = Vec::new();
+    for q in ["up + 1", "up + 2"] {
+        let p = p.clone();
+        held.push(tokio::spawn(async move { instant(&p, q, &[]).await.0 }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The queue is full: a new evaluation is refused...
+    let (status, body) = instant(&p, "up + 3", &[]).await;
+    assert_error(status, &body, 503, "unavailable", "too many queries");
+    // ...but the cell already held is answered, from memory, the same.
+    let resp = client()
+        .post(p.url("/api/v1/query"))
+        .form(&[("query", "sum( up )"), ("time", "3604.5")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-promfed-cache")
+            .map(|v| v.to_str().ok()),
+        Some(Some("hit"))
+    );
+    let hit: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(hit, warm);
+    for h in &held {
+        assert!(!h.is_finished(), "the held queries should still be running");
+    }
+    for h in held {
+        assert_eq!(h.await.expect("join"), 200);
+    }
+}
