@@ -86,18 +86,29 @@ impl AppState {
 /// Runs `fut` on the worker pool and waits for it there, so that whatever
 /// it costs never holds up the connection thread it was called from; a
 /// panic in it becomes an `internal` error instead of a dropped connection.
-pub async fn on_workers<F>(st: &AppState, fut: F) -> Result<F::Output, ApiError>
+/// `fut` is spawned (or boxed) at once: the caller's own future stays
+/// small, which matters on the hot path where it is moved and boxed.
+pub fn on_workers<F>(
+    st: &AppState,
+    fut: F,
+) -> impl std::future::Future<Output = Result<F::Output, ApiError>> + Send + 'static
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let Some(workers) = &st.workers else {
-        return Ok(fut.await);
+    let run = match &st.workers {
+        Some(workers) => futures::future::Either::Left(workers.spawn(fut)),
+        None => futures::future::Either::Right(Box::pin(fut)),
     };
-    workers.spawn(fut).await.map_err(|e| {
-        tracing::error!("request task failed: {e}");
-        ApiError::new(ErrorType::Internal, "internal error while answering")
-    })
+    async move {
+        match run {
+            futures::future::Either::Left(spawned) => spawned.await.map_err(|e| {
+                tracing::error!("request task failed: {e}");
+                ApiError::new(ErrorType::Internal, "internal error while answering")
+            }),
+            futures::future::Either::Right(inline) => Ok(inline.await),
+        }
+    }
 }
 
 /// The router for every endpoint promfed serves.

@@ -298,6 +298,18 @@ pub struct QueryShape {
     pub operators: usize,
 }
 
+/// Bytes that continue an identifier (metric, label or function name).
+static IDENT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+        c += 1;
+    }
+    t
+};
+
 impl QueryShape {
     pub fn of(q: &str) -> QueryShape {
         let b = q.as_bytes();
@@ -334,11 +346,10 @@ impl QueryShape {
                 }
                 c if c.is_ascii_alphabetic() || c == b'_' => {
                     let start = i;
-                    while i < b.len()
-                        && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
-                    {
-                        i += 1;
-                    }
+                    i += b[i..]
+                        .iter()
+                        .position(|&x| !IDENT[usize::from(x)])
+                        .unwrap_or(b.len() - i);
                     let word = &b[start..i];
                     if matches!(word.len(), 2 | 3 | 5 | 6)
                         && [&b"and"[..], b"or", b"unless", b"atan2"]

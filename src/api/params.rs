@@ -81,37 +81,26 @@ impl Params {
 /// One form component decoded: `+` → space, then `%XX` → byte; a `%`
 /// without two hex digits after it is kept; invalid UTF-8 is replaced.
 fn form_decode(b: &[u8]) -> String {
-    let special = |c: &u8| *c == b'%' || *c == b'+';
-    let Some(first) = b.iter().position(special) else {
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
         return String::from_utf8_lossy(b).into_owned();
-    };
-    let mut out = Vec::with_capacity(b.len());
-    out.extend_from_slice(&b[..first]);
-    let mut i = first;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => match (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            _ => {
-                // A run of plain bytes is copied at once.
-                let run = b[i..].iter().position(special).unwrap_or(b.len() - i);
-                out.extend_from_slice(&b[i..i + run]);
-                i += run;
-            }
-        }
     }
+    // Decoded text is never longer than the encoded: write in place.
+    let mut out = vec![0u8; b.len()];
+    let (mut i, mut o) = (0, 0);
+    while i < b.len() {
+        let (byte, used) = match b[i] {
+            b'+' => (b' ', 1),
+            b'%' => match (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex)) {
+                (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
+                _ => (b'%', 1),
+            },
+            c => (c, 1),
+        };
+        out[o] = byte;
+        o += 1;
+        i += used;
+    }
+    out.truncate(o);
     match String::from_utf8(out) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -120,13 +109,28 @@ fn form_decode(b: &[u8]) -> String {
 
 /// The value of one hex digit.
 fn hex(c: &u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    let v = HEX[usize::from(*c)];
+    (v != NOT_HEX).then_some(v)
 }
+
+const NOT_HEX: u8 = 0xff;
+
+/// Hex digit values by byte; [`NOT_HEX`] for the rest.
+static HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
+    }
+    t
+};
 
 /// Smallest and largest times Prometheus accepts (its `minTime`/`maxTime`), ms.
 pub const MIN_TIME_MS: i64 = -9_223_309_901_257_974;
