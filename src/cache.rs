@@ -184,7 +184,7 @@ impl From<&CacheConfig> for Settings {
 }
 
 /// Size bound of the memo of canonical forms (raw text → canonical text).
-const CANON_MEMO_BYTES: u64 = 32 << 20;
+const CANON_MEMO_BYTES: usize = 32 << 20;
 
 /// History kept per range key, in steps: as many points as one request may
 /// ask for, so panels over different windows of one query do not evict
@@ -213,7 +213,7 @@ struct Inner {
     stores: Stores,
     flights: Flights<Flown>,
     /// Raw query text → its canonical form (`None`: does not parse).
-    canon: moka::future::Cache<String, Option<Arc<Canonical>>, foldhash::fast::RandomState>,
+    canon: key::CanonMemo,
     metrics: CacheMetrics,
     clock: Clock,
 }
@@ -259,13 +259,7 @@ impl QueryCache {
                 eval,
                 stores: Stores::new(memory, shared),
                 flights: Flights::default(),
-                canon: moka::future::Cache::builder()
-                    .max_capacity(CANON_MEMO_BYTES)
-                    .weigher(|k: &String, v: &Option<Arc<Canonical>>| {
-                        let n = k.len() + v.as_ref().map_or(0, |c| c.text.len()) + 64;
-                        u32::try_from(n).unwrap_or(u32::MAX)
-                    })
-                    .build_with_hasher(foldhash::fast::RandomState::default()),
+                canon: key::CanonMemo::new(CANON_MEMO_BYTES),
                 metrics,
                 clock,
             }),
@@ -457,12 +451,7 @@ impl QueryCache {
 
 impl Inner {
     async fn canonical(&self, query: &str) -> Option<Arc<Canonical>> {
-        if let Some(c) = self.canon.get(query).await {
-            return c;
-        }
-        let c = Canonical::of(query).map(Arc::new);
-        self.canon.insert(query.to_string(), c.clone()).await;
-        c
+        self.canon.get(query)
     }
 
     fn count(&self, kind: &str, status: CacheStatus) {

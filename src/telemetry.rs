@@ -261,17 +261,38 @@ pub struct QueryRecord<'a> {
 /// Records a finished query in the metrics and the query log.
 pub fn query_done(r: &QueryRecord<'_>) {
     let outcome = r.error.unwrap_or("ok");
-    if let Some(h) = QUERY_DURATION.as_ref() {
-        h.with_label_values(&[r.kind, outcome])
-            .observe(r.duration.as_secs_f64());
-    }
-    if let Some(h) = QUERY_SAMPLES.as_ref() {
-        h.with_label_values(&[r.kind]).observe(r.samples as f64);
-    }
-    if let Some(h) = FANOUT.as_ref() {
-        h.with_label_values(&[r.kind])
-            .observe(r.backends.len() as f64);
-    }
+    QUERY_HANDLES.with(|cell| {
+        let mut handles = cell.borrow_mut();
+        let at = handles
+            .iter()
+            .position(|(k, o, _)| *k == r.kind && *o == outcome);
+        let at = match at {
+            Some(at) => at,
+            None => {
+                let (Some(d), Some(s), Some(f)) = (
+                    QUERY_DURATION.as_ref(),
+                    QUERY_SAMPLES.as_ref(),
+                    FANOUT.as_ref(),
+                ) else {
+                    return;
+                };
+                handles.push((
+                    r.kind,
+                    outcome,
+                    [
+                        d.with_label_values(&[r.kind, outcome]),
+                        s.with_label_values(&[r.kind]),
+                        f.with_label_values(&[r.kind]),
+                    ],
+                ));
+                handles.len() - 1
+            }
+        };
+        let [duration, samples, fanout] = &handles[at].2;
+        duration.observe(r.duration.as_secs_f64());
+        samples.observe(r.samples as f64);
+        fanout.observe(r.backends.len() as f64);
+    });
     write_query_log(r);
 }
 
@@ -330,6 +351,24 @@ fn write_query_log(r: &QueryRecord<'_>) {
     }
 }
 
+thread_local! {
+    /// This thread's resolved query histograms by (kind, outcome): both
+    /// come from short fixed sets (`instant`/`range`, `ok`/errorTypes).
+    #[allow(clippy::type_complexity)]
+    static QUERY_HANDLES: std::cell::RefCell<Vec<(&'static str, &'static str, [prometheus::Histogram; 3])>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most (route, code) metric handles one thread keeps resolved.
+const MAX_HTTP_HANDLES: usize = 64;
+
+thread_local! {
+    /// This thread's resolved `promfed_http_*` series by (route, code): a
+    /// request then costs a short scan instead of two label-set lookups.
+    static HTTP_HANDLES: std::cell::RefCell<Vec<(String, u16, IntCounter, prometheus::Histogram)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Middleware: counts and times every HTTP request by route pattern and
 /// status code.
 pub async fn track_http(req: Request, next: Next) -> Response {
@@ -338,15 +377,30 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let handler = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let resp = next.run(req).await;
-    let code = resp.status();
-    let labels = [handler, code.as_str()];
-    if let Some(c) = HTTP_REQUESTS.as_ref() {
-        c.with_label_values(&labels).inc();
-    }
-    if let Some(h) = HTTP_DURATION.as_ref() {
-        h.with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
-    }
+    let took = started.elapsed().as_secs_f64();
+    let code = resp.status().as_u16();
+    HTTP_HANDLES.with(|cell| {
+        let mut handles = cell.borrow_mut();
+        if let Some((_, _, c, h)) = handles
+            .iter()
+            .find(|(n, k, _, _)| *k == code && n.as_str() == handler)
+        {
+            c.inc();
+            h.observe(took);
+            return;
+        }
+        let (Some(c), Some(h)) = (HTTP_REQUESTS.as_ref(), HTTP_DURATION.as_ref()) else {
+            return;
+        };
+        let status = resp.status();
+        let labels = [handler, status.as_str()];
+        let (c, h) = (c.with_label_values(&labels), h.with_label_values(&labels));
+        c.inc();
+        h.observe(took);
+        if handles.len() < MAX_HTTP_HANDLES {
+            handles.push((handler.to_string(), code, c, h));
+        }
+    });
     resp
 }
 

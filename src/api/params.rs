@@ -17,16 +17,25 @@ impl Params {
     /// byte, a `%` not followed by two hex digits stays as it is, invalid
     /// UTF-8 becomes U+FFFD).
     pub fn add_urlencoded(&mut self, raw: &[u8]) {
-        for pair in raw.split(|&b| b == b'&') {
-            if pair.is_empty() {
-                continue;
+        // As text (the usual case), the splits search with memchr.
+        if let Ok(text) = std::str::from_utf8(raw) {
+            for pair in text.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                self.push(k.as_bytes(), v.as_bytes());
             }
+            return;
+        }
+        for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             let (k, v) = match pair.iter().position(|&b| b == b'=') {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[pair.len()..]),
             };
-            self.values.push((form_decode(k), form_decode(v)));
+            self.push(k, v);
         }
+    }
+
+    fn push(&mut self, k: &[u8], v: &[u8]) {
+        self.values.push((form_decode(k), decode_value(v)));
     }
 
     /// The first value of `name`, if any.
@@ -76,6 +85,40 @@ impl Params {
             .map(|s| parse_duration(s).map_err(|e| ApiError::invalid_param(name, e)))
             .transpose()
     }
+}
+
+/// Values at least this long (queries, selectors) are remembered decoded.
+const MEMO_MIN: usize = 64;
+/// Longer values are decoded every time.
+const MEMO_MAX: usize = 16 << 10;
+/// Values one thread remembers before it starts over.
+const MEMO_ENTRIES: usize = 64;
+
+thread_local! {
+    /// This thread's recently decoded long values, by their encoded bytes:
+    /// analysis runs and dashboards send the same query text over and over,
+    /// and hashing it is several times cheaper than decoding it.
+    static DECODED: std::cell::RefCell<std::collections::HashMap<Vec<u8>, String, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashMap::default());
+}
+
+/// A form value decoded, through this thread's memo when it is long.
+fn decode_value(b: &[u8]) -> String {
+    if !(MEMO_MIN..=MEMO_MAX).contains(&b.len()) {
+        return form_decode(b);
+    }
+    DECODED.with(|cell| {
+        let mut memo = cell.borrow_mut();
+        if let Some(v) = memo.get(b) {
+            return v.clone();
+        }
+        let v = form_decode(b);
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(b.to_vec(), v.clone());
+        v
+    })
 }
 
 /// One form component decoded: `+` → space, then `%XX` → byte; a `%`
@@ -253,6 +296,23 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(raw)
             );
+        }
+    }
+
+    #[test]
+    fn long_values_decode_the_same_through_the_memo() {
+        // Long enough to be remembered; each asked twice (decoded, then
+        // from the memo), and more values than the memo holds.
+        for i in 0..(MEMO_ENTRIES + 10) {
+            let raw = format!(
+                "query=sum%28rate%28x%7Ba%3D%22{i}%22%7D%5B5m%5D%29%29+%2F+{}&time={i}",
+                "1".repeat(MEMO_MIN)
+            );
+            for _ in 0..2 {
+                let mut p = Params::default();
+                p.add_urlencoded(raw.as_bytes());
+                assert_eq!(p.values, reference(raw.as_bytes()));
+            }
         }
     }
 

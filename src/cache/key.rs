@@ -1,8 +1,11 @@
 //! Cache keys: a query's canonical text, the time grid and the options.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
+use std::sync::{Arc, RwLock};
 
 use promql_parser::parser::{self, AtModifier, Expr};
 use promql_parser::util::visitor::{walk_expr, walk_expr_mut, ExprVisitor, ExprVisitorMut};
@@ -60,6 +63,62 @@ impl Canonical {
         k.push(if self.printed { 'c' } else { 'r' });
         k.push(':');
         k.push_str(&self.text);
+    }
+}
+
+/// Raw query text → its canonical form (`None`: does not parse), so that a
+/// query sent again is not parsed again. Bounded by bytes: when full it
+/// starts over (the forms are a pure function of the text, so forgetting
+/// costs only a re-parse). A plain map under a read-mostly lock: on the
+/// hot path a lookup is one hash and one compare.
+pub struct CanonMemo {
+    map: RwLock<HashMap<String, Option<Arc<Canonical>>, foldhash::fast::RandomState>>,
+    bytes: AtomicUsize,
+    max_bytes: usize,
+}
+
+impl CanonMemo {
+    pub fn new(max_bytes: usize) -> Self {
+        CanonMemo {
+            map: RwLock::new(HashMap::default()),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+        }
+    }
+
+    /// The canonical form of `query`, parsed on first sight.
+    pub fn get(&self, query: &str) -> Option<Arc<Canonical>> {
+        let held = match self.map.read() {
+            Ok(m) => m.get(query).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(query).cloned(),
+        };
+        if let Some(c) = held {
+            return c;
+        }
+        let c = Canonical::of(query).map(Arc::new);
+        let weight = query.len() + c.as_ref().map_or(0, |c| c.text.len()) + 64;
+        let mut map = match self.map.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if self.bytes.load(Ordering::Relaxed) + weight > self.max_bytes {
+            map.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+        if weight <= self.max_bytes && map.insert(query.to_string(), c.clone()).is_none() {
+            self.bytes.fetch_add(weight, Ordering::Relaxed);
+        }
+        c
+    }
+
+    /// Entries held (tests).
+    pub fn len(&self) -> usize {
+        self.map.read().map_or(0, |m| m.len())
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -253,6 +312,28 @@ mod tests {
     fn unparsable_queries_have_no_canonical_form() {
         assert!(Canonical::of("sum(").is_none());
         assert!(Canonical::of("").is_none());
+    }
+
+    #[test]
+    fn the_memo_parses_once_and_starts_over_when_full() {
+        let memo = CanonMemo::new(400);
+        let a = memo.get("sum(up)").expect("parses");
+        assert_eq!(a.text, canon("sum(up)").text);
+        // The same Arc: not parsed again.
+        assert!(Arc::ptr_eq(&a, &memo.get("sum(up)").expect("parses")));
+        assert!(memo.get("sum(").is_none());
+        assert_eq!(memo.len(), 2);
+        // Filling past the bound drops everything, then keeps going.
+        for i in 0..10 {
+            assert!(memo.get(&format!("up + {i}")).is_some());
+        }
+        assert!(memo.len() < 10, "bounded: {}", memo.len());
+        let again = memo.get("sum(up)").expect("parses");
+        assert_eq!(again.text, a.text);
+        // Text longer than the whole bound is answered, not kept.
+        let long = format!("up{{a=\"{}\"}}", "x".repeat(500));
+        assert!(memo.get(&long).is_some());
+        assert!(memo.len() <= 10);
     }
 
     /// Keys are shared through Redis between promfed versions with the same
