@@ -261,20 +261,19 @@ fn query_response(r: &QueryResult) -> Response {
 
 /// A cached answer: its body and a header saying how it was obtained.
 fn cached_response(a: Answer) -> Response {
-    let mut resp = (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (
-                header::HeaderName::from_static(CACHE_HEADER),
-                a.status.as_str(),
-            ),
-        ],
-        a.body,
-    )
-        .into_response();
+    // Built directly (static header names and values): this is the hit path.
+    let mut resp = Response::new(axum::body::Body::from(a.body));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::HeaderName::from_static(CACHE_HEADER),
+        header::HeaderValue::from_static(a.status.as_str()),
+    );
     if a.has_warnings {
-        resp.headers_mut().insert(
+        headers.insert(
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
         );

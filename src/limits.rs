@@ -195,7 +195,7 @@ impl Limits {
                 ),
             ));
         }
-        let shape = QueryShape::of(query);
+        let shape = QueryShape::remembered(query);
         if shape.depth > c.max_query_depth {
             return Err(ApiError::invalid_param(
                 param,
@@ -310,7 +310,34 @@ static IDENT: [bool; 256] = {
     t
 };
 
+thread_local! {
+    /// This thread's shapes of recent long queries (the same analysis
+    /// query arrives over and over).
+    static SHAPES: std::cell::RefCell<std::collections::HashMap<String, QueryShape, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashMap::default());
+}
+
 impl QueryShape {
+    /// [`of`](Self::of), remembered per thread for queries of 64 bytes to
+    /// 16 KiB (at most 64 of them, then it starts over).
+    pub fn remembered(q: &str) -> QueryShape {
+        if !(64..=16 << 10).contains(&q.len()) {
+            return QueryShape::of(q);
+        }
+        SHAPES.with(|cell| {
+            let mut memo = cell.borrow_mut();
+            if let Some(s) = memo.get(q) {
+                return *s;
+            }
+            let s = QueryShape::of(q);
+            if memo.len() >= 64 {
+                memo.clear();
+            }
+            memo.insert(q.to_string(), s);
+            s
+        })
+    }
+
     pub fn of(q: &str) -> QueryShape {
         let b = q.as_bytes();
         let mut shape = QueryShape::default();
@@ -692,6 +719,22 @@ mod tests {
         assert_eq!(s(r#"'it\'s ( a'(b)"#), (1, 0));
         assert_eq!(s("x{a=\"\\"), (1, 0));
         assert_eq!(s("`a\\`(b)"), (1, 0));
+    }
+
+    #[test]
+    fn remembered_shapes_are_the_shapes() {
+        for i in 0..80 {
+            let q = format!(
+                "sum(rate(x{{a=\"{}\"}}[5m])) / sum(rate(y[5m])) + {i}",
+                "(".repeat(i)
+            );
+            for _ in 0..2 {
+                assert_eq!(QueryShape::remembered(&q), QueryShape::of(&q), "{q}");
+            }
+        }
+        let deep = format!("{}up{}", "sum(".repeat(30), ")".repeat(30));
+        assert_eq!(QueryShape::remembered(&deep).depth, 30);
+        assert_eq!(QueryShape::remembered(&deep).depth, 30);
     }
 
     #[test]
