@@ -31,7 +31,7 @@ use flight::Flights;
 use key::Canonical;
 use metrics::CacheMetrics;
 use range::Extent;
-use store::{MemoryStore, RedisStore, Stores};
+use store::{Lease, MemoryStore, RedisStore, Stores};
 
 /// Response header naming how the cache answered (`hit`, `miss`,
 /// `coalesced`, `partial`, `bypass`).
@@ -162,6 +162,9 @@ struct Settings {
     range_enabled: bool,
     max_freshness_ms: i64,
     range_ttl: Duration,
+    /// Longest wait for another replica's evaluation (Redis leases); zero
+    /// when replicas do not coalesce.
+    lease: Duration,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -179,9 +182,16 @@ impl From<&CacheConfig> for Settings {
             range_enabled: c.range.enabled,
             max_freshness_ms: ms(c.range.max_freshness),
             range_ttl: c.range.ttl,
+            lease: match (c.store, &c.redis) {
+                (CacheStoreKind::Redis, Some(r)) => r.lease,
+                _ => Duration::ZERO,
+            },
         }
     }
 }
+
+/// How often a replica waiting for another's evaluation looks in Redis.
+const LEASE_POLL: Duration = Duration::from_millis(20);
 
 /// Size bound of the memo of canonical forms (raw text → canonical text).
 const CANON_MEMO_BYTES: usize = 32 << 20;
@@ -500,6 +510,85 @@ impl Inner {
         if let Some(body) = self.stores.get(key, ttl).await {
             return Ok(Answer::stored(body));
         }
+        // A time still ahead is never stored, so nobody could wait for it.
+        let storable = t <= (self.clock)();
+        let mut lease = None;
+        if let (true, Some(redis)) = (
+            storable && !self.settings.lease.is_zero(),
+            self.stores.shared(),
+        ) {
+            match redis.take_lease(key, self.settings.lease).await {
+                Lease::Ours(token) => {
+                    // Another replica may have stored it and let go since
+                    // this one looked.
+                    if let Some(body) = redis.get(key).await {
+                        redis.release_lease(key, &token).await;
+                        self.stores.memory().put(key, body.clone(), ttl).await;
+                        return Ok(Answer::stored(body));
+                    }
+                    lease = Some(token);
+                }
+                Lease::Elsewhere => {
+                    if let Some(body) = self.await_other_replica(redis, key).await {
+                        self.stores.memory().put(key, body.clone(), ttl).await;
+                        return Ok(Answer {
+                            body,
+                            status: CacheStatus::Coalesced,
+                            has_warnings: false,
+                        });
+                    }
+                }
+                Lease::Unavailable => {}
+            }
+        }
+        let answer = self
+            .evaluate_and_store(eval, key, canon, t, opts, storable, ttl)
+            .await;
+        if let (Some(token), Some(redis)) = (lease, self.stores.shared()) {
+            redis.release_lease(key, &token).await;
+        }
+        answer
+    }
+
+    /// Waits while another replica holds the lease on `key`, for its stored
+    /// answer; `None` when it let go without storing one (an error, or
+    /// warnings), the lease ran out, or Redis stopped answering: then this
+    /// replica evaluates itself.
+    async fn await_other_replica(&self, redis: &store::RedisStore, key: &str) -> Option<Bytes> {
+        let deadline = tokio::time::Instant::now() + self.settings.lease;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LEASE_POLL).await;
+            match redis.entry_or_lease(key).await? {
+                (Some(body), _) => {
+                    self.metrics
+                        .remote_waits
+                        .with_label_values(&["answered"])
+                        .inc();
+                    return Some(body);
+                }
+                (None, true) => {}
+                (None, false) => break,
+            }
+        }
+        self.metrics
+            .remote_waits
+            .with_label_values(&["gave_up"])
+            .inc();
+        None
+    }
+
+    /// Evaluates an instant query and stores the answer when it may be.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_and_store(
+        &self,
+        eval: Arc<dyn Evaluate>,
+        key: &str,
+        canon: &Canonical,
+        t: i64,
+        opts: &QueryOptions,
+        storable: bool,
+        ttl: Duration,
+    ) -> Flown {
         self.metrics
             .evaluations
             .with_label_values(&["instant"])
@@ -510,7 +599,7 @@ impl Inner {
         let mut answer = Answer::of(&r, CacheStatus::Miss);
         if answer.has_warnings {
             self.not_stored("warnings");
-        } else if t > (self.clock)() {
+        } else if !storable {
             // A time still ahead: samples up to it may yet arrive.
             self.not_stored("fresh");
         } else {

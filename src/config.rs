@@ -442,6 +442,12 @@ pub struct RedisStoreConfig {
     /// Prefix of every key promfed writes (default `promfed:`).
     #[serde(default = "default_redis_prefix")]
     pub key_prefix: String,
+    /// Replicas coalesce through Redis: the first to miss a grid cell takes
+    /// a lease on evaluating it and the others wait for its answer, for at
+    /// most this long before evaluating themselves (default 10s; `0s`
+    /// turns it off, and every replica that misses evaluates).
+    #[serde(default = "default_redis_lease", deserialize_with = "de_duration")]
+    pub lease: Duration,
 }
 
 fn default_true() -> bool {
@@ -474,6 +480,10 @@ fn default_memory_mib() -> u64 {
 
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(100)
+}
+
+fn default_redis_lease() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_redis_backoff() -> Duration {

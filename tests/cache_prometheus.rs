@@ -11,6 +11,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_common::RedisServer;
@@ -321,6 +322,52 @@ async fn two_promfed_processes_share_hits_through_one_redis() -> R {
         "b read the backends"
     );
     assert_eq!(evaluations(&b.base).await, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_promfed_processes_missing_one_cell_at_once_evaluate_it_once() -> R {
+    let _serial = SERIAL.lock().await;
+    let h = harness();
+    let redis = RedisServer::start();
+    let a = Promfed::start(h, &redis_yaml(&redis));
+    let b = Promfed::start(h, &redis_yaml(&redis));
+    // A query that reads every sample of the last two hours: its evaluation
+    // lasts long enough that both replicas surely miss the cell together.
+    let q = "sum by (cluster) (count_over_time(istio_requests_total[2h]))";
+    let one = reads_of_one_evaluation(h, &a.base, q, cell(h, 7)).await;
+    let evals_before = evaluations(&a.base).await + evaluations(&b.base).await;
+    let t = cell(h, 8) + 0.25;
+    let before = backend_reads(h).await;
+    // Controllers of both clusters, landing on both replicas at once.
+    let start = Arc::new(tokio::sync::Barrier::new(20));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                instant(&base, q, t + f64::from(i) * 0.4).await
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    let mut kinds = std::collections::BTreeMap::new();
+    for task in tasks {
+        let r = task.await.expect("task");
+        assert_eq!(r.status, 200);
+        *kinds.entry(r.cache).or_insert(0) += 1;
+        bodies.push(r.body);
+    }
+    let evals = evaluations(&a.base).await + evaluations(&b.base).await - evals_before;
+    assert_eq!(evals, 1.0, "{kinds:?}");
+    assert_eq!(backend_reads(h).await - before, one, "{kinds:?}");
+    assert_eq!(kinds.get("miss"), Some(&1), "{kinds:?}");
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     Ok(())
 }
 

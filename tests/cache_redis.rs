@@ -26,6 +26,7 @@ fn redis_config(url: &str) -> CacheConfig {
         timeout: Duration::from_millis(100),
         backoff: Duration::from_millis(300),
         key_prefix: format!("promfed-test-{}:", std::process::id()),
+        lease: Duration::from_secs(10),
     });
     c
 }
@@ -226,4 +227,93 @@ async fn redis_killed_mid_test_degrades_to_no_shared_cache_and_recovers() {
         );
     }
     assert_eq!(metric(&a.registry, "promfed_cache_redis_up"), 1.0);
+}
+
+fn slow_replica(cfg: &CacheConfig, delay_ms: u64, warn_marker: Option<&str>) -> Replica {
+    let mut eval = CountingEval::new(istio_source(11));
+    eval.delay_ms = delay_ms;
+    eval.warn_marker = warn_marker.map(str::to_string);
+    let eval = Arc::new(eval);
+    let registry = prometheus::Registry::new();
+    let (clock, _) = manual_clock(T0 + 7_200_000);
+    let cache = QueryCache::with_clock(cfg, eval.clone(), &registry, clock).expect("cache");
+    Replica {
+        cache,
+        eval,
+        registry,
+    }
+}
+
+/// Both replicas miss one cell at once, each at its own time in the cell.
+async fn both_ask(
+    a: &Replica,
+    b: &Replica,
+    q: &str,
+) -> (promfed::cache::Answer, promfed::cache::Answer) {
+    let t = T0 + 3_600_000;
+    let (opts, v) = (QueryOptions::default(), Variant::default());
+    let (x, y) = tokio::join!(
+        a.cache.instant(q, t + 1_500, &opts, &v, T),
+        b.cache.instant(q, t + 8_000, &opts, &v, T),
+    );
+    (x.expect("a"), y.expect("b"))
+}
+
+#[tokio::test]
+async fn replicas_missing_one_cell_at_once_share_one_evaluation_through_a_lease() {
+    let redis = RedisServer::start();
+    let cfg = redis_config(&redis.url());
+    let (a, b) = (slow_replica(&cfg, 400, None), slow_replica(&cfg, 400, None));
+    let (x, y) = both_ask(&a, &b, Q).await;
+    assert_eq!(a.eval.instants() + b.eval.instants(), 1);
+    assert_eq!(x.body, y.body);
+    let mut statuses = [x.status, y.status];
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, [CacheStatus::Coalesced, CacheStatus::Miss]);
+    let waits = metric(&a.registry, "promfed_cache_remote_waits_total")
+        + metric(&b.registry, "promfed_cache_remote_waits_total");
+    assert_eq!(waits, 1.0);
+    // The waiting replica keeps the answer in memory too.
+    let again = both_ask(&a, &b, Q).await;
+    assert_eq!(
+        (again.0.status, again.1.status),
+        (CacheStatus::Hit, CacheStatus::Hit)
+    );
+    assert_eq!(a.eval.instants() + b.eval.instants(), 1);
+}
+
+#[tokio::test]
+async fn a_waiting_replica_evaluates_itself_when_the_lease_holder_stores_nothing() {
+    // Answers with warnings are never stored: the holder lets go and the
+    // waiting replica evaluates at once instead of waiting out the lease.
+    let redis = RedisServer::start();
+    let cfg = redis_config(&redis.url());
+    let marker = "503";
+    let (a, b) = (
+        slow_replica(&cfg, 400, Some(marker)),
+        slow_replica(&cfg, 400, Some(marker)),
+    );
+    let started = Instant::now();
+    let (x, y) = both_ask(&a, &b, Q).await;
+    assert!(x.has_warnings && y.has_warnings);
+    assert_eq!(a.eval.instants() + b.eval.instants(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited out the 10 s lease: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn with_a_zero_lease_every_replica_that_misses_evaluates() {
+    let redis = RedisServer::start();
+    let mut cfg = redis_config(&redis.url());
+    if let Some(r) = cfg.redis.as_mut() {
+        r.lease = Duration::ZERO;
+    }
+    let (a, b) = (slow_replica(&cfg, 400, None), slow_replica(&cfg, 400, None));
+    let (x, y) = both_ask(&a, &b, Q).await;
+    assert_eq!(a.eval.instants() + b.eval.instants(), 2);
+    // The first stored answer wins, so both still serve the same bytes.
+    assert_eq!(x.body, y.body);
 }

@@ -26,6 +26,9 @@ pub struct CacheMetrics {
     pub store_errors: IntCounterVec,
     /// 1 while the shared store answers, 0 while promfed runs without it.
     pub redis_up: IntGauge,
+    /// Waits for another replica's evaluation of a cell, by how they ended
+    /// (`answered`, or `gave_up` and evaluated here).
+    pub remote_waits: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -79,6 +82,13 @@ impl CacheMetrics {
                 "promfed_cache_redis_up",
                 "1 while the shared (Redis) store answers, 0 while promfed runs without it.",
             )?,
+            remote_waits: IntCounterVec::new(
+                Opts::new(
+                    "promfed_cache_remote_waits_total",
+                    "Waits for another replica's evaluation of a grid cell (Redis lease), by result (answered, gave_up).",
+                ),
+                &["result"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.evaluations.clone()))?;
@@ -86,6 +96,7 @@ impl CacheMetrics {
         registry.register(Box::new(m.evictions.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
         registry.register(Box::new(m.redis_up.clone()))?;
+        registry.register(Box::new(m.remote_waits.clone()))?;
         Ok(m)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{Lease, RedisStore};
 
 /// The memory tier and, when configured, the shared Redis tier.
 pub struct Stores {

@@ -11,6 +11,17 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::cache::metrics::CacheMetrics;
 use crate::config::RedisStoreConfig;
 
+/// The outcome of asking for the lease on evaluating a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// Taken: evaluate, store, then release with this token.
+    Ours(String),
+    /// Another replica holds it: wait for its answer.
+    Elsewhere,
+    /// Redis did not answer: nobody coordinates, evaluate.
+    Unavailable,
+}
+
 /// A Redis server holding entries under a key prefix.
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -139,6 +150,52 @@ impl RedisStore {
             Some(Some(existing)) => Bytes::from(existing),
             _ => value,
         }
+    }
+
+    fn lease_key(&self, key: &str) -> String {
+        format!("{}lease:{key}", self.prefix)
+    }
+
+    /// Tries to take the lease on evaluating `key` for `lease` (`SET NX
+    /// PX`): this replica evaluates and the others wait for its answer.
+    pub async fn take_lease(&self, key: &str, lease: Duration) -> Lease {
+        let token = format!("{:016x}", rand::random::<u64>());
+        let mut c = redis::cmd("SET");
+        c.arg(self.lease_key(key))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ttl_ms(lease));
+        match self.call::<Option<String>>("lease", c).await {
+            Some(Some(_)) => Lease::Ours(token),
+            Some(None) => Lease::Elsewhere,
+            None => Lease::Unavailable,
+        }
+    }
+
+    /// Gives the lease up, if it is still this replica's (an expired lease
+    /// may have been taken by another since).
+    pub async fn release_lease(&self, key: &str, token: &str) {
+        let mut c = redis::cmd("EVAL");
+        c.arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+            .arg(1)
+            .arg(self.lease_key(key))
+            .arg(token);
+        let _ = self.call::<i64>("lease", c).await;
+    }
+
+    /// The entry for `key` if stored, and whether a lease on evaluating it
+    /// is held; `None` when Redis does not answer.
+    pub async fn entry_or_lease(&self, key: &str) -> Option<(Option<Bytes>, bool)> {
+        let mut c = redis::cmd("MGET");
+        c.arg(self.key(key)).arg(self.lease_key(key));
+        let mut got = self
+            .call::<Vec<Option<Vec<u8>>>>("get", c)
+            .await?
+            .into_iter();
+        let value = got.next().flatten().map(Bytes::from);
+        let leased = got.next().flatten().is_some();
+        Some((value, leased))
     }
 
     /// True while the store is believed reachable.
