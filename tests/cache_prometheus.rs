@@ -209,6 +209,22 @@ async fn reads_of_one_evaluation(h: &Harness, base: &str, q: &str, t: f64) -> f6
     d
 }
 
+/// Every task's answer (all must be 200): the bodies, and how many of each
+/// `X-Promfed-Cache` kind.
+async fn answers_of(
+    tasks: Vec<tokio::task::JoinHandle<Raw>>,
+) -> (Vec<bytes::Bytes>, std::collections::BTreeMap<String, usize>) {
+    let mut bodies = Vec::new();
+    let mut kinds = std::collections::BTreeMap::new();
+    for task in tasks {
+        let r = task.await.expect("task");
+        assert_eq!(r.status, 200);
+        *kinds.entry(r.cache).or_insert(0) += 1;
+        bodies.push(r.body);
+    }
+    (bodies, kinds)
+}
+
 fn first_value(body: &[u8]) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
     v["data"]["result"][0]["value"][1]
@@ -278,14 +294,7 @@ async fn fifty_concurrent_cold_requests_cause_one_fan_out() -> R {
             tokio::spawn(async move { instant(&base, q, t + f64::from(i) * 0.1).await })
         })
         .collect();
-    let mut bodies = Vec::new();
-    let mut kinds = std::collections::BTreeMap::new();
-    for task in tasks {
-        let r = task.await.expect("task");
-        assert_eq!(r.status, 200);
-        *kinds.entry(r.cache).or_insert(0) += 1;
-        bodies.push(r.body);
-    }
+    let (bodies, kinds) = answers_of(tasks).await;
     assert_eq!(backend_reads(h).await - before, one, "{kinds:?}");
     assert_eq!(kinds.get("miss"), Some(&1), "{kinds:?}");
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
@@ -355,14 +364,7 @@ async fn two_promfed_processes_missing_one_cell_at_once_evaluate_it_once() -> R 
             })
         })
         .collect();
-    let mut bodies = Vec::new();
-    let mut kinds = std::collections::BTreeMap::new();
-    for task in tasks {
-        let r = task.await.expect("task");
-        assert_eq!(r.status, 200);
-        *kinds.entry(r.cache).or_insert(0) += 1;
-        bodies.push(r.body);
-    }
+    let (bodies, kinds) = answers_of(tasks).await;
     let evals = evaluations(&a.base).await + evaluations(&b.base).await - evals_before;
     assert_eq!(evals, 1.0, "{kinds:?}");
     assert_eq!(backend_reads(h).await - before, one, "{kinds:?}");

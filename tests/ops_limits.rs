@@ -327,6 +327,18 @@ async fn the_timeout_parameter_is_honoured_and_capped() {
     }
 }
 
+/// With one evaluation slot and one queue place: one query running and one
+/// waiting (distinct queries: no coalescing), each answering 200 later.
+async fn fill_the_queue(p: &std::sync::Arc<Promfed>) -> Vec<tokio::task::JoinHandle<u16>> {
+    let mut held = Vec::new();
+    for q in ["up + 1", "up + 2"] {
+        let p = p.clone();
+        held.push(tokio::spawn(async move { instant(&p, q, &[]).await.0 }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    held
+}
+
 #[tokio::test]
 async fn a_full_query_queue_answers_503_unavailable_at_once() {
     let b = matrix_backend(1, Duration::from_millis(1500)).await;
@@ -338,13 +350,7 @@ async fn a_full_query_queue_answers_503_unavailable_at_once() {
         ),
     );
     let p = std::sync::Arc::new(p);
-    // One running and one waiting (distinct queries: no coalescing).
-    let mut held = Vec::new();
-    for q in ["up + 1", "up + 2"] {
-        let p = p.clone();
-        held.push(tokio::spawn(async move { instant(&p, q, &[]).await.0 }));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let held = fill_the_queue(&p).await;
     let started = Instant::now();
     let (status, body) = instant(&p, "up + 3", &[]).await;
     assert_error(status, &body, 503, "unavailable", "too many queries");
@@ -380,12 +386,7 @@ async fn a_cached_answer_is_served_while_the_query_queue_is_full() {
     let (status, warm) = instant(&p, "sum(up)", &[]).await;
     assert_eq!(status, 200, "{warm}");
     let p = std::sync::Arc::new(p);
-    let mut held = Vec::new();
-    for q in ["up + 1", "up + 2"] {
-        let p = p.clone();
-        held.push(tokio::spawn(async move { instant(&p, q, &[]).await.0 }));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let held = fill_the_queue(&p).await;
     // The queue is full: a new evaluation is refused...
     let (status, body) = instant(&p, "up + 3", &[]).await;
     assert_error(status, &body, 503, "unavailable", "too many queries");
