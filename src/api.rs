@@ -23,6 +23,9 @@ use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
 
+/// The instant query endpoint.
+const QUERY_PATH: &str = "/api/v1/query";
+
 /// Most points a range query may return per series, as Prometheus.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
@@ -114,7 +117,7 @@ where
 /// The router for every endpoint promfed serves.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/api/v1/query", get(query).post(query))
+        .route(QUERY_PATH, get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(read::series).post(read::series))
         .route("/api/v1/labels", get(read::labels).post(read::labels))
@@ -234,6 +237,13 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 impl AppState {
+    /// Whether a request to `path` runs on the connection's thread rather
+    /// than the worker pool: instant queries when there is a cache (the
+    /// handler answers a hit at once and sends a miss to the workers).
+    pub fn answers_inline(&self, path: &str) -> bool {
+        self.cache.is_some() && path == QUERY_PATH
+    }
+
     /// The engine for a request with these federation options.
     fn engine_for(&self, read: ReadOptions) -> Engine {
         if read == ReadOptions::default() {
@@ -355,13 +365,11 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
 /// even while the evaluation queue is full.
 async fn cached_instant(
     st: &AppState,
+    c: &QueryCache,
     p: &Params,
     q: &str,
     t: i64,
 ) -> Result<Option<Response>, ApiError> {
-    let Some(c) = &st.cache else {
-        return Ok(None);
-    };
     let (opts, _) = query_options(p, &st.limits)?;
     let v = cache_variant(st, read_options(p)?);
     let started = std::time::Instant::now();
@@ -383,12 +391,13 @@ async fn cached_instant(
 async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or("time", now_ms())?;
     let q = p.get("query").unwrap_or("");
-    if st.cache.is_none() {
+    let Some(c) = &st.cache else {
         return answer(&st, &p, q, Ask::Instant { t }).await;
-    }
+    };
     // With a cache, this runs on the connection's thread (see
-    // `reload::dispatch`): a hit is answered here, the rest on the workers.
-    if let Some(r) = cached_instant(&st, &p, q, t).await? {
+    // `AppState::answers_inline`): a hit is answered here, the rest on the
+    // workers.
+    if let Some(r) = cached_instant(&st, c, &p, q, t).await? {
         return Ok(r);
     }
     let state = st.clone();

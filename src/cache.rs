@@ -306,7 +306,7 @@ impl QueryCache {
     ) -> Result<Answer, ApiError> {
         let inner = &self.inner;
         let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
-        let Some(canon) = inner.canonical(query).await else {
+        let Some(canon) = inner.canon.get(query) else {
             inner.count(kind, CacheStatus::Bypass);
             let r = inner
                 .bounded(timeout, eval.instant(query, t_ms, opts))
@@ -343,7 +343,7 @@ impl QueryCache {
         variant: &Variant,
     ) -> Option<Answer> {
         let inner = &self.inner;
-        let canon = inner.canonical(query).await?;
+        let canon = inner.canon.get(query)?;
         let t = key::round_down(t_ms, inner.settings.grid_ms);
         let key = key::instant_key(&canon, t, opts, &variant.key);
         let body = inner.stores.memory().get(&key).await?;
@@ -366,7 +366,7 @@ impl QueryCache {
     ) -> Result<Answer, ApiError> {
         let inner = &self.inner;
         let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
-        let canon = match inner.canonical(query).await {
+        let canon = match inner.canon.get(query) {
             Some(c) if c.range_cacheable && inner.settings.range_enabled && step_ms > 0 => c,
             _ => {
                 inner.count("range", CacheStatus::Bypass);
@@ -460,10 +460,6 @@ impl QueryCache {
 }
 
 impl Inner {
-    async fn canonical(&self, query: &str) -> Option<Arc<Canonical>> {
-        self.canon.get(query)
-    }
-
     fn count(&self, kind: &str, status: CacheStatus) {
         self.metrics
             .requests
@@ -521,9 +517,8 @@ impl Inner {
                 Lease::Ours(token) => {
                     // Another replica may have stored it and let go since
                     // this one looked.
-                    if let Some(body) = redis.get(key).await {
+                    if let Some(body) = self.stores.get(key, ttl).await {
                         redis.release_lease(key, &token).await;
-                        self.stores.memory().put(key, body.clone(), ttl).await;
                         return Ok(Answer::stored(body));
                     }
                     lease = Some(token);

@@ -19,6 +19,7 @@
 //! - [`limits`]: query admission, deadlines and the per-query budget.
 //! - [`auth`], [`tls`]: client authentication, HTTPS, backends' TLS and credentials.
 //! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
+//! - [`recent`]: per-thread memos of recent long inputs (query text).
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod federation;
 pub mod limits;
 pub mod model;
 pub mod promql;
+pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod sim;

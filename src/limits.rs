@@ -311,31 +311,14 @@ static IDENT: [bool; 256] = {
 };
 
 thread_local! {
-    /// This thread's shapes of recent long queries (the same analysis
-    /// query arrives over and over).
-    static SHAPES: std::cell::RefCell<std::collections::HashMap<String, QueryShape, foldhash::fast::RandomState>> =
-        std::cell::RefCell::new(std::collections::HashMap::default());
+    /// This thread's shapes of recent long queries.
+    static SHAPES: crate::recent::Memo<String, QueryShape> = Default::default();
 }
 
 impl QueryShape {
-    /// [`of`](Self::of), remembered per thread for queries of 64 bytes to
-    /// 16 KiB (at most 64 of them, then it starts over).
+    /// [`of`](Self::of), remembered per thread for long queries.
     pub fn remembered(q: &str) -> QueryShape {
-        if !(64..=16 << 10).contains(&q.len()) {
-            return QueryShape::of(q);
-        }
-        SHAPES.with(|cell| {
-            let mut memo = cell.borrow_mut();
-            if let Some(s) = memo.get(q) {
-                return *s;
-            }
-            let s = QueryShape::of(q);
-            if memo.len() >= 64 {
-                memo.clear();
-            }
-            memo.insert(q.to_string(), s);
-            s
-        })
+        crate::recent::recall(&SHAPES, q, q.len(), QueryShape::of)
     }
 
     pub fn of(q: &str) -> QueryShape {

@@ -79,12 +79,13 @@ async fn serve_on_threads(
     n: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let n = n.max(1);
     let listener = listener.into_std().map_err(|e| format!("serving: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n.max(1));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n);
     let mut threads = Vec::with_capacity(n);
     let mut started = Ok(());
-    for i in 0..n.max(1) {
+    for i in 0..n {
         let spawned = listener
             .try_clone()
             .map_err(|e| format!("serving: {e}"))
@@ -173,18 +174,17 @@ fn serve_thread(
     })
 }
 
-/// Hands a request to the current service, which it keeps until answered.
-/// Instant queries run on the connection's thread when the service caches
-/// them (a hit is answered there; a miss moves to the worker pool inside
-/// the handler); every other request runs on the worker pool.
+/// Hands a request to the current service, which it keeps until answered:
+/// on the connection's thread when the service says so
+/// ([`AppState::answers_inline`](crate::api::AppState::answers_inline)),
+/// else on the worker pool.
 async fn dispatch(current: Current, req: Request) -> Response {
     let svc = match current.read() {
         Ok(g) => g.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    let inline = svc.state.cache.is_some() && req.uri().path() == "/api/v1/query";
     let router = svc.router.clone();
-    let answer = if inline {
+    let answer = if svc.state.answers_inline(req.uri().path()) {
         router.oneshot(req).await
     } else {
         match crate::api::on_workers(&svc.state, router.oneshot(req)).await {

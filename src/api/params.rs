@@ -87,38 +87,15 @@ impl Params {
     }
 }
 
-/// Values at least this long (queries, selectors) are remembered decoded.
-const MEMO_MIN: usize = 64;
-/// Longer values are decoded every time.
-const MEMO_MAX: usize = 16 << 10;
-/// Values one thread remembers before it starts over.
-const MEMO_ENTRIES: usize = 64;
-
 thread_local! {
-    /// This thread's recently decoded long values, by their encoded bytes:
-    /// analysis runs and dashboards send the same query text over and over,
-    /// and hashing it is several times cheaper than decoding it.
-    static DECODED: std::cell::RefCell<std::collections::HashMap<Vec<u8>, String, foldhash::fast::RandomState>> =
-        std::cell::RefCell::new(std::collections::HashMap::default());
+    /// This thread's recently decoded long values (queries), by their
+    /// encoded bytes.
+    static DECODED: crate::recent::Memo<Vec<u8>, String> = Default::default();
 }
 
 /// A form value decoded, through this thread's memo when it is long.
 fn decode_value(b: &[u8]) -> String {
-    if !(MEMO_MIN..=MEMO_MAX).contains(&b.len()) {
-        return form_decode(b);
-    }
-    DECODED.with(|cell| {
-        let mut memo = cell.borrow_mut();
-        if let Some(v) = memo.get(b) {
-            return v.clone();
-        }
-        let v = form_decode(b);
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(b.to_vec(), v.clone());
-        v
-    })
+    crate::recent::recall(&DECODED, b, b.len(), form_decode)
 }
 
 /// One form component decoded: `+` → space, then `%XX` → byte; a `%`
@@ -303,10 +280,10 @@ mod tests {
     fn long_values_decode_the_same_through_the_memo() {
         // Long enough to be remembered; each asked twice (decoded, then
         // from the memo), and more values than the memo holds.
-        for i in 0..(MEMO_ENTRIES + 10) {
+        for i in 0..(crate::recent::ENTRIES + 10) {
             let raw = format!(
                 "query=sum%28rate%28x%7Ba%3D%22{i}%22%7D%5B5m%5D%29%29+%2F+{}&time={i}",
-                "1".repeat(MEMO_MIN)
+                "1".repeat(crate::recent::MIN_LEN)
             );
             for _ in 0..2 {
                 let mut p = Params::default();

@@ -111,14 +111,9 @@ impl CanonMemo {
         c
     }
 
-    /// Entries held (tests).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.read().map_or(0, |m| m.len())
-    }
-
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
