@@ -50,42 +50,13 @@ fn promfed() -> &'static Promfed {
     })
 }
 
-/// promfed with the union Prometheus as its only backend: the oracle for
-/// queries whose answer Prometheus 2.42 (Debian's, the union server) and
-/// Prometheus 3 compute differently (rate/increase/delta extrapolation of a
-/// series that starts inside the window: 3.x caps the extrapolation at half
-/// an interval before clamping at the counter's zero point, 2.42 after).
-/// promfed over the clusters must equal promfed over the union exactly.
-fn promfed_over_union() -> &'static Promfed {
-    static P: OnceLock<Result<Promfed, String>> = OnceLock::new();
-    shared_promfed(&P, || {
-        config_yaml(&[("union", &harness().union.url, &[])], "")
-    })
-}
-
-/// Whether Prometheus 2.42 and 3.x may differ on `q` (it extrapolates).
-fn extrapolates(q: &str) -> bool {
-    ["rate(", "increase(", "delta("]
-        .iter()
-        .any(|f| q.replace("irate(", "").contains(f))
-}
-
-/// The oracle answer for `q`: the union Prometheus, or promfed over the
-/// union where 2.42 and 3.x semantics differ (see [`promfed_over_union`]).
+/// The oracle answer for `q`: the union Prometheus 3.8.
 async fn oracle(q: &str, t: f64) -> Result<ApiResponse, HarnessError> {
-    if extrapolates(q) {
-        query(&promfed_over_union().url, q, t).await
-    } else {
-        query(&harness().union.url, q, t).await
-    }
+    query(&harness().union.url, q, t).await
 }
 
 async fn oracle_range(q: &str, s: f64, e: f64, step: f64) -> Result<ApiResponse, HarnessError> {
-    if extrapolates(q) {
-        query_range(&promfed_over_union().url, q, s, e, step).await
-    } else {
-        query_range(&harness().union.url, q, s, e, step).await
-    }
+    query_range(&harness().union.url, q, s, e, step).await
 }
 
 /// promfed over both cluster servers through the query API source.
@@ -116,10 +87,11 @@ fn times(h: &Harness) -> Vec<f64> {
     ts
 }
 
-/// Equal as numbers go: exact, or within 1e-12 relative (sums may add the
-/// same terms in another order), NaN equal to NaN.
+/// Equal as numbers go: exactly, NaN equal to NaN. promfed adds the same
+/// terms in the same order (series sorted by label set, Kahan-compensated
+/// as in Prometheus 3) as one Prometheus holding every cluster's data.
 fn same_value(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 /// Asserts two answers hold the same result: type, label sets and values.
@@ -249,7 +221,7 @@ async fn promtool_query_instant_gets_the_union_answer() -> R {
     let h = harness();
     let t = h.schedule.steps[3].mid();
     let run = |url: String| {
-        let out = std::process::Command::new("promtool")
+        let out = std::process::Command::new(common::peers::promtool())
             .args([
                 "query",
                 "instant",
@@ -641,7 +613,10 @@ async fn grafana_call_sequence_succeeds() -> R {
 async fn promtool_series_and_labels() -> R {
     let h = harness();
     let run = |args: &[&str]| -> String {
-        match std::process::Command::new("promtool").args(args).output() {
+        match std::process::Command::new(common::peers::promtool())
+            .args(args)
+            .output()
+        {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
             Ok(o) => panic!("promtool {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
             Err(e) => panic!("running promtool: {e}"),

@@ -124,9 +124,10 @@ async fn union_by_cluster_matches_each_cluster() -> R {
             for s in &h.clusters {
                 let mine = single(&s.url, &own, t).await?;
                 let theirs = union.get(&s.name).copied().unwrap_or(f64::NAN);
-                let tol = 1e-9 * mine.abs().max(1.0);
+                // Exact: each cluster's series are the union's series of
+                // that cluster, summed in the same (label-set) order.
                 assert!(
-                    (mine - theirs).abs() <= tol,
+                    mine.to_bits() == theirs.to_bits(),
                     "{by} at {t}: {} has {mine}, union says {theirs}",
                     s.name
                 );

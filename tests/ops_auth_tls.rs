@@ -256,7 +256,7 @@ async fn start_tls_prometheus(dir: &TempDir) -> TlsPrometheus {
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let child = Command::new("prometheus")
+    let child = Command::new(ops_support::peers::prometheus())
         .arg(format!("--config.file={d}/prometheus.yml"))
         .arg(format!("--storage.tsdb.path={d}/data"))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))

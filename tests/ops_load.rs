@@ -45,7 +45,7 @@ async fn prometheus(cluster: &str) -> Prometheus {
         ),
     );
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let child = Command::new("prometheus")
+    let child = Command::new(ops_support::peers::prometheus())
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

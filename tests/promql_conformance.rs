@@ -1,7 +1,9 @@
 //! Runs Prometheus v3.8's own PromQL test corpus against the engine over a memory source.
 //!
-//! The files are read at test time from `../shared/promql-testdata/testdata`
-//! (relative to the crate) or `/work/shared/promql-testdata/testdata`. Every
+//! The files (`promql/promqltest/testdata/*.test`) are read at test time
+//! from the Prometheus v3.8.0 module (`github.com/prometheus/prometheus`
+//! v0.308.0) in the Go module cache: `scripts/peers --corpus` downloads it
+//! (checksum-verified by the go command) and names the directory. Every
 //! instant eval also runs as a range query (checked at its middle step) and
 //! with `@` pinned at several evaluation times, as the upstream runner does.
 //! Set `PROMQL_TEST_FILE=name.test` to run one file, `PROMQL_TEST_VERBOSE=1`
@@ -32,15 +34,25 @@ use promfed::source::matches_all;
 use promfed::source::memory::MemorySource;
 use skips::{Reason, SKIPS};
 
+/// The corpus directory in the Go module cache, from `scripts/peers
+/// --corpus` (the script pins the Prometheus version).
 fn testdata_dir() -> PathBuf {
-    let local =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/promql-testdata/testdata");
-    if local.is_dir() {
-        local
-    } else {
-        PathBuf::from("/work/shared/promql-testdata/testdata")
-    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/peers");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--corpus")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "scripts/peers --corpus failed (needs Go and the module proxy): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// The fewest evals that pass today; a change that loses any fails.
+const MIN_PASSED: usize = 994;
 
 /// The data loaded so far in one file.
 #[derive(Default)]
@@ -618,4 +630,11 @@ async fn promql_conformance() {
         total.passed, total.failed, total.skipped
     );
     assert_eq!(total.failed, 0, "{} conformance evals failed", total.failed);
+    if only.is_none() {
+        assert!(
+            total.passed >= MIN_PASSED,
+            "only {} evals passed (at least {MIN_PASSED} did before)",
+            total.passed
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! The remote-read source against a real Prometheus loaded with known data:
 //! the OpenMetrics file written here is the oracle.
 
+#[path = "common/peers.rs"]
+mod peers;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +48,28 @@ impl Drop for TempDir {
     }
 }
 
+/// Which Prometheus serves the reads.
+#[derive(Clone, Copy, Debug)]
+enum Build {
+    /// Prometheus 3.8, built from Go modules by `scripts/peers`.
+    V3,
+    /// Debian's Prometheus 2.42 (an older server must keep working).
+    Debian,
+}
+
+impl Build {
+    /// `(prometheus, promtool)` of this build.
+    fn tools(self) -> (PathBuf, PathBuf) {
+        match self {
+            Build::V3 => (peers::prometheus(), peers::promtool()),
+            Build::Debian => (
+                PathBuf::from("/usr/bin/prometheus"),
+                PathBuf::from("/usr/bin/promtool"),
+            ),
+        }
+    }
+}
+
 /// A Prometheus started on a free loopback port; killed (by pid) on drop.
 struct Prometheus {
     child: Child,
@@ -55,7 +80,7 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus on `dir`'s `data` folder (which may hold backfilled
     /// blocks) with `extra` flags, and waits until it is ready.
-    async fn start(dir: TempDir, extra: &[&str]) -> Prometheus {
+    async fn start(build: Build, dir: TempDir, extra: &[&str]) -> Prometheus {
         let config = dir.0.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -70,7 +95,7 @@ impl Prometheus {
             .expect("free port")
             .port();
         let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
-        let child = Command::new("prometheus")
+        let child = Command::new(build.tools().0)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -82,7 +107,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("start prometheus (Debian package `prometheus`)");
+            .unwrap_or_else(|e| panic!("start {build:?} prometheus: {e}"));
         let mut prom = Prometheus {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -272,23 +297,28 @@ fn openmetrics(series: &[Series]) -> String {
 
 /// A Prometheus holding [`oracle`]'s series, backfilled with promtool.
 async fn loaded_prometheus() -> (Prometheus, Vec<Series>) {
+    loaded(Build::V3).await
+}
+
+/// A Prometheus of `build` holding [`oracle`]'s series.
+async fn loaded(build: Build) -> (Prometheus, Vec<Series>) {
     let series = oracle();
     let dir = TempDir::new("blocks");
     let file = dir.0.join("data.om");
     std::fs::write(&file, openmetrics(&series)).expect("write openmetrics");
     let data = dir.0.join("data");
-    let out = Command::new("promtool")
+    let out = Command::new(build.tools().1)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&file)
         .arg(&data)
         .output()
-        .expect("run promtool (Debian package `prometheus`)");
+        .unwrap_or_else(|e| panic!("run {build:?} promtool: {e}"));
     assert!(
         out.status.success(),
         "promtool failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (Prometheus::start(dir, &[]).await, series)
+    (Prometheus::start(build, dir, &[]).await, series)
 }
 
 // ---------------------------------------------------------------- checks
@@ -407,7 +437,17 @@ async fn check_cases(prom: &Prometheus, series: &[Series], cases: &[(&str, Selec
 
 #[tokio::test]
 async fn reads_back_exactly_what_was_written() {
-    let (prom, series) = loaded_prometheus().await;
+    reads_back(Build::V3).await;
+}
+
+/// Remote read of Debian's Prometheus 2.42 keeps working.
+#[tokio::test]
+async fn reads_back_from_prometheus_2_42() {
+    reads_back(Build::Debian).await;
+}
+
+async fn reads_back(build: Build) {
+    let (prom, series) = loaded(build).await;
     let all = (BASE_MS - HOUR_MS, BASE_MS + 4 * HOUR_MS);
     let name = |n: &str| m("=", "__name__", n);
     let cases = [
@@ -616,7 +656,7 @@ async fn real_chunks_decode_to_their_announced_bounds() {
 #[tokio::test]
 async fn staleness_markers_survive_from_the_head() {
     let dir = TempDir::new("head");
-    let prom = Prometheus::start(dir, &["--web.enable-remote-write-receiver"]).await;
+    let prom = Prometheus::start(Build::V3, dir, &["--web.enable-remote-write-receiver"]).await;
     let now = chrono::Utc::now().timestamp_millis();
     let start = now - 20 * 60_000;
     let values: Vec<f64> = (0..60)

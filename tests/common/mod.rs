@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod peers;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub enum HarnessError {
     /// `prometheus` or `promtool` is not installed.
     #[error("{tool} not found on PATH: install Debian's prometheus package (apt-get update && apt-get install -y prometheus)")]
     MissingTool { tool: String },
+    /// A peer built from Go modules is missing.
+    #[error("{message}")]
+    MissingPeer { message: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::HarnessError;
 
-/// Paths of the tools from Debian's `prometheus` package.
+/// Paths of a Prometheus server and the promtool of the same version.
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub prometheus: PathBuf,
@@ -19,8 +19,25 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Finds `prometheus` and `promtool` on `PATH`.
+    /// The harness's Prometheus: 3.8, the oracle and the usual backend.
     pub fn find() -> Result<Tools, HarnessError> {
+        Tools::v3()
+    }
+
+    /// Prometheus 3.8.0 and its promtool, built from the Go module proxy by
+    /// `scripts/peers` (which `scripts/test` runs first).
+    pub fn v3() -> Result<Tools, HarnessError> {
+        let bin = super::peers::bin_dir("PROM_BIN")
+            .map_err(|message| HarnessError::MissingPeer { message })?;
+        Ok(Tools {
+            prometheus: bin.join("prometheus"),
+            promtool: bin.join("promtool"),
+        })
+    }
+
+    /// Prometheus 2.42 and promtool from Debian's `prometheus` package, on
+    /// `PATH`: an older remote-read server that must keep working.
+    pub fn debian() -> Result<Tools, HarnessError> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         Ok(Tools {
             prometheus: find_tool(&path, "prometheus")?,
