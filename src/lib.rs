@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! A query travels through the modules in this order:
+//! - [`analyze`]: `promfed analyze`, a client of the API that dry-runs an
+//!   Argo Rollouts AnalysisTemplate with Argo's rules.
 //! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
 //! - [`cache`]: instant answers on a time grid with single flight, range
 //!   answers as step-aligned extents; in memory or shared through Redis.
@@ -22,6 +24,7 @@
 //! - [`recent`]: per-thread memos of recent long inputs (query text).
 //! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
+pub mod analyze;
 pub mod api;
 pub mod auth;
 pub mod cache;

@@ -1,4 +1,5 @@
-//! The promfed command line: `serve`, `check-config` and `hash-password`.
+//! The promfed command line: `serve`, `check-config`, `hash-password` and
+//! `analyze`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,11 +49,48 @@ enum Command {
         /// Path of the YAML configuration.
         file: PathBuf,
     },
+    /// Dry-run an Argo Rollouts AnalysisTemplate with Argo's rules, over a
+    /// past window or live; exits 0 Successful, 1 Failed, 2 Error,
+    /// 3 Inconclusive.
+    Analyze {
+        /// The AnalysisTemplate YAML (an AnalysisRun in the same file may
+        /// supply args).
+        template: PathBuf,
+        /// An argument for `{{args.NAME}}` (repeatable), overriding the
+        /// file's values.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// The Prometheus API to query instead of the template's address.
+        #[arg(long)]
+        address: Option<String>,
+        /// Start of a past window to replay (Unix seconds or RFC3339).
+        #[arg(long, requires = "to", conflicts_with = "live")]
+        from: Option<String>,
+        /// End of the window: the run is terminated there, as when the
+        /// rollout step ends (with --live: stop then).
+        #[arg(long)]
+        to: Option<String>,
+        /// Measure now and as measurements come due.
+        #[arg(long)]
+        live: bool,
+        /// Print JSON lines (each measurement, then the run) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Analyze {
+            template,
+            args,
+            address,
+            from,
+            to,
+            live,
+            json,
+        } => analyze(&template, &args, address, from, to, live, json),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 println!(
@@ -121,6 +159,122 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `promfed analyze`: prints each measurement and the run's phase; the
+/// exit status is the phase's.
+fn analyze(
+    template: &std::path::Path,
+    args: &[String],
+    address: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    live: bool,
+    json: bool,
+) -> ExitCode {
+    use promfed::analyze::{self, run::Window, AnalyzeError, Phase};
+    let prepare = || -> Result<_, AnalyzeError> {
+        let overrides = args
+            .iter()
+            .map(|a| analyze::template::parse_arg(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = analyze::template::Template::load(template)?.resolve(&overrides)?;
+        let time = |name: &str, v: &str| {
+            promfed::api::params::parse_time(v)
+                .map_err(|e| AnalyzeError::Usage(format!("--{name}: {e}")))
+        };
+        let window = match (from, to, live) {
+            (Some(f), Some(t), false) => {
+                let (start_ms, end_ms) = (time("from", &f)?, time("to", &t)?);
+                if end_ms < start_ms {
+                    return Err(AnalyzeError::Usage("--to is before --from".into()));
+                }
+                Window::Replay { start_ms, end_ms }
+            }
+            (None, to, true) => Window::Live {
+                end_ms: to.map(|t| time("to", &t)).transpose()?,
+            },
+            _ => {
+                return Err(AnalyzeError::Usage(
+                    "give a window (--from T --to T) or --live".into(),
+                ))
+            }
+        };
+        Ok((metrics, window))
+    };
+    let (metrics, window) = match prepare() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("promfed analyze: {e}");
+            return ExitCode::from(Phase::Error.exit_code());
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting runtime: {e}");
+            return ExitCode::from(Phase::Error.exit_code());
+        }
+    };
+    let print = |m: &analyze::measure::Measurement| {
+        if json {
+            println!("{}", serde_json::json!({ "measurement": m }));
+        } else {
+            let at = chrono::DateTime::from_timestamp_millis(m.at_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| m.at_ms.to_string());
+            let warn = if m.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("  warnings: {}", m.warnings.join("; "))
+            };
+            println!(
+                "{at}  {:<16} {:<12} {:<14} {}{warn}",
+                m.metric, m.phase, m.value, m.message
+            );
+        }
+    };
+    match rt.block_on(analyze::run::run(
+        &metrics,
+        address.as_deref(),
+        window,
+        print,
+    )) {
+        Ok(report) => {
+            if json {
+                let summary = serde_json::json!({
+                    "run": {"phase": report.phase, "message": report.message, "metrics": report.metrics}
+                });
+                println!("{summary}");
+            } else {
+                for m in &report.metrics {
+                    println!(
+                        "metric {:?}: {} ({} measurements: {} successful, {} failed, {} inconclusive, {} errors){}",
+                        m.name,
+                        m.phase,
+                        m.counts.count + m.counts.error,
+                        m.counts.successful,
+                        m.counts.failed,
+                        m.counts.inconclusive,
+                        m.counts.error,
+                        if m.message.is_empty() { String::new() } else { format!(": {}", m.message) }
+                    );
+                }
+                println!("phase: {}", report.phase);
+                if !report.message.is_empty() {
+                    println!("message: {}", report.message);
+                }
+            }
+            ExitCode::from(report.phase.exit_code())
+        }
+        Err(e) => {
+            eprintln!("promfed analyze: {e}");
+            ExitCode::from(Phase::Error.exit_code())
         }
     }
 }

@@ -1,0 +1,295 @@
+//! Takes one measurement of a Prometheus metric as Argo Rollouts' provider
+//! does: an instant query (POST, GET on 405/501), the answer's values as
+//! `result`, then the metric's conditions.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::condition::{evaluate_result, Val};
+use super::template::Metric;
+use super::Phase;
+
+/// One measurement, as Argo records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Measurement {
+    pub metric: String,
+    /// When it was taken (the query's `time`), Unix milliseconds.
+    pub at_ms: i64,
+    pub phase: Phase,
+    /// The values as Argo prints them (`[0.97]`); empty on Error.
+    pub value: String,
+    pub message: String,
+    /// Warnings of the answer (Argo keeps them in the metadata).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Argo's provider timeout when the metric sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` as `model.SampleValue`
+/// prints it.
+pub fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        // Rust's Display is the shortest round-trip form without exponent.
+        format!("{f}")
+    }
+}
+
+/// The query's `time` as client_golang sends it.
+fn go_time(at_ms: i64) -> String {
+    go_float(at_ms as f64 / 1000.0)
+}
+
+#[derive(Deserialize)]
+struct ApiBody {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Json,
+}
+
+/// What the query gave, or why it gave nothing (the message Argo shows).
+type Answer = Result<(Data, Vec<String>), String>;
+
+/// Takes the measurement of `metric` at `at_ms` against `address`.
+pub async fn measure(
+    client: &reqwest::Client,
+    metric: &Metric,
+    address: &str,
+    at_ms: i64,
+) -> Measurement {
+    let mut m = Measurement {
+        metric: metric.name.clone(),
+        at_ms,
+        phase: Phase::Error,
+        value: String::new(),
+        message: String::new(),
+        warnings: Vec::new(),
+    };
+    let Some(prom) = &metric.provider.prometheus else {
+        m.message = "analyze runs only Prometheus metrics".into();
+        return m;
+    };
+    if prom.range_query.is_some() {
+        m.message = "rangeQuery is not supported by promfed analyze".into();
+        return m;
+    }
+    let timeout = match prom.timeout {
+        Some(t) if t < 0 => {
+            m.message = "prometheus timeout should not be negative".into();
+            return m;
+        }
+        Some(t) => Duration::from_secs(t as u64),
+        None => DEFAULT_TIMEOUT,
+    };
+    let headers: Vec<(String, String)> = prom
+        .headers
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    let answer = tokio::time::timeout(
+        timeout,
+        query(client, address, &prom.query, at_ms, &headers),
+    )
+    .await
+    .unwrap_or_else(|_| Err("context deadline exceeded".into()));
+    let (data, warnings) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            m.message = e;
+            return m;
+        }
+    };
+    let (result, value) = match decode(&data) {
+        Ok(r) => r,
+        Err(e) => {
+            m.message = e;
+            return m;
+        }
+    };
+    match evaluate_result(
+        &result,
+        &metric.success_condition,
+        &metric.failure_condition,
+    ) {
+        Ok(phase) => {
+            m.phase = phase;
+            m.value = value;
+            m.warnings = warnings;
+        }
+        Err(e) => m.message = e.to_string(),
+    }
+    m
+}
+
+/// `processResponse`: `result` and its printed form.
+fn decode(data: &Data) -> Result<(Val, String), String> {
+    let num = |v: &Json| -> Result<f64, String> {
+        let s = v
+            .get(1)
+            .and_then(Json::as_str)
+            .ok_or_else(|| "malformed sample in the answer".to_string())?;
+        crate::source::prometheus::parse_value(s).ok_or_else(|| format!("bad sample value {s:?}"))
+    };
+    let empty = Vec::new();
+    let items = data.result.as_array().unwrap_or(&empty);
+    let values: Vec<f64> = match data.result_type.as_str() {
+        "scalar" => {
+            let f = num(&data.result)?;
+            return Ok((Val::Float(f), go_float(f)));
+        }
+        "vector" => items
+            .iter()
+            .map(|s| num(s.get("value").unwrap_or(&Json::Null)))
+            .collect::<Result<_, _>>()?,
+        "matrix" => {
+            let mut out = Vec::new();
+            for s in items {
+                for p in s.get("values").and_then(Json::as_array).unwrap_or(&empty) {
+                    out.push(num(p)?);
+                }
+            }
+            out
+        }
+        _ => return Err("Prometheus metric type not supported".into()),
+    };
+    let printed = format!(
+        "[{}]",
+        values
+            .iter()
+            .map(|v| go_float(*v))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok((
+        Val::List(values.into_iter().map(Val::Float).collect()),
+        printed,
+    ))
+}
+
+/// POSTs the instant query (form), falling back to GET as client_golang
+/// does; errors read as client_golang reports them.
+async fn query(
+    client: &reqwest::Client,
+    address: &str,
+    q: &str,
+    at_ms: i64,
+    headers: &[(String, String)],
+) -> Answer {
+    let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
+    let form = [("query", q.to_string()), ("time", go_time(at_ms))];
+    let with_headers = |mut rb: reqwest::RequestBuilder| {
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        rb
+    };
+    let mut resp = with_headers(client.post(&url).form(&form))
+        .send()
+        .await
+        .map_err(|e| format!("Post {url:?}: {}", error_chain(&e)))?;
+    if matches!(resp.status().as_u16(), 403 | 405 | 501) {
+        resp = with_headers(client.get(&url).query(&form))
+            .send()
+            .await
+            .map_err(|e| format!("Get {url:?}: {}", error_chain(&e)))?;
+    }
+    let code = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let json_ok = (200..300).contains(&code) || code == 400 || code == 422;
+    if !json_ok {
+        return Err(if code >= 500 {
+            format!("server_error: server error: {code}")
+        } else {
+            format!("client_error: client error: {code}")
+        });
+    }
+    let parsed: ApiBody =
+        serde_json::from_slice(&body).map_err(|e| format!("bad_response: readObjectStart: {e}"))?;
+    if parsed.status == "error" {
+        return Err(format!(
+            "{}: {}",
+            parsed.error_type.unwrap_or_default(),
+            parsed.error.unwrap_or_default()
+        ));
+    }
+    parsed
+        .data
+        .map(|d| (d, parsed.warnings))
+        .ok_or_else(|| "bad_response: no data in the answer".to_string())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_as_go_does() {
+        // Go: strconv.FormatFloat(f, 'f', -1, 64).
+        assert_eq!(go_float(0.9731), "0.9731");
+        assert_eq!(go_float(1.0), "1");
+        assert_eq!(go_float(1e21), "1000000000000000000000");
+        assert_eq!(go_float(1e-7), "0.0000001");
+        assert_eq!(go_float(f64::NAN), "NaN");
+        assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(go_time(1_724_000_000_123), "1724000000.123");
+    }
+
+    #[test]
+    fn vectors_matrices_and_scalars_decode_like_the_provider() {
+        let d = |t: &str, r: &str| Data {
+            result_type: t.into(),
+            result: serde_json::from_str(r).expect("json"),
+        };
+        let (v, s) = decode(&d(
+            "vector",
+            r#"[{"metric":{},"value":[1,"0.5"]},{"metric":{},"value":[1,"NaN"]}]"#,
+        ))
+        .expect("ok");
+        assert_eq!(s, "[0.5,NaN]");
+        assert!(matches!(v, Val::List(ref xs) if xs.len() == 2));
+        let (_, s) = decode(&d(
+            "matrix",
+            r#"[{"metric":{},"values":[[1,"1"],[2,"2"]]}]"#,
+        ))
+        .expect("ok");
+        assert_eq!(s, "[1,2]");
+        let (v, s) = decode(&d("scalar", r#"[1,"+Inf"]"#)).expect("ok");
+        assert_eq!((v, s.as_str()), (Val::Float(f64::INFINITY), "+Inf"));
+        assert_eq!(decode(&d("vector", "[]")).expect("ok").1, "[]");
+        assert!(decode(&d("string", r#"[1,"x"]"#)).is_err());
+    }
+}

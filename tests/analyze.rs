@@ -1,0 +1,232 @@
+//! `promfed analyze` dry-runs the seed's AnalysisTemplate
+//! (deploy/analysis-template.yaml) over the harness data through a real
+//! promfed: every measurement must have the phase and value that Argo
+//! Rollouts' own provider (argo-client) gives at the same time, and the run
+//! must end as Argo's controller rules say: Successful for the good canary,
+//! Failed for the bad one, Error where the canary has no traffic.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{config_yaml, shared, Harness, Promfed};
+use promfed::sim::{Canary, SUCCESS_RATE_QUERY};
+use serde::Deserialize;
+
+/// The canary's service, the template's `service` argument.
+const SERVICE: &str = "helloworld-canary.helloworld.svc.cluster.local";
+
+/// The template's `successCondition`.
+const SUCCESS_CONDITION: &str = "result[0] > 0.90";
+
+/// One measurement as Argo's provider returned it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct ArgoMeasurement {
+    phase: String,
+    value: String,
+    message: String,
+}
+
+/// One measurement as `promfed analyze --json` printed it.
+#[derive(Debug, Clone, Deserialize)]
+struct Measurement {
+    at_ms: i64,
+    phase: String,
+    value: String,
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Run {
+    phase: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Line {
+    Measurement(Measurement),
+    Run(Run),
+}
+
+/// Argo's provider once against `address` at `at_ms`, with the query as
+/// the simulation defines it (not as the template resolves it).
+fn argo(address: &str, at_ms: i64) -> ArgoMeasurement {
+    let out = Command::new(common::peers::argo_client())
+        .args(["-address", address, "-query", SUCCESS_RATE_QUERY])
+        .args(["-success-condition", SUCCESS_CONDITION, "-timeout", "20"])
+        .arg("-at")
+        .arg(format!("{:.3}", at_ms as f64 / 1000.0))
+        .output()
+        .unwrap_or_else(|e| panic!("running argo-client: {e}"));
+    assert!(
+        out.status.success(),
+        "argo-client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "argo-client printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn template() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/analysis-template.yaml")
+}
+
+/// Runs `promfed analyze` over `[from, to]` (Unix seconds) against
+/// `address`: its exit code, measurements and run.
+fn analyze(address: &str, from: f64, to: f64) -> (i32, Vec<Measurement>, Run) {
+    let out = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("analyze")
+        .arg(template())
+        .args(["--arg", &format!("service={SERVICE}")])
+        .args(["--address", address, "--json"])
+        .args(["--from", &format!("{from:.3}"), "--to", &format!("{to:.3}")])
+        .output()
+        .unwrap_or_else(|e| panic!("running promfed analyze: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut ms = Vec::new();
+    let mut run = None;
+    for line in stdout.lines() {
+        match serde_json::from_str::<Line>(line) {
+            Ok(Line::Measurement(m)) => ms.push(m),
+            Ok(Line::Run(r)) => run = Some(r),
+            Err(e) => panic!("promfed analyze printed {line:?}: {e}"),
+        }
+    }
+    let run = run.unwrap_or_else(|| {
+        panic!(
+            "no run line; stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), ms, run)
+}
+
+/// promfed without a cache over the good or bad canary's clusters.
+fn promfed(canary: Canary) -> &'static Promfed {
+    static GOOD: OnceLock<Promfed> = OnceLock::new();
+    static BAD: OnceLock<Promfed> = OnceLock::new();
+    let cell = match canary {
+        Canary::Good => &GOOD,
+        Canary::Bad => &BAD,
+    };
+    cell.get_or_init(|| {
+        let h: &Harness = shared(canary);
+        let b = h.backends();
+        let k1 = [("cluster", b[0].0.as_str())];
+        let k2 = [("cluster", b[1].0.as_str())];
+        let cfg = config_yaml(&[(&b[0].0, &b[0].1, &k1), (&b[1].0, &b[1].1, &k2)], "");
+        let mut p = Promfed::start(&cfg).unwrap_or_else(|e| panic!("promfed: {e}"));
+        p.stop_on_exit();
+        p
+    })
+}
+
+/// Each of `ms` has the phase and value Argo's provider gives through the
+/// same promfed at the same time.
+fn agree_with_argo(address: &str, ms: &[Measurement]) {
+    for m in ms {
+        let want = argo(address, m.at_ms);
+        assert_eq!(
+            (m.phase.as_str(), m.value.as_str()),
+            (want.phase.as_str(), want.value.as_str()),
+            "at {}: analyze {m:?}, Argo {want:?}",
+            m.at_ms
+        );
+        if want.phase == "Error" {
+            assert!(!m.message.is_empty(), "an Error without a message: {m:?}");
+        }
+    }
+}
+
+/// The canary steps 2 and 3 (40 % and 60 %), starting off the 20 s grid.
+fn window(h: &Harness) -> (f64, f64) {
+    let s = &h.schedule.steps;
+    assert!(s[2].weight > 0 && s[3].weight > 0);
+    (s[2].start as f64 + 7.137, s[3].end as f64 - 1.0)
+}
+
+#[test]
+fn good_canary_is_successful_and_every_measurement_matches_argo() {
+    let h = shared(Canary::Good);
+    let pf = promfed(Canary::Good);
+    let (from, to) = window(h);
+    let (code, ms, run) = analyze(&pf.url, from, to);
+    // Every 20 s from `from` through `to`, none failing: the window ends
+    // the (indefinite) metric, as the end of the rollout step would.
+    let expected = ((to - from) / 20.0).floor() as usize + 1;
+    assert_eq!(ms.len(), expected, "{ms:?}");
+    for (i, m) in ms.iter().enumerate() {
+        let want_ms = (from * 1000.0).round() as i64 + 20_000 * i as i64;
+        assert_eq!(m.at_ms, want_ms, "measurement {i}");
+    }
+    agree_with_argo(&pf.url, &ms);
+    assert!(ms.iter().all(|m| m.phase == "Successful"), "{ms:?}");
+    assert_eq!((run.phase.as_str(), code), ("Successful", 0), "{run:?}");
+}
+
+#[test]
+fn bad_canary_fails_after_failure_limit_and_every_measurement_matches_argo() {
+    let h = shared(Canary::Bad);
+    let pf = promfed(Canary::Bad);
+    let (from, to) = window(h);
+    let (code, ms, run) = analyze(&pf.url, from, to);
+    agree_with_argo(&pf.url, &ms);
+    // failureLimit 3: the fourth failed measurement fails the run, and no
+    // measurement is taken after it.
+    assert_eq!(ms.len(), 4, "{ms:?}");
+    assert!(ms.iter().all(|m| m.phase == "Failed"), "{ms:?}");
+    assert_eq!((run.phase.as_str(), code), ("Failed", 1), "{run:?}");
+    assert!(
+        run.message.contains("failed (4) > failureLimit (3)"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn no_canary_traffic_is_an_error_after_five_errors_in_a_row() {
+    let h = shared(Canary::Good);
+    let pf = promfed(Canary::Good);
+    let s0 = &h.schedule.steps[0];
+    assert_eq!(s0.weight, 0);
+    let from = s0.start as f64 + 100.5;
+    let (code, ms, run) = analyze(&pf.url, from, s0.end as f64 - 1.0);
+    agree_with_argo(&pf.url, &ms);
+    // An empty result is an Error; errors are retried after 10 s, and the
+    // fifth in a row (> consecutiveErrorLimit 4) ends the run.
+    assert_eq!(ms.len(), 5, "{ms:?}");
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(m.phase, "Error", "{m:?}");
+        assert_eq!(m.at_ms, (from * 1000.0) as i64 + 10_000 * i as i64);
+    }
+    assert_eq!((run.phase.as_str(), code), ("Error", 2), "{run:?}");
+}
+
+#[test]
+fn a_missing_argument_is_an_error_before_any_query() {
+    let out = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("analyze")
+        .arg(template())
+        .args([
+            "--address",
+            "http://127.0.0.1:1",
+            "--from",
+            "0",
+            "--to",
+            "60",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running promfed analyze: {e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("argument \"service\" was not supplied"),
+        "{err}"
+    );
+}
