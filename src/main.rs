@@ -233,10 +233,11 @@ fn analyze(
             } else {
                 format!("  warnings: {}", m.warnings.join("; "))
             };
-            println!(
+            let line = format!(
                 "{at}  {:<16} {:<12} {:<14} {}{warn}",
                 m.metric, m.phase, m.value, m.message
             );
+            println!("{}", line.trim_end());
         }
     };
     match rt.block_on(analyze::run::run(

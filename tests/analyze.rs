@@ -187,6 +187,27 @@ fn bad_canary_fails_after_failure_limit_and_every_measurement_matches_argo() {
         run.message.contains("failed (4) > failureLimit (3)"),
         "{run:?}"
     );
+    // The text output says the same (the README shows it).
+    let out = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("analyze")
+        .arg(template())
+        .args(["--arg", &format!("service={SERVICE}")])
+        .args(["--address", &pf.url])
+        .args(["--from", &format!("{from:.3}"), "--to", &format!("{to:.3}")])
+        .output()
+        .unwrap_or_else(|e| panic!("running promfed analyze: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4 + 3, "{text}");
+    for (line, m) in lines.iter().zip(&ms) {
+        assert!(
+            line.contains("Failed") && line.contains(&m.value),
+            "{line} vs {m:?}"
+        );
+    }
+    assert_eq!(lines[5], "phase: Failed", "{text}");
 }
 
 #[test]
