@@ -314,8 +314,16 @@ pub(super) async fn alerts(
     concat(&st, &p, "/api/v1/alerts", "alerts", &[]).await
 }
 
-/// Thanos' `/api/v1/stores`: every backend with its health.
-pub(super) async fn stores(State(st): State<Arc<AppState>>) -> Response {
+/// Thanos' `/api/v1/stores`: every backend with its health. Beyond
+/// Thanos' fields each entry says `up` (the last probe succeeded) and
+/// `latencyMs` (how long it took); `probe=true` probes every backend first
+/// instead of showing the last background probe.
+pub(super) async fn stores(State(st): State<Arc<AppState>>, p: Params) -> Response {
+    if p.non_empty("probe")
+        .is_some_and(|v| v == "true" || v == "1")
+    {
+        st.federation.probe_all().await;
+    }
     let list: Vec<Json> = st
         .federation
         .backends()
@@ -332,6 +340,8 @@ pub(super) async fn stores(State(st): State<Arc<AppState>>) -> Response {
                 "name": b.name,
                 "lastCheck": h.last_check,
                 "lastError": h.last_error,
+                "up": h.up,
+                "latencyMs": h.latency_ms,
                 "labelSets": [labels],
                 "minTime": MIN_TIME_MS,
                 "maxTime": MAX_TIME_MS,

@@ -16,6 +16,8 @@ pub struct BackendHealth {
     pub last_check: Option<String>,
     /// The last probe's error, if it failed.
     pub last_error: Option<String>,
+    /// How long the last probe took, milliseconds.
+    pub latency_ms: Option<f64>,
 }
 
 /// Health of every backend, in the federation's backend order.
@@ -51,13 +53,19 @@ impl HealthBoard {
 impl Federation {
     /// Probes every backend once, concurrently, and records the outcome.
     pub async fn probe_all(&self) {
-        let results = join_all(self.backends.iter().map(|b| b.source.probe())).await;
-        for (i, r) in results.into_iter().enumerate() {
+        let timed = self.backends.iter().map(|b| async move {
+            let started = std::time::Instant::now();
+            let r = b.source.probe().await;
+            (r, started.elapsed())
+        });
+        let results = join_all(timed).await;
+        for (i, (r, took)) in results.into_iter().enumerate() {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let h = BackendHealth {
                 up: r.is_ok(),
                 last_check: Some(now),
                 last_error: r.err().map(|e| e.to_string()),
+                latency_ms: Some(took.as_secs_f64() * 1000.0),
             };
             if let Some(b) = self.backends.get(i) {
                 crate::telemetry::backend_up(&b.name, h.up);
