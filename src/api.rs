@@ -4,6 +4,7 @@ pub mod encode;
 pub mod error;
 pub mod params;
 pub mod read;
+pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub use params::Params;
 
 /// The instant query endpoint.
 const QUERY_PATH: &str = "/api/v1/query";
+
+/// Response header listing the backends a query's evaluation read from
+/// (comma-separated; absent when nothing was evaluated, e.g. a cache hit).
+pub const BACKENDS_HEADER: &str = "x-promfed-backends";
 
 /// Most points a range query may return per series, as Prometheus.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -138,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rules", get(read::rules))
         .route("/api/v1/alerts", get(read::alerts))
         .route("/api/v1/stores", get(read::stores))
+        .route("/api/v1/status/cache", get(status::cache))
         .route("/metrics", get(metrics))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/-/healthy", get(healthy).head(healthy))
@@ -333,7 +339,7 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
     };
     if let Some(c) = &st.cache {
         let v = cache_variant(st, read);
-        let a = (st.limits)
+        let (a, backends) = (st.limits)
             .run(kind, q, timeout, async {
                 let a = match ask {
                     Ask::Instant { t } => c.instant(q, t, &opts, &v, timeout).await?,
@@ -342,22 +348,42 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
                     }
                 };
                 crate::limits::note_cache(a.status.as_str());
-                Ok(a)
+                Ok((a, backends_read()))
             })
             .await?;
-        return Ok(cached_response(a));
+        return Ok(with_backends(cached_response(a), &backends));
     }
     let engine = st.engine_for(read);
-    let r = (st.limits)
+    let (r, backends) = (st.limits)
         .run(kind, q, timeout, async {
             match ask {
                 Ask::Instant { t } => engine.instant(q, t, &opts).await,
                 Ask::Range { start, end, step } => engine.range(q, start, end, step, &opts).await,
             }
+            .map(|r| (r, backends_read()))
             .map_err(ApiError::from)
         })
         .await?;
-    Ok(query_response(&r))
+    Ok(with_backends(query_response(&r), &backends))
+}
+
+/// The backends the current query has read from so far.
+fn backends_read() -> Vec<String> {
+    crate::limits::current()
+        .map(|ctx| ctx.backends())
+        .unwrap_or_default()
+}
+
+/// `resp` with the [`BACKENDS_HEADER`] when any backend was read.
+fn with_backends(mut resp: Response, backends: &[String]) -> Response {
+    if backends.is_empty() {
+        return resp;
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&backends.join(",")) {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static(BACKENDS_HEADER), v);
+    }
+    resp
 }
 
 /// A grid cell this process holds in memory, answered at once: it costs

@@ -10,6 +10,7 @@
 //! `start % step`); a request evaluates only what the extents lack, and the
 //! newest points (`max_freshness`) are never stored.
 
+pub mod cells;
 pub mod flight;
 pub mod key;
 pub mod metrics;
@@ -226,6 +227,8 @@ struct Inner {
     canon: key::CanonMemo,
     metrics: CacheMetrics,
     clock: Clock,
+    /// Recent instant-query cells and their evaluations (the UI shows it).
+    cells: cells::CellLog,
 }
 
 impl QueryCache {
@@ -272,8 +275,29 @@ impl QueryCache {
                 canon: key::CanonMemo::new(CANON_MEMO_BYTES),
                 metrics,
                 clock,
+                cells: cells::CellLog::default(),
             }),
         })
+    }
+
+    /// The instant-query cells evaluated lately, newest first.
+    pub fn recent_cells(&self) -> Vec<cells::Cell> {
+        self.inner.cells.snapshot()
+    }
+
+    /// The grid, milliseconds.
+    pub fn grid_ms(&self) -> i64 {
+        self.inner.settings.grid_ms
+    }
+
+    /// The queries the warmer evaluates at every grid tick.
+    pub fn warm_queries(&self) -> &[String] {
+        &self.inner.settings.warm_queries
+    }
+
+    /// The cache's counters.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
     }
 
     /// The stores (tests inspect them).
@@ -588,6 +612,7 @@ impl Inner {
             .evaluations
             .with_label_values(&["instant"])
             .inc();
+        self.cells.record(&canon.text, t, (self.clock)());
         let r = self
             .bounded(DEFAULT_QUERY_TIMEOUT, eval.instant(&canon.text, t, opts))
             .await?;
