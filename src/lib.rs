@@ -6,6 +6,7 @@
 //! A query travels through the modules in this order:
 //! - [`analyze`]: `promfed analyze`, a client of the API that dry-runs an
 //!   Argo Rollouts AnalysisTemplate with Argo's rules.
+//! - [`ui`]: the web UI at `/` (pages that call the API).
 //! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
 //! - [`cache`]: instant answers on a time grid with single flight, range
 //!   answers as step-aligned extents; in memory or shared through Redis.
@@ -40,3 +41,4 @@ pub mod sim;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;

@@ -82,7 +82,10 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
         _ => None,
     };
     let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
-    let router = crate::auth::protect(api::router(state.clone()), cfg.auth.as_ref())?;
+    let router = crate::auth::protect(
+        api::router(state.clone()).merge(crate::ui::router()),
+        cfg.auth.as_ref(),
+    )?;
     crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     // Background tasks start only once nothing more can fail.
     let warmer = state.cache.as_ref().and_then(QueryCache::spawn_warmer);
