@@ -240,12 +240,21 @@ fn analyze(
             println!("{}", line.trim_end());
         }
     };
-    match rt.block_on(analyze::run::run(
+    let apis = match analyze::run::http_apis(&metrics, address.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("promfed analyze: {e}");
+            return ExitCode::from(Phase::Error.exit_code());
+        }
+    };
+    let ran = rt.block_on(analyze::run::run(
         &metrics,
-        address.as_deref(),
+        &apis,
         window,
+        usize::MAX,
         print,
-    )) {
+    ));
+    match ran {
         Ok(report) => {
             if json {
                 let summary = serde_json::json!({

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -47,8 +48,9 @@ fn go_time(at_ms: i64) -> String {
     go_float(at_ms as f64 / 1000.0)
 }
 
+/// A Prometheus API answer's body, as far as a measurement reads it.
 #[derive(Deserialize)]
-struct ApiBody {
+pub struct ApiBody {
     status: String,
     #[serde(default)]
     data: Option<Data>,
@@ -60,23 +62,66 @@ struct ApiBody {
     warnings: Vec<String>,
 }
 
+/// An answer's `data`.
 #[derive(Deserialize)]
-struct Data {
+pub struct Data {
     #[serde(rename = "resultType")]
     result_type: String,
     result: Json,
 }
 
 /// What the query gave, or why it gave nothing (the message Argo shows).
-type Answer = Result<(Data, Vec<String>), String>;
+pub type Answer = Result<(Data, Vec<String>), String>;
 
-/// Takes the measurement of `metric` at `at_ms` against `address`.
-pub async fn measure(
-    client: &reqwest::Client,
-    metric: &Metric,
-    address: &str,
-    at_ms: i64,
-) -> Measurement {
+impl ApiBody {
+    /// The answer in a JSON body, read as client_golang reads it.
+    pub fn read(body: &[u8]) -> Answer {
+        let parsed: ApiBody = serde_json::from_slice(body)
+            .map_err(|e| format!("bad_response: readObjectStart: {e}"))?;
+        if parsed.status == "error" {
+            return Err(format!(
+                "{}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            ));
+        }
+        parsed
+            .data
+            .map(|d| (d, parsed.warnings))
+            .ok_or_else(|| "bad_response: no data in the answer".to_string())
+    }
+}
+
+/// Where a measurement's instant query goes: a Prometheus HTTP API
+/// ([`HttpApi`]), or promfed's own engine when the server runs an analysis.
+pub trait QueryApi: Send + Sync {
+    fn instant<'a>(
+        &'a self,
+        query: &'a str,
+        at_ms: i64,
+        headers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Answer>;
+}
+
+/// A Prometheus HTTP API at `address`, asked as Argo's provider asks it.
+pub struct HttpApi {
+    pub client: reqwest::Client,
+    pub address: String,
+}
+
+impl QueryApi for HttpApi {
+    fn instant<'a>(
+        &'a self,
+        q: &'a str,
+        at_ms: i64,
+        headers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Answer> {
+        Box::pin(query(&self.client, &self.address, q, at_ms, headers))
+    }
+}
+
+/// Takes the measurement of `metric` at `at_ms` through `api`.
+pub async fn measure(api: &dyn QueryApi, metric: &Metric, at_ms: i64) -> Measurement {
     let mut m = Measurement {
         metric: metric.name.clone(),
         at_ms,
@@ -106,12 +151,9 @@ pub async fn measure(
         .iter()
         .map(|h| (h.key.clone(), h.value.clone()))
         .collect();
-    let answer = tokio::time::timeout(
-        timeout,
-        query(client, address, &prom.query, at_ms, &headers),
-    )
-    .await
-    .unwrap_or_else(|_| Err("context deadline exceeded".into()));
+    let answer = tokio::time::timeout(timeout, api.instant(&prom.query, at_ms, &headers))
+        .await
+        .unwrap_or_else(|_| Err("context deadline exceeded".into()));
     let (data, warnings) = match answer {
         Ok(a) => a,
         Err(e) => {

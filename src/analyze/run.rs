@@ -5,9 +5,10 @@
 //! phase. Over a past window the measurements are replayed at the times
 //! they would have been taken; live, they are taken as those times come.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::measure::{measure, Measurement};
+use super::measure::{measure, HttpApi, Measurement, QueryApi};
 use super::template::Metric;
 use super::Phase;
 
@@ -170,17 +171,52 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Runs `metrics` against `address` over `window`; `on_measurement` sees
-/// each measurement as it is taken.
-pub async fn run(
+/// The HTTP API each metric is measured through: its template's
+/// `address`, or `address_override`.
+pub fn http_apis(
     metrics: &[Metric],
     address_override: Option<&str>,
-    window: Window,
-    mut on_measurement: impl FnMut(&Measurement),
-) -> Result<RunReport, super::AnalyzeError> {
+) -> Result<Vec<Arc<dyn QueryApi>>, super::AnalyzeError> {
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| super::AnalyzeError::Client(e.to_string()))?;
+    metrics
+        .iter()
+        .map(|m| {
+            let address = address_override.map(str::to_string).unwrap_or_else(|| {
+                m.provider
+                    .prometheus
+                    .as_ref()
+                    .map(|p| p.address.clone())
+                    .unwrap_or_default()
+            });
+            if address.is_empty() {
+                return Err(super::AnalyzeError::NoAddress(m.name.clone()));
+            }
+            let api: Arc<dyn QueryApi> = Arc::new(HttpApi {
+                client: client.clone(),
+                address,
+            });
+            Ok(api)
+        })
+        .collect()
+}
+
+/// Runs `metrics` over `window`, each through its API in `apis`, taking at
+/// most `max_measurements`; `on_measurement` sees each measurement as it
+/// is taken.
+pub async fn run(
+    metrics: &[Metric],
+    apis: &[Arc<dyn QueryApi>],
+    window: Window,
+    max_measurements: usize,
+    mut on_measurement: impl FnMut(&Measurement),
+) -> Result<RunReport, super::AnalyzeError> {
+    if apis.len() != metrics.len() {
+        return Err(super::AnalyzeError::Usage(
+            "one query API per metric is needed".into(),
+        ));
+    }
     let start_ms = match window {
         Window::Replay { start_ms, .. } => start_ms,
         Window::Live { .. } => now_ms(),
@@ -190,18 +226,8 @@ pub async fn run(
         Window::Live { end_ms } => end_ms,
     };
     let mut plans = Vec::with_capacity(metrics.len());
-    for m in metrics {
-        let address = address_override.map(str::to_string).unwrap_or_else(|| {
-            m.provider
-                .prometheus
-                .as_ref()
-                .map(|p| p.address.clone())
-                .unwrap_or_default()
-        });
-        if address.is_empty() {
-            return Err(super::AnalyzeError::NoAddress(m.name.clone()));
-        }
-        plans.push((address, m.interval()?, m.initial_delay()?));
+    for (m, api) in metrics.iter().zip(apis) {
+        plans.push((api.clone(), m.interval()?, m.initial_delay()?));
     }
     let mut states: Vec<State> = plans
         .iter()
@@ -235,6 +261,11 @@ pub async fn run(
         if end_ms.is_some_and(|end| due > end) {
             break;
         }
+        if measurements.len() >= max_measurements {
+            return Err(super::AnalyzeError::Usage(format!(
+                "more than {max_measurements} measurements: shorten the window"
+            )));
+        }
         if let Window::Live { .. } = window {
             let wait = due - now_ms();
             if wait > 0 {
@@ -245,8 +276,8 @@ pub async fn run(
             Window::Replay { .. } => due,
             Window::Live { .. } => now_ms(),
         };
-        let (metric, (address, interval, _)) = (&metrics[i], &plans[i]);
-        let m = measure(&client, metric, address, at).await;
+        let (metric, (api, interval, _)) = (&metrics[i], &plans[i]);
+        let m = measure(api.as_ref(), metric, at).await;
         on_measurement(&m);
         let st = &mut states[i];
         st.counts.add(m.phase);
