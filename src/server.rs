@@ -83,7 +83,7 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
     };
     let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
     let router = crate::auth::protect(
-        api::router(state.clone()).merge(crate::ui::router()),
+        api::router(state.clone()).merge(crate::ui::router(state.clone())),
         cfg.auth.as_ref(),
     )?;
     crate::telemetry::set_query_log(cfg.query_log.as_deref())?;

@@ -1,20 +1,28 @@
 //! The web UI for people, served at `/`: a query page (instant and range,
 //! table and graph), the stores page and the cache page. The assets are
 //! compiled into the binary; the pages call promfed's own API, behind the
-//! same authentication.
+//! same authentication. The analyze page runs `promfed analyze` here,
+//! against this promfed ([`analyze`]).
+
+pub mod analyze;
+
+use std::sync::Arc;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+
+use crate::api::AppState;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");
 
 /// The UI's routes: `/` and `/ui/*`.
-pub fn router() -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/ui/analyze", post(analyze::analyze))
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
         .route(
             "/ui/app.js",
@@ -24,6 +32,7 @@ pub fn router() -> Router {
             "/ui/style.css",
             get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
         )
+        .with_state(state)
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -43,6 +52,11 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
+    fn state() -> Arc<AppState> {
+        let fed = crate::federation::Federation::new(Vec::new(), Default::default());
+        AppState::new(Arc::new(fed))
+    }
+
     #[tokio::test]
     async fn serves_the_pages_and_their_assets() {
         for (path, ct, needle) in [
@@ -50,7 +64,7 @@ mod tests {
             ("/ui/app.js", "text/javascript", "function renderGraph"),
             ("/ui/style.css", "text/css", "#graph"),
         ] {
-            let resp = router()
+            let resp = router(state())
                 .oneshot(Request::get(path).body(Body::empty()).expect("request"))
                 .await
                 .expect("response");

@@ -297,6 +297,53 @@ async function loadCache() {
       el("td", { class: "evaluations" }, c.evaluations), el("td", {}, isoTime(c.lastEvaluation))));
 }
 
+// ---------- analyze page ----------
+
+async function runAnalysis(ev) {
+  if (ev) ev.preventDefault();
+  const out = $("#analyze-phase");
+  const err = $("#analyze-error");
+  err.hidden = true;
+  $("#measurements tbody").replaceChildren();
+  out.textContent = "running…";
+  out.className = "status";
+  let resp, json;
+  try {
+    resp = await fetch("/ui/analyze", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      credentials: "same-origin",
+      body: new URLSearchParams({
+        template: $("#template").value,
+        args: $("#args").value,
+        from: $("#from").value.trim(),
+        to: $("#to").value.trim(),
+      }),
+    });
+    json = await resp.json();
+  } catch (e) {
+    json = { status: "error", error: `request failed: ${e}` };
+  }
+  if (json.status !== "success") {
+    out.textContent = "";
+    err.textContent = json.error || `HTTP ${resp && resp.status}`;
+    err.hidden = false;
+    return;
+  }
+  const run = json.data.run;
+  out.textContent = `phase: ${run.phase}` + (run.message ? ` — ${run.message}` : "");
+  out.className = `status phase-${run.phase}`;
+  out.dataset.phase = run.phase;
+  const body = $("#measurements tbody");
+  for (const m of json.data.measurements)
+    body.append(el("tr", { "data-at-ms": m.at_ms },
+      el("td", {}, new Date(m.at_ms).toISOString()),
+      el("td", {}, m.metric),
+      el("td", { class: `phase ${m.phase}` }, m.phase),
+      el("td", { class: "value" }, m.value),
+      el("td", {}, m.message + (m.warnings && m.warnings.length ? ` (warnings: ${m.warnings.join("; ")})` : ""))));
+}
+
 // ---------- navigation ----------
 
 let refresh = null;
@@ -318,6 +365,7 @@ $("#query-form").addEventListener("submit", runQuery);
 $("#mode").addEventListener("change", syncMode);
 $("#probe").addEventListener("click", () => loadStores(true));
 $("#cache-refresh").addEventListener("click", loadCache);
+$("#analyze-form").addEventListener("submit", runAnalysis);
 $("#expr").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) {
     e.preventDefault();
