@@ -4,7 +4,9 @@
 //! numbers that the union Prometheus (the oracle) and promfed's API give, a
 //! range query is drawn as one line per series with every point, the
 //! stores page shows a killed backend as down, and the cache page counts
-//! one evaluation for a grid cell asked twice. Screenshots are kept under
+//! one evaluation for a grid cell asked twice, and the analyze page replays
+//! the seed's AnalysisTemplate with the phases and values Argo Rollouts'
+//! own provider gets from the same promfed. Screenshots are kept under
 //! target/ui-screenshots. Needs `scripts/ui-deps` (Chromium, playwright-core).
 
 mod common;
@@ -23,6 +25,37 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 const INSTANT_QUERY: &str = "sum by (cluster, response_code) (rate(istio_requests_total{reporter=\"source\",destination_service=~\"helloworld.*\"}[1m]))";
 const RANGE_QUERY: &str = "sum by (cluster) (rate(istio_requests_total{reporter=\"source\"}[1m]))";
 const WARM_QUERY: &str = "sum(up)";
+
+/// The canary's service, the template's `service` argument.
+const SERVICE: &str = "helloworld-canary.helloworld.svc.cluster.local";
+
+/// Argo Rollouts' provider (argo-client) once through `address` at `at_ms`:
+/// (phase, value).
+fn argo(address: &str, at_ms: i64) -> (String, String) {
+    let out = Command::new(common::peers::argo_client())
+        .args([
+            "-address",
+            address,
+            "-query",
+            promfed::sim::SUCCESS_RATE_QUERY,
+        ])
+        .args(["-success-condition", "result[0] > 0.90", "-timeout", "20"])
+        .arg("-at")
+        .arg(format!("{:.3}", at_ms as f64 / 1000.0))
+        .output()
+        .unwrap_or_else(|e| panic!("running argo-client: {e}"));
+    assert!(
+        out.status.success(),
+        "argo-client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("argo-client: {e}"));
+    (
+        v["phase"].as_str().unwrap_or_default().to_string(),
+        v["value"].as_str().unwrap_or_default().to_string(),
+    )
+}
 
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -235,16 +268,39 @@ fn the_ui_shows_the_apis_numbers_and_a_killed_backend_as_down() {
     let pf = Promfed::start(&cfg).unwrap_or_else(|e| panic!("promfed: {e}"));
 
     let range = (step.start, step.start + 600, 30);
+    let template = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/analysis-template.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("reading the template: {e}"));
+    let from = step.start as f64 + 7.137;
     let seen = browse(
         &pf.url,
         json!([
             {"do": "instant", "query": INSTANT_QUERY, "time": iso(t), "shot": "query-instant.png"},
             {"do": "range", "query": RANGE_QUERY, "start": iso(range.0), "end": iso(range.1),
              "step": range.2.to_string(), "shot": "query-range.png"},
+            {"do": "analyze", "template": template, "args": format!("service={SERVICE}"),
+             "from": format!("{from:.3}"), "to": format!("{:.3}", from + 100.0), "shot": "analyze.png"},
             {"do": "stores", "probe": true},
         ]),
     );
-    let (instant, ranged, stores_before) = (&seen[0], &seen[1], &seen[2]);
+    let (instant, ranged, analysis, stores_before) = (&seen[0], &seen[1], &seen[2], &seen[3]);
+
+    // Analyze: a measurement every 20 s, each with the phase and value
+    // Argo's provider gets through the same promfed at the same time.
+    assert_eq!(analysis["error"], "", "{analysis}");
+    assert_eq!(analysis["phase"], "Successful", "{analysis}");
+    let rows = analysis["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 6, "{analysis}");
+    for (i, r) in rows.iter().enumerate() {
+        let at_ms = r["atMs"].as_i64().unwrap_or_default();
+        assert_eq!(at_ms, (from * 1000.0).round() as i64 + 20_000 * i as i64);
+        let got = (
+            r["phase"].as_str().unwrap_or_default().to_string(),
+            r["value"].as_str().unwrap_or_default().to_string(),
+        );
+        assert_eq!(got, argo(&pf.url, at_ms), "measurement {i}: {r}");
+    }
 
     // The oracle: the union Prometheus; and promfed's own API (asked after
     // the page, so the page's evaluation is the cell's only one).

@@ -6,7 +6,8 @@
 //   node tests/ui/browser.cjs '{"url": "...", "shots": "DIR", "actions": [...]}'
 //
 // Actions: {"do": "instant", "query", "time"}, {"do": "range", "query",
-// "start", "end", "step"}, {"do": "stores", "probe": true}, {"do": "cache"};
+// "start", "end", "step"}, {"do": "stores", "probe": true}, {"do": "cache"},
+// {"do": "analyze", "template", "args", "from", "to"};
 // each may name a "shot" (a PNG written under "shots").
 "use strict";
 
@@ -86,6 +87,28 @@ async function cachePage(page, base) {
   }));
 }
 
+async function analyzePage(page, base, a) {
+  await page.goto(`${base}/#/analyze`);
+  await page.fill("#template", a.template);
+  await page.fill("#args", a.args);
+  await page.fill("#from", a.from);
+  await page.fill("#to", a.to);
+  await page.click("#analyze-run");
+  await page.waitForFunction(() => {
+    const s = document.querySelector("#analyze-phase").textContent;
+    return (s !== "" && !s.startsWith("running")) || !document.querySelector("#analyze-error").hidden;
+  });
+  return page.evaluate(() => ({
+    phase: document.querySelector("#analyze-phase").dataset.phase || "",
+    error: document.querySelector("#analyze-error").hidden ? "" : document.querySelector("#analyze-error").textContent,
+    rows: [...document.querySelectorAll("#measurements tbody tr")].map((tr) => ({
+      atMs: Number(tr.dataset.atMs),
+      phase: tr.querySelector(".phase").textContent,
+      value: tr.querySelector(".value").textContent,
+    })),
+  }));
+}
+
 async function main() {
   const plan = JSON.parse(process.argv[2]);
   const browser = await chromium.launch({
@@ -117,6 +140,7 @@ async function main() {
       if (a.do === "instant" || a.do === "range") seen = await queryPage(page, plan.url, a);
       else if (a.do === "stores") seen = await storesPage(page, plan.url, a);
       else if (a.do === "cache") seen = await cachePage(page, plan.url);
+      else if (a.do === "analyze") seen = await analyzePage(page, plan.url, a);
       else throw new Error(`unknown action ${a.do}`);
       if (a.shot) await page.screenshot({ path: path.join(plan.shots, a.shot), fullPage: true });
       out.push(seen);
