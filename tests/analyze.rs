@@ -54,9 +54,15 @@ enum Line {
 /// Argo's provider once against `address` at `at_ms`, with the query as
 /// the simulation defines it (not as the template resolves it).
 fn argo(address: &str, at_ms: i64) -> ArgoMeasurement {
+    argo_with(address, at_ms, SUCCESS_CONDITION, "")
+}
+
+/// [`argo`] with other conditions.
+fn argo_with(address: &str, at_ms: i64, success: &str, failure: &str) -> ArgoMeasurement {
     let out = Command::new(common::peers::argo_client())
         .args(["-address", address, "-query", SUCCESS_RATE_QUERY])
-        .args(["-success-condition", SUCCESS_CONDITION, "-timeout", "20"])
+        .args(["-success-condition", success, "-failure-condition", failure])
+        .args(["-timeout", "20"])
         .arg("-at")
         .arg(format!("{:.3}", at_ms as f64 / 1000.0))
         .output()
@@ -250,4 +256,70 @@ fn a_missing_argument_is_an_error_before_any_query() {
         err.contains("argument \"service\" was not supplied"),
         "{err}"
     );
+}
+
+/// The conditions are evaluated as Argo's `expr` evaluates them: for each
+/// pair, one measurement by `promfed analyze` has the phase (and value)
+/// Argo's provider gives with the same conditions at the same time, on a
+/// real answer (a one-element vector) and on an empty one.
+#[test]
+fn conditions_evaluate_as_argos_expr_does() {
+    let h = shared(Canary::Good);
+    let pf = promfed(Canary::Good);
+    let with_traffic = h.schedule.steps[3].start as f64 + 300.25;
+    let without = h.schedule.steps[0].start as f64 + 300.25;
+    let pairs: &[(&str, &str)] = &[
+        ("result[0] > 0.90", ""),
+        ("result[0] > 0.999", ""),
+        ("", "result[0] < 0.5"),
+        ("", "result[0] > 0.5"),
+        ("result[0] > 0.999", "result[0] < 0.5"),
+        ("result[0] > 0.5", "result[0] > 0.9"),
+        ("len(result) == 1 && result[-1] >= 0.9", ""),
+        ("all(result, {# > 0.9}) and not any(result, {isNaN(#)})", ""),
+        ("result[0] * 100 > 90 || result[1] > 0", ""),
+        ("asInt(result[0] * 10) == 9 ? true : false", ""),
+        ("isNil(result) || default(result, [0])[0] > 0.9", ""),
+        ("len(result) == 0", ""),
+        ("result > 0.9", ""),
+        ("result[0]", ""),
+        ("", ""),
+    ];
+    let dir = common::TempDir::new("promfed-analyze-conditions").expect("temp dir");
+    let mut judged = 0;
+    for (i, (success, failure)) in pairs.iter().enumerate() {
+        let path = dir.path().join(format!("t{i}.yaml"));
+        let yaml = format!(
+            "kind: AnalysisTemplate\nspec:\n  metrics:\n  - name: m\n    successCondition: {}\n    failureCondition: {}\n    provider:\n      prometheus:\n        query: {}\n",
+            serde_json::to_string(success).expect("json"),
+            serde_json::to_string(failure).expect("json"),
+            serde_json::to_string(SUCCESS_RATE_QUERY).expect("json"),
+        );
+        std::fs::write(&path, yaml).expect("writing the template");
+        for at in [with_traffic, without] {
+            let out = Command::new(env!("CARGO_BIN_EXE_promfed"))
+                .arg("analyze")
+                .arg(&path)
+                .args(["--address", &pf.url, "--json"])
+                .args(["--from", &format!("{at:.3}"), "--to", &format!("{at:.3}")])
+                .output()
+                .unwrap_or_else(|e| panic!("running promfed analyze: {e}"));
+            let text = String::from_utf8_lossy(&out.stdout);
+            let m = text
+                .lines()
+                .find_map(|l| match serde_json::from_str::<Line>(l) {
+                    Ok(Line::Measurement(m)) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no measurement for {success:?}/{failure:?}: {text}"));
+            let want = argo_with(&pf.url, m.at_ms, success, failure);
+            assert_eq!(
+                (m.phase.as_str(), m.value.as_str()),
+                (want.phase.as_str(), want.value.as_str()),
+                "success {success:?}, failure {failure:?} at {at}: analyze {m:?}, Argo {want:?}"
+            );
+            judged += 1;
+        }
+    }
+    assert_eq!(judged, 2 * pairs.len());
 }
