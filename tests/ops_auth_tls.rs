@@ -134,6 +134,29 @@ async fn tls_serving_and_client_auth() {
         .await
         .expect("send");
     assert_ne!(r.status().as_u16(), 401);
+    // The web UI and its analysis runs sit behind the same authentication.
+    for path in ["/", "/ui/app.js", "/api/v1/status/cache"] {
+        let r = c.get(https(&p, path)).send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let r = c
+            .get(https(&p, path))
+            .header("authorization", basic("grafana", PASSWORD))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    let r = c
+        .post(https(&p, "/ui/analyze"))
+        .form(&[
+            ("template", "kind: AnalysisTemplate"),
+            ("from", "0"),
+            ("to", "1"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
     // Probes need no credentials.
     for path in ["/-/healthy", "/-/ready"] {
         let r = c.get(https(&p, path)).send().await.expect("send");
