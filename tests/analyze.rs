@@ -323,3 +323,92 @@ fn conditions_evaluate_as_argos_expr_does() {
     }
     assert_eq!(judged, 2 * pairs.len());
 }
+
+/// A promfed whose only backend is down: constant queries (`vector(1)`)
+/// need no backend, so measurements depend only on the schedule.
+fn constant_promfed() -> Promfed {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let cfg = config_yaml(&[("k8s-1", &dead, &[("cluster", "k8s-1")])], "");
+    Promfed::start(&cfg).unwrap_or_else(|e| panic!("promfed: {e}"))
+}
+
+/// Runs `promfed analyze --json` on the template `yaml` with `window`.
+fn analyze_yaml(yaml: &str, address: &str, window: &[&str]) -> (i32, Vec<Measurement>, Run) {
+    let dir = common::TempDir::new("promfed-analyze-schedule").expect("temp dir");
+    let path = dir.path().join("t.yaml");
+    std::fs::write(&path, yaml).expect("writing the template");
+    let out = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("analyze")
+        .arg(&path)
+        .args(["--address", address, "--json"])
+        .args(window)
+        .output()
+        .unwrap_or_else(|e| panic!("running promfed analyze: {e}"));
+    let mut ms = Vec::new();
+    let mut run = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match serde_json::from_str::<Line>(line) {
+            Ok(Line::Measurement(m)) => ms.push(m),
+            Ok(Line::Run(r)) => run = Some(r),
+            Err(e) => panic!("promfed analyze printed {line:?}: {e}"),
+        }
+    }
+    let run = run.unwrap_or_else(|| panic!("no run: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), ms, run)
+}
+
+fn metric_yaml(fields: &str) -> String {
+    format!(
+        "kind: AnalysisTemplate\nspec:\n  metrics:\n  - name: m\n    provider:\n      prometheus:\n        query: vector(1)\n{fields}"
+    )
+}
+
+/// Argo's schedule: the first measurement after `initialDelay`, then one
+/// per `interval` until `count`; a count reached is Successful, a failure
+/// past `failureLimit` ends the run at once.
+#[test]
+fn initial_delay_interval_count_and_failure_limit_schedule_measurements() {
+    let pf = constant_promfed();
+    let window = ["--from", "1000", "--to", "2000"];
+    let yaml = metric_yaml(
+        "    initialDelay: 30s\n    interval: 20s\n    count: 3\n    successCondition: result[0] == 1\n",
+    );
+    let (code, ms, run) = analyze_yaml(&yaml, &pf.url, &window);
+    let at: Vec<i64> = ms.iter().map(|m| m.at_ms).collect();
+    assert_eq!(at, [1_030_000, 1_050_000, 1_070_000], "{ms:?}");
+    assert!(ms
+        .iter()
+        .all(|m| m.phase == "Successful" && m.value == "[1]"));
+    assert_eq!((run.phase.as_str(), code), ("Successful", 0), "{run:?}");
+
+    let yaml = metric_yaml(
+        "    interval: 1m\n    count: 5\n    failureLimit: 1\n    successCondition: result[0] == 2\n",
+    );
+    let (code, ms, run) = analyze_yaml(&yaml, &pf.url, &window);
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert_eq!(ms[1].at_ms, 1_060_000);
+    assert_eq!((run.phase.as_str(), code), ("Failed", 1), "{run:?}");
+
+    // Neither condition holds: Inconclusive (inconclusiveLimit 0), exit 3.
+    let yaml =
+        metric_yaml("    successCondition: result[0] > 1\n    failureCondition: result[0] < 1\n");
+    let (code, ms, run) = analyze_yaml(&yaml, &pf.url, &window);
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    assert_eq!((run.phase.as_str(), code), ("Inconclusive", 3), "{run:?}");
+}
+
+/// Live: the measurement is taken now.
+#[test]
+fn live_measures_now() {
+    let pf = constant_promfed();
+    let yaml = metric_yaml("    successCondition: result[0] == 1\n");
+    let before = chrono::Utc::now().timestamp_millis();
+    let (code, ms, run) = analyze_yaml(&yaml, &pf.url, &["--live"]);
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    assert!((before..=after).contains(&ms[0].at_ms), "{ms:?}");
+    assert_eq!((run.phase.as_str(), code), ("Successful", 0), "{run:?}");
+}
