@@ -49,7 +49,6 @@ impl Drop for Prom {
     }
 }
 
-
 /// Writes the OpenMetrics file and fills `src` with the same samples.
 fn generate(path: &Path, src: &mut MemorySource) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
