@@ -31,7 +31,8 @@ fn serve_with_a_bad_config_says_so_once_without_colour_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\u{1b}'), "colour codes on a pipe: {err:?}");
     assert_eq!(
-        err.matches("backends[0].timeout: not a valid duration string: \"5x\" (line 5)").count(),
+        err.matches("backends[0].timeout: not a valid duration string: \"5x\" (line 5)")
+            .count(),
         1,
         "{err}"
     );
@@ -59,7 +60,10 @@ fn check_config_reports_every_bad_value_and_flags_indistinguishable_backends() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!bad_out.status.success());
     let err = String::from_utf8_lossy(&bad_out.stderr);
-    assert!(err.contains("backends[0].timeout") && err.contains("backends[1].timeout"), "{err}");
+    assert!(
+        err.contains("backends[0].timeout") && err.contains("backends[1].timeout"),
+        "{err}"
+    );
     assert!(twins_out.status.success(), "twins are valid, only doubtful");
     let warn = String::from_utf8_lossy(&twins_out.stderr);
     assert!(
