@@ -224,6 +224,7 @@ pub fn auth_refused() {
 }
 
 /// Counts a query in flight while alive.
+#[derive(Debug)]
 pub struct InFlight(());
 
 impl InFlight {
