@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::limits::meter::{self, LimitError};
 use crate::model::{Labels, Sample};
 
 /// The evaluation grid: timestamps `start, start+step, …, end` (ms).
@@ -71,8 +72,13 @@ pub(crate) struct RangeVec {
 
 impl RangeVec {
     /// Calls `f(step, samples in window)` for every step of one series,
-    /// sliding two cursors over its samples.
-    pub fn for_each_window(&self, series: &RSeries, mut f: impl FnMut(usize, &[Sample])) {
+    /// sliding two cursors over its samples; stops early when the query
+    /// runs past its deadline or is canceled.
+    pub fn for_each_window(
+        &self,
+        series: &RSeries,
+        mut f: impl FnMut(usize, &[Sample]),
+    ) -> Result<(), LimitError> {
         let s = &series.samples;
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut prev: Option<(i64, i64)> = None;
@@ -94,8 +100,10 @@ impl RangeVec {
             while hi < s.len() && s[hi].t <= whi {
                 hi += 1;
             }
+            meter::tick_by(hi - lo + 1)?;
             f(i, &s[lo..hi]);
         }
+        Ok(())
     }
 }
 
