@@ -18,7 +18,7 @@ use axum::Router;
 
 use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
 use crate::federation::Federation;
-use crate::promql::{Engine, QueryOptions, QueryResult};
+use crate::promql::{Engine, QueryOptions};
 use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
@@ -258,9 +258,9 @@ impl AppState {
 }
 
 /// A query answer; results with warnings must not be cached by proxies.
-fn query_response(r: &QueryResult) -> Response {
-    let mut resp = json_response(StatusCode::OK, encode::query_body(r));
-    if !r.warnings.is_empty() {
+fn query_response(body: String, has_warnings: bool) -> Response {
+    let mut resp = json_response(StatusCode::OK, body);
+    if has_warnings {
         resp.headers_mut().insert(
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
@@ -348,16 +348,22 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
         return Ok(cached_response(a));
     }
     let engine = st.engine_for(read);
-    let r = (st.limits)
+    let (body, has_warnings) = (st.limits)
         .run(kind, q, timeout, async {
-            match ask {
+            let r = match ask {
                 Ask::Instant { t } => engine.instant(q, t, &opts).await,
                 Ask::Range { start, end, step } => engine.range(q, start, end, step, &opts).await,
-            }
-            .map_err(ApiError::from)
+            }?;
+            let has_warnings = !r.warnings.is_empty();
+            // Encoding is part of the query: within its deadline and budget.
+            let body = crate::limits::meter::blocking("response encoding", move || {
+                encode::query_body_checked(&r)
+            })
+            .await?;
+            Ok((body, has_warnings))
         })
         .await?;
-    Ok(query_response(&r))
+    Ok(query_response(body, has_warnings))
 }
 
 /// A grid cell this process holds in memory, answered at once: it costs
