@@ -541,6 +541,15 @@ impl QueryContext {
         self.bytes.load(Ordering::Acquire)
     }
 
+    /// Moves up to `n` bytes this query holds (its answer) out of the
+    /// query into a guard that keeps them taken from the memory pool until
+    /// it drops: the answer stays counted while it is sent.
+    pub fn keep_bytes(&self, n: u64) -> memory::Held {
+        let n = n.min(self.bytes());
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        memory::Held::new(self.memory.clone(), n)
+    }
+
     /// Charges bytes held by this query; `Err` (nothing charged) over the
     /// query's or the pool's limit.
     fn take_bytes(&self, n: u64) -> Result<(), meter::LimitError> {
@@ -848,6 +857,31 @@ mod tests {
         assert_eq!(ctx.backends(), ["k8s-1", "k8s-2"]);
         // Outside a scope nothing is charged and nothing fails.
         assert!(current().is_none());
+    }
+
+    #[test]
+    fn queries_share_one_memory_pool() {
+        let pool = Arc::new(memory::MemoryPool::new(1000));
+        let cfg = LimitsConfig::default();
+        let a = QueryContext::new(&cfg).with_memory(pool.clone(), 800);
+        let b = QueryContext::new(&cfg).with_memory(pool.clone(), 800);
+        a.hold(0, 700).expect("fits the pool");
+        // Within its own budget, but not within what is left of the pool.
+        assert_eq!(
+            b.hold(0, 400),
+            Err(meter::LimitError::Memory { limit: 1000 })
+        );
+        b.hold(0, 300).expect("fits");
+        assert_eq!(b.bytes(), 300);
+        // Over its own budget.
+        assert_eq!(a.hold(0, 101), Err(meter::LimitError::Bytes { limit: 800 }));
+        // An answer kept past its query stays taken until sent.
+        let kept = a.keep_bytes(500);
+        drop(a);
+        assert_eq!(pool.used(), 800);
+        drop(kept);
+        drop(b);
+        assert_eq!(pool.used(), 0);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! are refused or wait instead of aborting the process between them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
@@ -107,6 +108,32 @@ impl MemoryPool {
     }
 }
 
+/// Bytes kept taken from the pool until dropped (an answer while it is
+/// sent, after its query has ended).
+#[derive(Debug)]
+pub struct Held {
+    pool: Option<Arc<MemoryPool>>,
+    bytes: u64,
+}
+
+impl Held {
+    pub fn new(pool: Option<Arc<MemoryPool>>, bytes: u64) -> Held {
+        Held { pool, bytes }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give(self.bytes);
+        }
+    }
+}
+
 /// The default of `limits.max_memory_bytes`: half the memory the process
 /// may use (its cgroup's limit, else the machine's memory).
 pub fn default_limit() -> u64 {
@@ -154,6 +181,16 @@ mod tests {
         p.give(600);
         p.take(1000).expect("fits when free");
         p.give(5000);
+        assert_eq!(p.used(), 0);
+    }
+
+    #[test]
+    fn held_bytes_go_back_when_dropped() {
+        let p = Arc::new(MemoryPool::new(1000));
+        p.take(300).expect("fits");
+        let held = Held::new(Some(p.clone()), 300);
+        assert_eq!(p.used(), 300);
+        drop(held);
         assert_eq!(p.used(), 0);
     }
 
