@@ -480,9 +480,10 @@ pub struct QueryContext {
     memory: Option<Arc<memory::MemoryPool>>,
     /// When the query must have been answered.
     deadline: Option<Instant>,
-    /// The admission slot and the in-flight count, held while the context
-    /// lives.
-    _slot: Option<(OwnedSemaphorePermit, crate::telemetry::InFlight)>,
+    /// The in-flight count and the admission slot, held while the context
+    /// lives (dropped in this order: the count never shows more queries
+    /// than there are slots).
+    _slot: Option<(crate::telemetry::InFlight, OwnedSemaphorePermit)>,
     backends: Mutex<BTreeSet<String>>,
     /// How the cache answered (`hit`, `miss`, ...), when it did.
     cache: Mutex<Option<&'static str>>,
@@ -522,7 +523,7 @@ impl QueryContext {
     /// This context holding the query's admission slot (and counting as a
     /// query in flight) for as long as it lives.
     fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
-        self._slot = Some((slot, crate::telemetry::InFlight::enter()));
+        self._slot = Some((crate::telemetry::InFlight::enter(), slot));
         self
     }
 
