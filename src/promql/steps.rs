@@ -70,6 +70,9 @@ pub(crate) struct RangeVec {
     pub range_ms: i64,
 }
 
+/// Samples visited between two reports to the meter.
+const WORK_PER_TICK: usize = 4096;
+
 impl RangeVec {
     /// Calls `f(step, samples in window)` for every step of one series,
     /// sliding two cursors over its samples; stops early when the query
@@ -82,6 +85,9 @@ impl RangeVec {
         let s = &series.samples;
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut prev: Option<(i64, i64)> = None;
+        // Work done since the meter last heard of it (the meter is a
+        // thread-local: tell it in batches, not once per window).
+        let mut work = 0usize;
         for (i, &(wlo, whi)) in self.windows.iter().enumerate() {
             match prev {
                 Some((plo, phi)) if wlo >= plo && whi >= phi => {}
@@ -100,9 +106,14 @@ impl RangeVec {
             while hi < s.len() && s[hi].t <= whi {
                 hi += 1;
             }
-            meter::tick_by(hi - lo + 1)?;
+            work += hi - lo + 1;
+            if work >= WORK_PER_TICK {
+                meter::tick_by(work)?;
+                work = 0;
+            }
             f(i, &s[lo..hi]);
         }
+        meter::tick_by(work)?;
         Ok(())
     }
 }
