@@ -329,7 +329,19 @@ async fn a_query_that_would_overflow_the_memory_of_all_queries_is_refused_and_th
     );
     assert!(grew < 48 * MIB, "peak memory grew by {} MiB", grew / MIB);
     alive(&mut p);
-    // What it held went back to the pool: a small query runs.
+    // What it held went back to the pool, as the metrics show.
+    let metrics = metrics_text(&p).await;
+    for line in [
+        "promfed_query_memory_bytes 0",
+        "promfed_query_memory_limit_bytes 16777216",
+        "promfed_queries_refused_total{reason=\"memory\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in {metrics}"
+        );
+    }
+    // A small query runs.
     let (_, status, body) = post(
         &p,
         "/api/v1/query",
@@ -340,17 +352,23 @@ async fn a_query_that_would_overflow_the_memory_of_all_queries_is_refused_and_th
     assert_eq!(body["data"]["result"][0]["value"][1], SERIES.to_string());
 }
 
-/// `promfed_queries_in_flight` now.
-async fn in_flight(p: &Promfed) -> f64 {
-    let text = client()
+/// promfed's own metrics, as text.
+async fn metrics_text(p: &Promfed) -> String {
+    client()
         .get(p.url("/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("text")
+}
+
+/// `promfed_queries_in_flight` now.
+async fn in_flight(p: &Promfed) -> f64 {
+    metrics_text(p)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("promfed_queries_in_flight "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1.0)

@@ -30,6 +30,7 @@ pub struct MemoryPool {
 
 impl MemoryPool {
     pub fn new(limit: u64) -> MemoryPool {
+        crate::telemetry::query_memory_limit(limit);
         MemoryPool {
             limit: limit.max(1),
             used: AtomicU64::new(0),
@@ -59,7 +60,10 @@ impl MemoryPool {
                 .used
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    crate::telemetry::query_memory(i64::try_from(n).unwrap_or(i64::MAX));
+                    return Ok(());
+                }
                 Err(actual) => cur = actual,
             }
         }
@@ -77,7 +81,10 @@ impl MemoryPool {
                 .used
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    crate::telemetry::query_memory(-i64::try_from(cur - next).unwrap_or(0));
+                    break;
+                }
                 Err(actual) => cur = actual,
             }
         }
