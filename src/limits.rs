@@ -698,22 +698,6 @@ pub fn current() -> Option<Arc<QueryContext>> {
     QUERY.try_with(Arc::clone).ok()
 }
 
-/// Charges `n` samples that the engine itself materialises (subquery
-/// points, range vectors built during evaluation) to the current query's
-/// `max_samples` budget, as Prometheus counts every sample a query holds.
-/// `Err` carries Prometheus's message ([`TOO_MANY_SAMPLES`]); outside a
-/// query's scope nothing is counted.
-pub fn charge_samples(n: u64) -> Result<(), &'static str> {
-    let Some(ctx) = current() else {
-        return Ok(());
-    };
-    let total = ctx.samples.fetch_add(n, Ordering::AcqRel).saturating_add(n);
-    if total > ctx.max_samples {
-        return Err(TOO_MANY_SAMPLES);
-    }
-    Ok(())
-}
-
 fn sample_count(out: &SelectOutput) -> u64 {
     out.series.iter().map(|s| s.samples.len() as u64).sum()
 }
@@ -886,25 +870,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn samples_the_engine_materialises_share_the_budget() {
-        assert_eq!(
-            charge_samples(u64::MAX),
-            Ok(()),
-            "outside a query nothing counts"
-        );
+    async fn fetched_series_are_charged_to_the_byte_budget() {
+        // 2 backends x 2 series x 10 samples of 16 bytes, plus labels.
+        let fed = federation(2, false);
+        let ctx = Arc::new(QueryContext::new(&LimitsConfig::default()));
+        scope(ctx.clone(), fed.select(&select_up()))
+            .await
+            .expect("select");
+        assert!(ctx.bytes() > 40 * meter::SAMPLE_BYTES, "{}", ctx.bytes());
         let ctx = Arc::new(QueryContext::new(&LimitsConfig {
-            max_samples: 100,
+            max_query_bytes: Some(40 * meter::SAMPLE_BYTES),
             ..LimitsConfig::default()
         }));
-        let fed = federation(2, false); // 40 samples fetched
-        let r = scope(ctx.clone(), async {
-            fed.select(&select_up()).await.expect("select");
-            charge_samples(60)?;
-            charge_samples(1)
-        })
-        .await;
-        assert_eq!(r, Err(TOO_MANY_SAMPLES));
-        assert_eq!(ctx.samples(), 101);
+        let e = scope(ctx, fed.select(&select_up()))
+            .await
+            .expect_err("over the byte budget");
+        assert!(e.to_string().contains("limits.max_query_bytes"), "{e}");
     }
 
     #[test]
