@@ -104,9 +104,10 @@ impl From<LimitError> for EngineError {
             LimitError::Timeout(stage) => EngineError::Timeout(stage.to_string()),
             LimitError::Canceled(stage) => EngineError::Canceled(stage.to_string()),
             LimitError::Memory { .. } => EngineError::Unavailable(e.to_string()),
-            LimitError::Samples | LimitError::Bytes { .. } | LimitError::Response { .. } => {
-                EngineError::Execution(e.to_string())
-            }
+            LimitError::Samples
+            | LimitError::Bytes { .. }
+            | LimitError::Response { .. }
+            | LimitError::Aborted(_) => EngineError::Execution(e.to_string()),
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum LimitError {
     /// Nobody waits for the answer any more.
     #[error("query was canceled in {0}")]
     Canceled(&'static str),
+    /// The metered work ended without an outcome (it panicked).
+    #[error("{0} aborted")]
+    Aborted(&'static str),
 }
 
 /// Bytes of an `Option<f64>` (one point of an instant vector at one step).
@@ -273,12 +276,16 @@ pub async fn blocking<T: Send + 'static>(
     let canceled = Arc::new(AtomicBool::new(false));
     let _cancel = CancelOnDrop(canceled.clone());
     let meter = Meter::new(super::current(), Some(canceled), stage);
-    tokio::task::spawn_blocking(move || {
+    match tokio::task::spawn_blocking(move || {
         let _entered = meter.enter();
         work()
     })
     .await
-    .unwrap_or(Err(LimitError::Canceled(stage)))
+    {
+        Ok(out) => out,
+        // A panic (logged by the runtime) or the runtime shutting down.
+        Err(_) => Err(LimitError::Aborted(stage)),
+    }
 }
 
 /// Sets a flag when dropped: tells blocking work its caller went away.
