@@ -78,6 +78,8 @@ fn text(out: &Output) -> String {
 /// unmounted and removed (container and image) on drop.
 struct Image {
     tag: String,
+    /// The image's ID: removed by ID, so no untagged copy stays behind.
+    id: String,
     container: String,
     rootfs: PathBuf,
     /// `STORAGE_DRIVER` as scripts/image chose it.
@@ -115,9 +117,19 @@ impl Image {
         } else {
             vec![]
         };
+        let id = text(&run(
+            "buildah",
+            &["images", "--no-trunc", "--quiet", &tag],
+            &env,
+        ));
+        assert!(
+            !id.is_empty() && !id.contains('\n'),
+            "image id of {tag}: {id:?}"
+        );
         let container = text(&run("buildah", &["from", "--quiet", &tag], &env));
         let mut image = Image {
             tag,
+            id,
             container,
             rootfs: PathBuf::new(),
             env,
@@ -147,7 +159,7 @@ impl Drop for Image {
         for args in [
             vec!["umount", self.container.as_str()],
             vec!["rm", self.container.as_str()],
-            vec!["rmi", self.tag.as_str()],
+            vec!["rmi", "--force", self.id.as_str()],
         ] {
             let _ = Command::new("timeout")
                 .arg("120")
@@ -390,7 +402,7 @@ async fn image_runs_as_65532_from_a_read_only_root_and_answers_like_one_promethe
         mount --bind "$cfg" "$root$mnt"
         mount -o remount,bind,ro "$root$mnt"
         mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
-        exec chroot --userspec="$user" "$root" "$@"
+        exec env -i RUST_LOG=warn "$(command -v chroot)" --userspec="$user" "$root" "$@"
     "#;
     let mut run_cmd = Command::new("unshare");
     run_cmd
@@ -410,7 +422,7 @@ async fn image_runs_as_65532_from_a_read_only_root_and_answers_like_one_promethe
         .arg(cfg["User"].as_str().expect("User"))
         .args(entrypoint.iter().chain(&cmd).map(OsString::from))
         .env_clear()
-        .env("RUST_LOG", "warn");
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let mut pf = Promfed::spawn(run_cmd, dir)?;
 
     let pid = pf.pid().expect("running");
@@ -431,6 +443,23 @@ async fn image_runs_as_65532_from_a_read_only_root_and_answers_like_one_promethe
         (bin.dev(), bin.ino()),
         "pid {pid} does not run the image's /usr/local/bin/promfed"
     );
+
+    // Its root and its config directory are read-only mounts, as in the
+    // chart (mountinfo: field 5 is the mount point, 6 its options).
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    for point in ["/", CONFIG_DIR] {
+        let opts = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.get(4) == Some(&point)).then(|| f.get(5).copied().unwrap_or(""))
+            })
+            .next_back();
+        assert!(
+            opts.is_some_and(|o| o.split(',').any(|x| x == "ro")),
+            "{point} is not mounted read-only for promfed:\n{mountinfo}"
+        );
+    }
 
     // `/-/ready` answered 200 in Promfed::spawn; the seed query now.
     let t = h.schedule.steps[3].mid();
