@@ -9,7 +9,9 @@
 //! (`CARGO_BIN_EXE_promfed`), so `scripts/test` needs no release build (one
 //! costs 8-10 minutes on two cores). Everything else is `scripts/image`'s
 //! own recipe, the one users run with the release binary; the libraries,
-//! files and config are the same for both profiles.
+//! files and config are the same for both profiles. To run the same test
+//! on the release binary (the one `scripts/image` uses by default):
+//! `PROMFED_IMAGE_BINARY=target/release/promfed cargo test --test image`.
 //!
 //! How it runs: `podman run` fails on these machines (`crun: setrlimit
 //! RLIMIT_NOFILE` / `RLIMIT_NPROC: Operation not permitted` inside the
@@ -78,7 +80,7 @@ fn text(out: &Output) -> String {
 /// unmounted and removed (container and image) on drop.
 struct Image {
     tag: String,
-    /// The image's ID: removed by ID, so no untagged copy stays behind.
+    /// The image's ID, to remove an untagged copy too.
     id: String,
     container: String,
     rootfs: PathBuf,
@@ -99,15 +101,12 @@ impl Image {
             "buildah not found: apt-get install -y buildah (scripts/test installs it)"
         );
         let tag = format!("localhost/promfed-image-test:{}", std::process::id());
+        let binary = std::env::var("PROMFED_IMAGE_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_promfed").to_string());
+        println!("image test: building the image from {binary}");
         let out = run(
             "bash",
-            &[
-                "scripts/image",
-                "--binary",
-                env!("CARGO_BIN_EXE_promfed"),
-                "--tag",
-                &tag,
-            ],
+            &["scripts/image", "--binary", &binary, "--tag", &tag],
             &[],
         );
         let log = text(&out);
@@ -159,7 +158,10 @@ impl Drop for Image {
         for args in [
             vec!["umount", self.container.as_str()],
             vec!["rm", self.container.as_str()],
-            vec!["rmi", "--force", self.id.as_str()],
+            vec!["rmi", self.tag.as_str()],
+            // An untagged copy, if one stayed (never --force: another tag
+            // on the same id would be someone's image).
+            vec!["rmi", self.id.as_str()],
         ] {
             let _ = Command::new("timeout")
                 .arg("120")
