@@ -1,6 +1,6 @@
 //! Engine time against a real Prometheus's own `evalTotalTime` on the same data.
 //!
-//! One command (needs Debian's `prometheus` and `promtool`):
+//! One command (needs Prometheus 3.8 built by `scripts/peers`):
 //! `cargo bench --bench engine_vs_prometheus`
 //!
 //! It writes 10k Istio-shaped counter series and 200 classic histograms
@@ -9,6 +9,9 @@
 //! query as a 1 h range at 15 s: Prometheus's median `evalTotalTime`
 //! (`stats=all`) against the median time of `Engine::range` over a memory
 //! source holding the same samples. It exits non-zero when a ratio exceeds 1.
+
+#[path = "../tests/common/peers.rs"]
+mod peers;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,19 +47,6 @@ impl Drop for Prom {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
-    );
 }
 
 /// Writes the OpenMetrics file and fills `src` with the same samples.
@@ -170,8 +160,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    require("prometheus");
-    require("promtool");
+    let (prometheus, promtool) = (peers::prometheus(), peers::promtool());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("promql-vs-prom-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -180,7 +169,7 @@ fn main() {
     let mut src = MemorySource::new();
     generate(&om, &mut src);
     let tsdb = dir.join("tsdb");
-    let status = Command::new("promtool")
+    let status = Command::new(&promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&om)
         .arg(&tsdb)
@@ -193,7 +182,7 @@ fn main() {
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("config");
     let port = free_port();
     let prom = Prom(
-        Command::new("prometheus")
+        Command::new(&prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", tsdb.display()))
             .arg("--storage.tsdb.retention.time=100y")

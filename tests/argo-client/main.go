@@ -6,7 +6,7 @@
 //	{"phase":"Successful","value":"[0.97]","message":"","metadata":{...}}
 //
 // Flags name the metric's fields (address, query, successCondition,
-// failureCondition, timeout). -at sets the evaluation time: the provider
+// failureCondition, timeout, headers). -at sets the evaluation time: the provider
 // asks for time.Now(), and the tests' data is backfilled at fixed times, so
 // -at shifts that one argument of the instant query to the data's clock;
 // everything else (HTTP client, POST with GET fallback, result decoding,
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"time"
 
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -41,6 +42,20 @@ func (a atAPI) Query(ctx context.Context, query string, _ time.Time, opts ...v1.
 	return a.API.Query(ctx, query, a.at, opts...)
 }
 
+// headerFlags collects -header Key=Value flags.
+type headerFlags []v1alpha1.WebMetricHeader
+
+func (h *headerFlags) String() string { return fmt.Sprint(*h) }
+
+func (h *headerFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want Key=Value, got %q", s)
+	}
+	*h = append(*h, v1alpha1.WebMetricHeader{Key: k, Value: v})
+	return nil
+}
+
 type output struct {
 	Phase    string            `json:"phase"`
 	Value    string            `json:"value"`
@@ -55,6 +70,8 @@ func main() {
 	failure := flag.String("failure-condition", "", "the metric's failureCondition")
 	timeout := flag.Int64("timeout", 30, "the metric's provider.prometheus.timeout, seconds")
 	at := flag.Float64("at", math.NaN(), "evaluation time, Unix seconds (default: now, as Argo asks)")
+	var headers headerFlags
+	flag.Var(&headers, "header", "the metric's provider.prometheus.headers entry, Key=Value (repeatable)")
 	flag.Parse()
 	if *address == "" || *query == "" {
 		fmt.Fprintln(os.Stderr, "argo-client: -address and -query are required")
@@ -75,6 +92,7 @@ func main() {
 				Address: *address,
 				Query:   *query,
 				Timeout: timeout,
+				Headers: headers,
 			},
 		},
 	}
