@@ -19,7 +19,7 @@ use axum::Router;
 
 use crate::cache::{Answer, QueryCache, Variant, CACHE_HEADER};
 use crate::federation::Federation;
-use crate::promql::{Engine, QueryOptions, QueryResult};
+use crate::promql::{Engine, QueryOptions};
 use crate::source::{ReadOptions, WithReadOptions};
 pub use error::{ApiError, ErrorType};
 pub use params::Params;
@@ -263,10 +263,59 @@ impl AppState {
     }
 }
 
+/// Chunks an answer is sent in: all but the last one or two have been
+/// written when the body ends and gives its memory back.
+const BODY_CHUNK: usize = 1 << 20;
+
+/// An answer's bytes, sent in chunks, with the memory they hold kept
+/// taken from the query memory pool until the body is dropped.
+struct HeldBody {
+    rest: axum::body::Bytes,
+    _held: Option<crate::limits::memory::Held>,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(BODY_CHUNK);
+        let chunk = self.rest.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
 /// A query answer; results with warnings must not be cached by proxies.
-fn query_response(r: &QueryResult) -> Response {
-    let mut resp = json_response(StatusCode::OK, encode::query_body(r));
-    if !r.warnings.is_empty() {
+fn query_response(
+    body: String,
+    has_warnings: bool,
+    held: Option<crate::limits::memory::Held>,
+) -> Response {
+    let body = HeldBody {
+        rest: axum::body::Bytes::from(body),
+        _held: held,
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::new(body),
+    )
+        .into_response();
+    if has_warnings {
         resp.headers_mut().insert(
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
@@ -354,17 +403,28 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
         return Ok(with_backends(cached_response(a), &backends));
     }
     let engine = st.engine_for(read);
-    let (r, backends) = (st.limits)
+    let (body, has_warnings, held, backends) = (st.limits)
         .run(kind, q, timeout, async {
-            match ask {
+            let r = match ask {
                 Ask::Instant { t } => engine.instant(q, t, &opts).await,
                 Ask::Range { start, end, step } => engine.range(q, start, end, step, &opts).await,
-            }
-            .map(|r| (r, backends_read()))
-            .map_err(ApiError::from)
+            }?;
+            let has_warnings = !r.warnings.is_empty();
+            // Encoding is part of the query: within its deadline and budget.
+            let body = crate::limits::meter::blocking("response encoding", move || {
+                encode::query_body_checked(&r)
+            })
+            .await?;
+            // The answer stays counted against the memory of all queries
+            // until it has been sent.
+            let held = crate::limits::current().map(|c| c.keep_bytes(body.capacity() as u64));
+            Ok((body, has_warnings, held, backends_read()))
         })
         .await?;
-    Ok(with_backends(query_response(&r), &backends))
+    Ok(with_backends(
+        query_response(body, has_warnings, held),
+        &backends,
+    ))
 }
 
 /// The backends the current query has read from so far.

@@ -76,12 +76,19 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn of(r: &QueryResult, status: CacheStatus) -> Answer {
-        Answer {
-            body: Bytes::from(encode::query_body(r)),
+    /// Encodes `r` as part of the current query: within its deadline, its
+    /// memory budget and `limits.max_response_bytes`.
+    async fn of(r: QueryResult, status: CacheStatus) -> Result<Answer, ApiError> {
+        let has_warnings = !r.warnings.is_empty();
+        let body = crate::limits::meter::blocking("response encoding", move || {
+            encode::query_body_checked(&r)
+        })
+        .await?;
+        Ok(Answer {
+            body: Bytes::from(body),
             status,
-            has_warnings: !r.warnings.is_empty(),
-        }
+            has_warnings,
+        })
     }
 
     fn stored(body: Bytes) -> Answer {
@@ -335,7 +342,7 @@ impl QueryCache {
             let r = inner
                 .bounded(timeout, eval.instant(query, t_ms, opts))
                 .await?;
-            return Ok(Answer::of(&r, CacheStatus::Bypass));
+            return Answer::of(r, CacheStatus::Bypass).await;
         };
         let t = key::round_down(t_ms, inner.settings.grid_ms);
         let key = key::instant_key(&canon, t, opts, &variant.key);
@@ -397,7 +404,7 @@ impl QueryCache {
                 let r = inner
                     .bounded(timeout, eval.range(query, start_ms, end_ms, step_ms, opts))
                     .await?;
-                return Ok(Answer::of(&r, CacheStatus::Bypass));
+                return Answer::of(r, CacheStatus::Bypass).await;
             }
         };
         let rkey = key::range_key(&canon, step_ms, start_ms, opts, &variant.key);
@@ -614,9 +621,9 @@ impl Inner {
             .inc();
         self.cells.record(&canon.text, t, (self.clock)());
         let r = self
-            .bounded(DEFAULT_QUERY_TIMEOUT, eval.instant(&canon.text, t, opts))
+            .bounded(query_time_left(), eval.instant(&canon.text, t, opts))
             .await?;
-        let mut answer = Answer::of(&r, CacheStatus::Miss);
+        let mut answer = Answer::of(r, CacheStatus::Miss).await?;
         if answer.has_warnings {
             self.not_stored("warnings");
         } else if !storable {
@@ -653,7 +660,7 @@ impl Inner {
                 warnings: Vec::new(),
                 infos: Vec::new(),
             };
-            return Ok(Answer::of(&r, CacheStatus::Hit));
+            return Answer::of(r, CacheStatus::Hit).await;
         }
         let status = if gaps == [(start, last)] {
             CacheStatus::Miss
@@ -665,10 +672,7 @@ impl Inner {
             .with_label_values(&["range"])
             .inc_by(gaps.len() as u64);
         let evals = gaps.iter().map(|&(s, e)| {
-            self.bounded(
-                DEFAULT_QUERY_TIMEOUT,
-                eval.range(&canon.text, s, e, step, opts),
-            )
+            self.bounded(query_time_left(), eval.range(&canon.text, s, e, step, opts))
         });
         let mut pieces = Vec::with_capacity(gaps.len());
         let (mut warnings, mut infos) = (Vec::new(), Vec::new());
@@ -686,11 +690,11 @@ impl Inner {
                     // Not a range result: answer the request as sent, uncached.
                     let r = self
                         .bounded(
-                            DEFAULT_QUERY_TIMEOUT,
+                            query_time_left(),
                             eval.range(&canon.text, start, end, step, opts),
                         )
                         .await?;
-                    return Ok(Answer::of(&r, CacheStatus::Bypass));
+                    return Answer::of(r, CacheStatus::Bypass).await;
                 }
             }
         }
@@ -708,7 +712,7 @@ impl Inner {
             warnings,
             infos,
         };
-        let answer = Answer::of(&r, status);
+        let answer = Answer::of(r, status).await?;
         if annotated {
             // Extents carry no annotations: a later hit could not repeat them.
             self.not_stored("annotations");
@@ -737,6 +741,16 @@ impl Inner {
         }
         Ok(answer)
     }
+}
+
+/// Time left until the current query's deadline: a flight's evaluation
+/// keeps the deadline of the query that started it, even after every
+/// caller has gone. Outside a query (warm queries), the default timeout.
+fn query_time_left() -> Duration {
+    crate::limits::current()
+        .and_then(|c| c.deadline())
+        .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+        .unwrap_or(DEFAULT_QUERY_TIMEOUT)
 }
 
 fn push_unique(into: &mut Vec<String>, items: Vec<String>) {

@@ -1,5 +1,7 @@
 //! The YAML configuration: its schema, defaults and validation.
 
+mod parse;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -197,8 +199,6 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("parsing {path}: {message}")]
-    Parse { path: String, message: String },
     #[error("{path} is invalid:\n  - {}", problems.join("\n  - "))]
     Invalid { path: String, problems: Vec<String> },
 }
@@ -216,9 +216,9 @@ impl Config {
 
     /// Parses and validates YAML text; `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+        let cfg: Config = parse::parse_all(text).map_err(|problems| ConfigError::Invalid {
             path: origin.to_string(),
-            message: e.to_string(),
+            problems,
         })?;
         let problems = cfg.validate();
         if problems.is_empty() {
@@ -229,6 +229,38 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    /// Things that are allowed but probably wrong, for `check-config` and
+    /// the start-up log: backends whose configured external labels are
+    /// identical while no `replica_labels` are set (their series would be
+    /// merged as if one backend held them, and neither deduplicated as
+    /// replicas nor told apart).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.replica_labels.is_empty() {
+            return warnings;
+        }
+        for (i, a) in self.backends.iter().enumerate() {
+            for b in &self.backends[i + 1..] {
+                if a.external_labels == b.external_labels {
+                    warnings.push(format!(
+                        "backends {:?} and {:?} have identical external_labels ({}) and no \
+                         replica_labels are set: their series cannot be told apart; give each \
+                         its own external labels, or name the replica label in replica_labels \
+                         if they are an HA pair",
+                        a.name,
+                        b.name,
+                        if a.external_labels.is_empty() {
+                            "none".to_string()
+                        } else {
+                            format!("{:?}", a.external_labels)
+                        }
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// Every problem with this config, all at once (empty when valid).
@@ -557,6 +589,48 @@ mod tests {
         assert!(parse_prometheus_duration("1m1h").is_err());
         assert!(parse_prometheus_duration("1x").is_err());
         assert!(parse_prometheus_duration("99999999999999999y").is_err());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_path_and_line() {
+        let text = "listen: 127.0.0.1:0\nbackends:\n  - name: a\n    url: http://127.0.0.1:1\n    timeout: 5x\n  - name: b\n    url: http://127.0.0.1:2\n    timout: 5s\ncache:\n  grid: soon\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(text, "t") else {
+            panic!("accepted");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(
+            problems[0],
+            "backends[0].timeout: not a valid duration string: \"5x\" (line 5)"
+        );
+        assert!(
+            problems[1].starts_with("backends[1].timout: unknown field `timout`, expected one of")
+                && problems[1].ends_with("(line 8)"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            problems[2],
+            "cache.grid: not a valid duration string: \"soon\" (line 10)"
+        );
+    }
+
+    #[test]
+    fn identical_external_labels_without_replica_labels_are_flagged() {
+        let two = |extra: &str, l2: &str| {
+            Config::from_yaml(
+                &format!("{extra}backends:\n  - {{name: a, url: 'http://127.0.0.1:1', external_labels: {{cluster: x}}}}\n  - {{name: b, url: 'http://127.0.0.1:2', external_labels: {{cluster: {l2}}}}}\n"),
+                "t",
+            )
+            .expect("valid")
+            .warnings()
+        };
+        let w = two("", "x");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("\"a\" and \"b\" have identical external_labels"),
+            "{w:?}"
+        );
+        assert!(two("", "y").is_empty());
+        assert!(two("replica_labels: [replica]\n", "x").is_empty());
     }
 
     #[test]

@@ -5,7 +5,14 @@
 //! with a [`QueryContext`] in a task-local scope. The federation reports each
 //! backend answer to [`observe_select`], which records the backend's latency
 //! and charges the answer to the query's budget. Code that moves an
-//! evaluation to another task must carry the context with [`scope`].
+//! evaluation to another task must carry the context with [`scope`]: the
+//! context holds the query's admission slot, deadline and budget, so work
+//! carried elsewhere (a cache's single flight) keeps them while it runs.
+//! What the engine builds is charged through [`meter`]; all queries
+//! together draw their memory from one [`memory`] pool.
+
+pub mod memory;
+pub mod meter;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -71,6 +78,24 @@ pub struct LimitsConfig {
     /// long.
     #[serde(default = "default_max_query_operators")]
     pub max_query_operators: usize,
+    /// Most bytes one query may hold at once: series fetched, the values
+    /// the engine builds (points, windows, subquery points, label sets it
+    /// creates) and its JSON answer. More fails it with `execution` (422)
+    /// before the memory is allocated. Default: 1 GiB, at most half of
+    /// `max_memory_bytes`.
+    #[serde(default)]
+    pub max_query_bytes: Option<u64>,
+    /// Largest JSON answer of a query, bytes (default 268435456, 256 MiB);
+    /// a larger one fails with `execution` (422) naming this limit.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Most bytes all queries together may hold. A query starts only while
+    /// a tenth of it is free (else it waits in the queue until its
+    /// deadline); a query whose next value would overflow it is refused
+    /// with `unavailable` (503). Default: half the memory limit of
+    /// promfed's cgroup, or of the machine when there is none.
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
 }
 
 fn default_max_samples() -> u64 {
@@ -100,6 +125,11 @@ fn default_max_query_depth() -> usize {
 fn default_max_query_operators() -> usize {
     1000
 }
+fn default_max_response_bytes() -> u64 {
+    256 << 20
+}
+/// Default of `max_query_bytes` before it is capped by the memory limit.
+const DEFAULT_MAX_QUERY_BYTES: u64 = 1 << 30;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -113,6 +143,9 @@ impl Default for LimitsConfig {
             max_query_length: default_max_query_length(),
             max_query_depth: default_max_query_depth(),
             max_query_operators: default_max_query_operators(),
+            max_query_bytes: None,
+            max_response_bytes: default_max_response_bytes(),
+            max_memory_bytes: None,
         }
     }
 }
@@ -133,6 +166,13 @@ impl LimitsConfig {
         positive("max_query_length", self.max_query_length as u64);
         positive("max_query_depth", self.max_query_depth as u64);
         positive("max_query_operators", self.max_query_operators as u64);
+        positive("max_response_bytes", self.max_response_bytes);
+        if let Some(b) = self.max_query_bytes {
+            positive("max_query_bytes", b);
+        }
+        if let Some(b) = self.max_memory_bytes {
+            positive("max_memory_bytes", b);
+        }
         if self.query_timeout.is_zero() {
             problems.push("limits.query_timeout: must be greater than 0".to_string());
         }
@@ -145,6 +185,10 @@ pub struct Limits {
     pub config: LimitsConfig,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// The memory all queries together may hold.
+    memory: Arc<memory::MemoryPool>,
+    /// `max_query_bytes` in force (its default depends on the memory limit).
+    query_bytes: u64,
 }
 
 impl Default for Limits {
@@ -164,11 +208,29 @@ impl Drop for Queued<'_> {
 
 impl Limits {
     pub fn new(config: LimitsConfig) -> Self {
+        let memory = config
+            .max_memory_bytes
+            .unwrap_or_else(memory::default_limit);
+        let query_bytes = config
+            .max_query_bytes
+            .unwrap_or(DEFAULT_MAX_QUERY_BYTES.min(memory / 2));
         Limits {
             slots: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             queued: AtomicUsize::new(0),
+            memory: Arc::new(memory::MemoryPool::new(memory)),
+            query_bytes,
             config,
         }
+    }
+
+    /// The memory pool of every query (its limit and what is held now).
+    pub fn memory(&self) -> &memory::MemoryPool {
+        &self.memory
+    }
+
+    /// `max_query_bytes` in force.
+    pub fn max_query_bytes(&self) -> u64 {
+        self.query_bytes
     }
 
     /// The timeout for a request asking for `requested_ms` (`timeout`
@@ -224,7 +286,7 @@ impl Limits {
         deadline: tokio::time::Instant,
     ) -> Result<OwnedSemaphorePermit, ApiError> {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Ok(p);
+            return self.room_for(p, deadline).await;
         }
         let before = self.queued.fetch_add(1, Ordering::AcqRel);
         let _queued = Queued(&self.queued);
@@ -239,7 +301,7 @@ impl Limits {
             ));
         }
         match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
+            Ok(Ok(p)) => self.room_for(p, deadline).await,
             Ok(Err(_)) => Err(ApiError::new(
                 ErrorType::Unavailable,
                 "promfed is shutting down",
@@ -254,9 +316,28 @@ impl Limits {
         }
     }
 
+    /// Keeps slot `p` once the memory pool has room for a new query; while
+    /// it has none, the query waits (holding its slot) until `deadline`.
+    async fn room_for(
+        &self,
+        p: OwnedSemaphorePermit,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        if self.memory.wait_for_room(deadline).await {
+            return Ok(p);
+        }
+        crate::telemetry::query_refused("memory_timeout");
+        Err(ApiError::new(
+            ErrorType::Timeout,
+            "query timed out in queue waiting for memory (limits.max_memory_bytes)",
+        ))
+    }
+
     /// Evaluates `fut` as one query of `kind` (`instant` or `range`): waits
     /// for a slot, runs it under the query's budget until `timeout` (queue
-    /// time included), records metrics and the query log.
+    /// time included), records metrics and the query log. The slot and the
+    /// in-flight count belong to the query's context: work that carries the
+    /// context on (a single flight) holds them until it ends.
     pub async fn run<T>(
         &self,
         kind: &'static str,
@@ -266,9 +347,13 @@ impl Limits {
     ) -> Result<T, ApiError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        let _slot = self.admit(deadline).await?;
-        let _in_flight = crate::telemetry::InFlight::enter();
-        let ctx = Arc::new(QueryContext::new(&self.config));
+        let slot = self.admit(deadline).await?;
+        let ctx = Arc::new(
+            QueryContext::new(&self.config)
+                .with_deadline(deadline.into_std())
+                .with_memory(self.memory.clone(), self.query_bytes)
+                .holding(slot),
+        );
         let evaluated = tokio::time::timeout_at(deadline, scope(ctx.clone(), fut)).await;
         let result = match evaluated {
             Ok(r) => r,
@@ -378,12 +463,27 @@ impl QueryShape {
     }
 }
 
-/// What one query has fetched so far, and its limits.
+/// What one query has fetched and holds so far, and its limits.
 #[derive(Debug)]
 pub struct QueryContext {
     max_samples: u64,
     max_series_per_backend: u64,
+    /// Samples fetched from backends.
     samples: AtomicU64,
+    /// Samples the engine holds now (points, windows, subquery points).
+    held_samples: AtomicU64,
+    /// Bytes held now: fetched series, engine values, the answer.
+    bytes: AtomicU64,
+    max_bytes: u64,
+    max_response_bytes: u64,
+    /// The pool every query's bytes come from (none in tests).
+    memory: Option<Arc<memory::MemoryPool>>,
+    /// When the query must have been answered.
+    deadline: Option<Instant>,
+    /// The in-flight count and the admission slot, held while the context
+    /// lives (dropped in this order: the count never shows more queries
+    /// than there are slots).
+    _slot: Option<(crate::telemetry::InFlight, OwnedSemaphorePermit)>,
     backends: Mutex<BTreeSet<String>>,
     /// How the cache answered (`hit`, `miss`, ...), when it did.
     cache: Mutex<Option<&'static str>>,
@@ -395,9 +495,116 @@ impl QueryContext {
             max_samples: cfg.max_samples,
             max_series_per_backend: cfg.max_series_per_backend,
             samples: AtomicU64::new(0),
+            held_samples: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            max_bytes: cfg.max_query_bytes.unwrap_or(DEFAULT_MAX_QUERY_BYTES),
+            max_response_bytes: cfg.max_response_bytes,
+            memory: None,
+            deadline: None,
+            _slot: None,
             backends: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(None),
         }
+    }
+
+    /// This context with a deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// This context drawing its bytes from `pool`, at most `max_bytes`.
+    pub fn with_memory(mut self, pool: Arc<memory::MemoryPool>, max_bytes: u64) -> Self {
+        self.memory = Some(pool);
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// This context holding the query's admission slot (and counting as a
+    /// query in flight) for as long as it lives.
+    fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self._slot = Some((crate::telemetry::InFlight::enter(), slot));
+        self
+    }
+
+    /// When the query must have been answered, if it has a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// `limits.max_response_bytes` of this query.
+    pub fn max_response_bytes(&self) -> u64 {
+        self.max_response_bytes
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Moves up to `n` bytes this query holds (its answer) out of the
+    /// query into a guard that keeps them taken from the memory pool until
+    /// it drops: the answer stays counted while it is sent.
+    pub fn keep_bytes(&self, n: u64) -> memory::Held {
+        let n = n.min(self.bytes());
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        memory::Held::new(self.memory.clone(), n)
+    }
+
+    /// Charges bytes held by this query; `Err` (nothing charged) over the
+    /// query's or the pool's limit.
+    fn take_bytes(&self, n: u64) -> Result<(), meter::LimitError> {
+        let total = self.bytes.fetch_add(n, Ordering::AcqRel).saturating_add(n);
+        if total > self.max_bytes {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(meter::LimitError::Bytes {
+                limit: self.max_bytes,
+            });
+        }
+        if let Some(pool) = &self.memory {
+            if let Err(e) = pool.take(n) {
+                self.bytes.fetch_sub(n, Ordering::AcqRel);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn give_bytes(&self, n: u64) {
+        let n = n.min(self.bytes());
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if let Some(pool) = &self.memory {
+            pool.give(n);
+        }
+    }
+
+    /// Charges values the engine is about to build: `samples` against
+    /// `max_samples` (samples held at once, as Prometheus counts them) and
+    /// `bytes` against the byte budgets.
+    pub(crate) fn hold(&self, samples: u64, bytes: u64) -> Result<(), meter::LimitError> {
+        let total = self
+            .held_samples
+            .fetch_add(samples, Ordering::AcqRel)
+            .saturating_add(samples);
+        if total > self.max_samples {
+            self.held_samples.fetch_sub(samples, Ordering::AcqRel);
+            return Err(meter::LimitError::Samples);
+        }
+        if let Err(e) = self.take_bytes(bytes) {
+            self.held_samples.fetch_sub(samples, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Gives back what [`hold`](Self::hold) took, for values dropped.
+    pub(crate) fn unhold(&self, samples: u64, bytes: u64) {
+        let _ = self
+            .held_samples
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(samples))
+            });
+        self.give_bytes(bytes);
     }
 
     /// Samples fetched so far.
@@ -437,7 +644,21 @@ impl QueryContext {
         if total > self.max_samples {
             return Err(SourceError::Limit(TOO_MANY_SAMPLES.to_string()));
         }
-        Ok(())
+        // The fetched series stay in memory for the rest of the query.
+        let bytes: u64 = out
+            .series
+            .iter()
+            .map(|s| meter::label_bytes(&s.labels) + s.samples.len() as u64 * meter::SAMPLE_BYTES)
+            .sum();
+        self.take_bytes(bytes)
+            .map_err(|e| SourceError::Limit(e.to_string()))
+    }
+}
+
+impl Drop for QueryContext {
+    fn drop(&mut self) {
+        // Whatever the query still held goes back to the pool.
+        self.give_bytes(self.bytes());
     }
 }
 
@@ -475,22 +696,6 @@ pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
 /// The current query's context, if running inside [`scope`].
 pub fn current() -> Option<Arc<QueryContext>> {
     QUERY.try_with(Arc::clone).ok()
-}
-
-/// Charges `n` samples that the engine itself materialises (subquery
-/// points, range vectors built during evaluation) to the current query's
-/// `max_samples` budget, as Prometheus counts every sample a query holds.
-/// `Err` carries Prometheus's message ([`TOO_MANY_SAMPLES`]); outside a
-/// query's scope nothing is counted.
-pub fn charge_samples(n: u64) -> Result<(), &'static str> {
-    let Some(ctx) = current() else {
-        return Ok(());
-    };
-    let total = ctx.samples.fetch_add(n, Ordering::AcqRel).saturating_add(n);
-    if total > ctx.max_samples {
-        return Err(TOO_MANY_SAMPLES);
-    }
-    Ok(())
 }
 
 fn sample_count(out: &SelectOutput) -> u64 {
@@ -639,26 +844,48 @@ mod tests {
         assert!(current().is_none());
     }
 
-    #[tokio::test]
-    async fn samples_the_engine_materialises_share_the_budget() {
+    #[test]
+    fn queries_share_one_memory_pool() {
+        let pool = Arc::new(memory::MemoryPool::new(1000));
+        let cfg = LimitsConfig::default();
+        let a = QueryContext::new(&cfg).with_memory(pool.clone(), 800);
+        let b = QueryContext::new(&cfg).with_memory(pool.clone(), 800);
+        a.hold(0, 700).expect("fits the pool");
+        // Within its own budget, but not within what is left of the pool.
         assert_eq!(
-            charge_samples(u64::MAX),
-            Ok(()),
-            "outside a query nothing counts"
+            b.hold(0, 400),
+            Err(meter::LimitError::Memory { limit: 1000 })
         );
+        b.hold(0, 300).expect("fits");
+        assert_eq!(b.bytes(), 300);
+        // Over its own budget.
+        assert_eq!(a.hold(0, 101), Err(meter::LimitError::Bytes { limit: 800 }));
+        // An answer kept past its query stays taken until sent.
+        let kept = a.keep_bytes(500);
+        drop(a);
+        assert_eq!(pool.used(), 800);
+        drop(kept);
+        drop(b);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn fetched_series_are_charged_to_the_byte_budget() {
+        // 2 backends x 2 series x 10 samples of 16 bytes, plus labels.
+        let fed = federation(2, false);
+        let ctx = Arc::new(QueryContext::new(&LimitsConfig::default()));
+        scope(ctx.clone(), fed.select(&select_up()))
+            .await
+            .expect("select");
+        assert!(ctx.bytes() > 40 * meter::SAMPLE_BYTES, "{}", ctx.bytes());
         let ctx = Arc::new(QueryContext::new(&LimitsConfig {
-            max_samples: 100,
+            max_query_bytes: Some(40 * meter::SAMPLE_BYTES),
             ..LimitsConfig::default()
         }));
-        let fed = federation(2, false); // 40 samples fetched
-        let r = scope(ctx.clone(), async {
-            fed.select(&select_up()).await.expect("select");
-            charge_samples(60)?;
-            charge_samples(1)
-        })
-        .await;
-        assert_eq!(r, Err(TOO_MANY_SAMPLES));
-        assert_eq!(ctx.samples(), 101);
+        let e = scope(ctx, fed.select(&select_up()))
+            .await
+            .expect_err("over the byte budget");
+        assert!(e.to_string().contains("limits.max_query_bytes"), "{e}");
     }
 
     #[test]

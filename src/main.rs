@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         } => analyze(&template, &args, address, from, to, live, json),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: valid ({} backend{})",
                     file.display(),
@@ -153,8 +156,9 @@ fn main() -> ExitCode {
             };
             match rt.block_on(run(config, listen, interval)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // Printed once, plainly: the log may not be set up as the
+                // operator expects when the config itself is broken.
                 Err(e) => {
-                    tracing::error!("{e}");
                     eprintln!("promfed: {e}");
                     ExitCode::FAILURE
                 }
@@ -292,8 +296,10 @@ fn analyze(
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal, not for a log file or a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -308,6 +314,9 @@ async fn run(
     reload_interval: std::time::Duration,
 ) -> Result<(), String> {
     let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
+    for w in cfg.warnings() {
+        tracing::warn!("config: {w}");
+    }
     if let Some(l) = listen {
         cfg.listen = l;
     }

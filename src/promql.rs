@@ -27,18 +27,19 @@ mod steps;
 pub mod value;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use promql_parser::parser::Expr;
 
+use crate::limits::meter::{self, CancelOnDrop, LimitError, Meter};
 use crate::model::{Labels, Sample, Series};
 use crate::source::{Source, SourceError};
 use annotations::Annotations;
 use eval::{Evaluator, DUPLICATE_LABELSET};
 use labelset::drop_name;
 use plan::Bounds;
-use steps::{Grid, VSeries, Val};
+use steps::{Grid, Val};
 
 pub use value::{Value, VectorElem};
 
@@ -91,6 +92,24 @@ pub enum EngineError {
     /// The query was canceled (`canceled`, 499).
     #[error("query was canceled in {0}")]
     Canceled(String),
+    /// promfed has no room for the query now (`unavailable`, 503): every
+    /// query together holds as much memory as it may.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<LimitError> for EngineError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Timeout(stage) => EngineError::Timeout(stage.to_string()),
+            LimitError::Canceled(stage) => EngineError::Canceled(stage.to_string()),
+            LimitError::Memory { .. } => EngineError::Unavailable(e.to_string()),
+            LimitError::Samples
+            | LimitError::Bytes { .. }
+            | LimitError::Response { .. }
+            | LimitError::Aborted(_) => EngineError::Execution(e.to_string()),
+        }
+    }
 }
 
 /// Evaluates PromQL over one source.
@@ -198,10 +217,18 @@ impl Engine {
         let (fetched, mut warnings) =
             plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
         // Evaluation is CPU-bound: keep it off the async workers. If this
-        // future is dropped (timeout, client gone), the guard stops it.
+        // future is dropped (timeout, client gone), the guard stops it; the
+        // meter charges what it builds to the query and stops it at the
+        // query's deadline.
         let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let canceled = Arc::clone(&guard.0);
-        let (val, ann) = tokio::task::spawn_blocking(move || {
+        let meter = Meter::new(
+            crate::limits::current(),
+            Some(Arc::clone(&canceled)),
+            "expression evaluation",
+        );
+        let (value, ann) = tokio::task::spawn_blocking(move || {
+            let _metered = meter.enter();
             let mut ann = Annotations::default();
             let val = Evaluator {
                 data: &fetched,
@@ -211,12 +238,11 @@ impl Engine {
                 ann: &mut ann,
                 canceled: &canceled,
             }
-            .eval(&expr);
-            val.map(|v| (v, ann))
+            .eval(&expr)?;
+            finish(val, grid, instant).map(|v| (v, ann))
         })
         .await
         .map_err(|e| EngineError::Execution(format!("evaluation aborted: {e}")))??;
-        let value = finish(val, grid, instant)?;
         for w in ann.warnings {
             if !warnings.contains(&w) {
                 warnings.push(w);
@@ -227,15 +253,6 @@ impl Engine {
             warnings,
             infos: ann.infos,
         })
-    }
-}
-
-/// Tells a running evaluation to stop when its caller goes away.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -252,11 +269,22 @@ fn final_labels(labels: Labels, drop: bool) -> Labels {
 fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<(), EngineError> {
     let mut seen = HashSet::new();
     for l in labels {
+        meter::tick()?;
         if !seen.insert(l) {
             return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
         }
     }
     Ok(())
+}
+
+/// A matrix sorted by labels, as Prometheus returns it; two series with one
+/// label set is an error.
+fn sorted_matrix(out: Vec<Series>) -> Result<Value, EngineError> {
+    let out = meter::sort_by(out, |a, b| a.labels.cmp(&b.labels))?;
+    if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+        return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+    }
+    Ok(Value::Matrix(out))
 }
 
 /// Turns the root node's value into the API's value.
@@ -277,25 +305,28 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
         }])),
         Val::String(s) if instant => Ok(Value::String { t, s }),
         Val::Vector(vs) => {
-            let vs: Vec<VSeries> = vs.into_iter().filter(|s| !s.is_empty()).collect();
             if instant {
-                let out: Vec<VectorElem> = vs
-                    .into_iter()
-                    .filter_map(|s| {
-                        let v = s.vals.first().copied().flatten()?;
-                        Some(VectorElem {
+                let mut out: Vec<VectorElem> = Vec::with_capacity(vs.len());
+                for s in vs {
+                    meter::tick()?;
+                    if let Some(v) = s.vals.first().copied().flatten() {
+                        out.push(VectorElem {
                             labels: final_labels(s.labels, s.drop_name),
                             t,
                             v,
-                        })
-                    })
-                    .collect();
+                        });
+                    }
+                }
                 check_unique(out.iter().map(|e| &e.labels))?;
                 Ok(Value::Vector(out))
             } else {
-                let mut out: Vec<Series> = vs
-                    .into_iter()
-                    .map(|s| Series {
+                let mut out: Vec<Series> = Vec::with_capacity(vs.len());
+                for s in vs {
+                    meter::tick_by(s.vals.len())?;
+                    if s.is_empty() {
+                        continue;
+                    }
+                    out.push(Series {
                         samples: s
                             .vals
                             .iter()
@@ -303,36 +334,30 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                             .filter_map(|(i, v)| v.map(|v| Sample { t: grid.ts(i), v }))
                             .collect(),
                         labels: final_labels(s.labels, s.drop_name),
-                    })
-                    .collect();
-                out.sort_by(|a, b| a.labels.cmp(&b.labels));
-                if out.windows(2).any(|w| w[0].labels == w[1].labels) {
-                    return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                    });
                 }
-                Ok(Value::Matrix(out))
+                sorted_matrix(out)
             }
         }
         Val::Matrix(m) if instant => {
             let (lo, hi) = m.windows.first().copied().unwrap_or((t, t));
-            let mut out: Vec<Series> = m
-                .series
-                .into_iter()
-                .map(|s| Series {
-                    samples: s
-                        .samples
-                        .iter()
-                        .filter(|p| p.t > lo && p.t <= hi)
-                        .copied()
-                        .collect(),
-                    labels: final_labels(s.labels, s.drop_name),
-                })
-                .filter(|s| !s.samples.is_empty())
-                .collect();
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
-            if out.windows(2).any(|w| w[0].labels == w[1].labels) {
-                return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+            let mut out: Vec<Series> = Vec::with_capacity(m.series.len());
+            for s in m.series {
+                meter::tick()?;
+                let samples: Vec<Sample> = s
+                    .samples
+                    .iter()
+                    .filter(|p| p.t > lo && p.t <= hi)
+                    .copied()
+                    .collect();
+                if !samples.is_empty() {
+                    out.push(Series {
+                        samples,
+                        labels: final_labels(s.labels, s.drop_name),
+                    });
+                }
             }
-            Ok(Value::Matrix(out))
+            sorted_matrix(out)
         }
         other => Err(EngineError::Execution(format!(
             "invalid expression type {:?} for range query, must be Scalar or instant Vector",

@@ -130,7 +130,7 @@ static FANOUT: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
 static QUERIES_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     counter_vec(
         "promfed_queries_refused_total",
-        "Queries refused before evaluation, by reason (queue_full, queue_timeout).",
+        "Queries refused, by reason (queue_full, queue_timeout, memory, memory_timeout).",
         &["reason"],
     )
 });
@@ -138,6 +138,40 @@ static QUERIES_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 static IN_FLIGHT: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
     register(IntGauge::new("promfed_queries_in_flight", "Queries being evaluated now.").ok()?)
 });
+
+static QUERY_MEMORY: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "promfed_query_memory_bytes",
+            "Bytes all queries hold now, as charged to limits.max_memory_bytes.",
+        )
+        .ok()?,
+    )
+});
+
+static QUERY_MEMORY_LIMIT: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "promfed_query_memory_limit_bytes",
+            "limits.max_memory_bytes in force.",
+        )
+        .ok()?,
+    )
+});
+
+/// Records a change of the bytes all queries hold (`delta` may be negative).
+pub fn query_memory(delta: i64) {
+    if let Some(g) = QUERY_MEMORY.as_ref() {
+        g.add(delta);
+    }
+}
+
+/// Records the memory limit of all queries.
+pub fn query_memory_limit(bytes: u64) {
+    if let Some(g) = QUERY_MEMORY_LIMIT.as_ref() {
+        g.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
 
 /// Records a backend's probe outcome.
 pub fn backend_up(backend: &str, up: bool) {
@@ -224,6 +258,7 @@ pub fn auth_refused() {
 }
 
 /// Counts a query in flight while alive.
+#[derive(Debug)]
 pub struct InFlight(());
 
 impl InFlight {

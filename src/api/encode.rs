@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::limits::meter::{self, LimitError};
 use crate::model::{Labels, Sample};
 use crate::promql::{QueryResult, Value};
 
@@ -117,32 +118,131 @@ fn push_string_list(out: &mut String, key: &str, items: &[String]) {
     out.push(']');
 }
 
+/// Points or series written between two looks at the body's size, the
+/// query's budget and its deadline.
+const CHECK_EVERY: usize = 1024;
+
+/// Watches a body as it grows: its size against `limits.max_response_bytes`,
+/// its memory against the query's budget, the query's deadline.
+struct BodyMeter {
+    limit: Option<u64>,
+    charged: usize,
+    items: usize,
+}
+
+impl BodyMeter {
+    fn new() -> BodyMeter {
+        BodyMeter {
+            limit: meter::max_response_bytes(),
+            charged: 0,
+            items: 0,
+        }
+    }
+
+    /// Counts one point or series written.
+    fn item(&mut self, out: &String) -> Result<(), LimitError> {
+        self.items += 1;
+        if self.items.is_multiple_of(CHECK_EVERY) {
+            self.look(out)?;
+        }
+        Ok(())
+    }
+
+    fn look(&mut self, out: &String) -> Result<(), LimitError> {
+        if let Some(limit) = self.limit {
+            if out.len() as u64 > limit {
+                return Err(LimitError::Response { limit });
+            }
+        }
+        let cap = out.capacity();
+        meter::charge(0, cap.saturating_sub(self.charged) as u64)?;
+        self.charged = self.charged.max(cap);
+        Ok(())
+    }
+}
+
+/// The fewest bytes the body of `r` can take (every point and label
+/// written as briefly as JSON allows): refused before encoding when even
+/// that is over the limit.
+fn least_body_bytes(r: &QueryResult) -> u64 {
+    let labels = |l: &Labels| -> u64 {
+        l.iter()
+            .map(|l| l.name.len() + l.value.len() + 6)
+            .sum::<usize>() as u64
+    };
+    match &r.value {
+        Value::Scalar { .. } | Value::String { .. } => 0,
+        Value::Vector(elems) => elems.iter().map(|e| 24 + labels(&e.labels)).sum(),
+        Value::Matrix(series) => series
+            .iter()
+            .map(|s| 24 + labels(&s.labels) + 8 * s.samples.len() as u64)
+            .sum(),
+    }
+}
+
 /// The whole success body of a query or query_range answer.
 pub fn query_body(r: &QueryResult) -> String {
     let mut out = String::with_capacity(256);
+    // Outside a metered query nothing is limited: this cannot fail.
+    let _ = write_query_body(
+        r,
+        &mut out,
+        &mut BodyMeter {
+            limit: None,
+            charged: 0,
+            items: 0,
+        },
+    );
+    out
+}
+
+/// [`query_body`] within the current query's limits: `Err` as soon as the
+/// body would be larger than `limits.max_response_bytes` (before encoding
+/// when that can be known beforehand), would break the query's memory
+/// budget, or when the query runs past its deadline while encoding.
+pub fn query_body_checked(r: &QueryResult) -> Result<String, LimitError> {
+    let mut body = BodyMeter::new();
+    if let Some(limit) = body.limit {
+        if least_body_bytes(r) > limit {
+            return Err(LimitError::Response { limit });
+        }
+    }
+    meter::check()?;
+    let mut out = String::with_capacity(256);
+    write_query_body(r, &mut out, &mut body)?;
+    body.look(&out)?;
+    Ok(out)
+}
+
+fn write_query_body(
+    r: &QueryResult,
+    out: &mut String,
+    body: &mut BodyMeter,
+) -> Result<(), LimitError> {
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match &r.value {
         Value::Scalar { t, v } => {
             out.push_str("\"scalar\",\"result\":");
-            push_point(&mut out, Sample { t: *t, v: *v });
+            push_point(out, Sample { t: *t, v: *v });
         }
         Value::String { t, s } => {
             out.push_str("\"string\",\"result\":[");
-            push_timestamp(&mut out, *t);
+            push_timestamp(out, *t);
             out.push(',');
-            push_str(&mut out, s);
+            push_str(out, s);
             out.push(']');
         }
         Value::Vector(elems) => {
             out.push_str("\"vector\",\"result\":[");
             for (i, e) in elems.iter().enumerate() {
+                body.item(out)?;
                 if i > 0 {
                     out.push(',');
                 }
                 out.push_str("{\"metric\":");
-                push_labels(&mut out, &e.labels);
+                push_labels(out, &e.labels);
                 out.push_str(",\"value\":");
-                push_point(&mut out, Sample { t: e.t, v: e.v });
+                push_point(out, Sample { t: e.t, v: e.v });
                 out.push('}');
             }
             out.push(']');
@@ -150,17 +250,19 @@ pub fn query_body(r: &QueryResult) -> String {
         Value::Matrix(series) => {
             out.push_str("\"matrix\",\"result\":[");
             for (i, s) in series.iter().enumerate() {
+                body.item(out)?;
                 if i > 0 {
                     out.push(',');
                 }
                 out.push_str("{\"metric\":");
-                push_labels(&mut out, &s.labels);
+                push_labels(out, &s.labels);
                 out.push_str(",\"values\":[");
                 for (j, p) in s.samples.iter().enumerate() {
+                    body.item(out)?;
                     if j > 0 {
                         out.push(',');
                     }
-                    push_point(&mut out, *p);
+                    push_point(out, *p);
                 }
                 out.push_str("]}");
             }
@@ -168,10 +270,10 @@ pub fn query_body(r: &QueryResult) -> String {
         }
     }
     out.push('}');
-    push_string_list(&mut out, "warnings", &r.warnings);
-    push_string_list(&mut out, "infos", &r.infos);
+    push_string_list(out, "warnings", &r.warnings);
+    push_string_list(out, "infos", &r.infos);
     out.push('}');
-    out
+    Ok(())
 }
 
 /// `{"status":"success","data":<data>}` around already-encoded JSON data,
@@ -227,6 +329,96 @@ mod tests {
         assert_eq!(fmt(f64::INFINITY), "+Inf");
         assert_eq!(fmt(f64::NEG_INFINITY), "-Inf");
         assert_eq!(fmt(0.30000000000000004), "0.30000000000000004");
+    }
+
+    fn matrix(series: usize, points: usize) -> QueryResult {
+        QueryResult {
+            value: Value::Matrix(
+                (0..series)
+                    .map(|i| Series {
+                        labels: Labels::from_pairs([("i", i.to_string())]),
+                        samples: (0..points)
+                            .map(|t| Sample {
+                                t: t as i64 * 1000,
+                                v: 1.5,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+            warnings: vec![],
+            infos: vec![],
+        }
+    }
+
+    fn metered<T>(
+        cfg: impl FnOnce(&mut crate::limits::LimitsConfig),
+        ctx: impl FnOnce(crate::limits::QueryContext) -> crate::limits::QueryContext,
+        f: impl FnOnce() -> T,
+    ) -> T {
+        let mut c = crate::limits::LimitsConfig::default();
+        cfg(&mut c);
+        let ctx = std::sync::Arc::new(ctx(crate::limits::QueryContext::new(&c)));
+        let _m = meter::Meter::new(Some(ctx), None, "response encoding").enter();
+        f()
+    }
+
+    #[test]
+    fn the_checked_body_is_the_body_within_the_limits() {
+        let r = matrix(30, 100);
+        let body = query_body(&r);
+        let limit = body.len() as u64;
+        let same = metered(
+            |c| c.max_response_bytes = limit,
+            |c| c,
+            || query_body_checked(&r),
+        );
+        assert_eq!(same.as_deref(), Ok(body.as_str()));
+        // One byte less: refused, naming the limit.
+        let limit = limit - 1;
+        let over = metered(
+            |c| c.max_response_bytes = limit,
+            |c| c,
+            || query_body_checked(&r),
+        );
+        assert_eq!(over, Err(LimitError::Response { limit }));
+        assert!(over
+            .unwrap_err()
+            .to_string()
+            .contains("limits.max_response_bytes"));
+    }
+
+    #[test]
+    fn a_body_that_cannot_fit_is_refused_before_it_is_encoded() {
+        // 8 bytes a point at the very least: 1 M points cannot fit in 1 MB.
+        let r = matrix(1000, 1000);
+        assert!(least_body_bytes(&r) > 1 << 20);
+        assert!(least_body_bytes(&r) < query_body(&r).len() as u64);
+        let e = metered(
+            |c| {
+                c.max_response_bytes = 1 << 20;
+                c.max_query_bytes = Some(1 << 10);
+            },
+            |c| c,
+            || query_body_checked(&r),
+        );
+        // The response limit is named (not the memory budget it would
+        // have broken while encoding).
+        assert_eq!(e, Err(LimitError::Response { limit: 1 << 20 }));
+    }
+
+    #[test]
+    fn encoding_counts_against_the_deadline_and_the_memory_budget() {
+        let r = matrix(10, 10_000);
+        let past = std::time::Instant::now();
+        let e = metered(|_| {}, |c| c.with_deadline(past), || query_body_checked(&r));
+        assert_eq!(e, Err(LimitError::Timeout("response encoding")));
+        let e = metered(
+            |c| c.max_query_bytes = Some(64 << 10),
+            |c| c,
+            || query_body_checked(&r),
+        );
+        assert_eq!(e, Err(LimitError::Bytes { limit: 64 << 10 }));
     }
 
     #[test]

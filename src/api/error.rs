@@ -78,8 +78,15 @@ impl From<EngineError> for ApiError {
             EngineError::Source(_) => ErrorType::Execution,
             EngineError::Timeout(_) => ErrorType::Timeout,
             EngineError::Canceled(_) => ErrorType::Canceled,
+            EngineError::Unavailable(_) => ErrorType::Unavailable,
         };
         ApiError::new(kind, e.to_string())
+    }
+}
+
+impl From<crate::limits::meter::LimitError> for ApiError {
+    fn from(e: crate::limits::meter::LimitError) -> Self {
+        ApiError::from(EngineError::from(e))
     }
 }
 

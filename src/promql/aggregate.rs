@@ -9,6 +9,7 @@ use super::functions::quantile as quantile_of;
 use super::labelset::Grouping;
 use super::steps::{VSeries, Val};
 use super::EngineError;
+use crate::limits::meter;
 use crate::model::Labels;
 
 /// Neumaier-compensated summation step, as Prometheus's kahanSumInc.
@@ -68,7 +69,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
     };
     if let Some(kind) = simple {
         let input = ev.eval_vector(&a.expr)?;
-        return Ok(Val::Vector(simple_agg(kind, &input, &grouping, n)));
+        return Ok(Val::Vector(simple_agg(kind, &input, &grouping, n)?));
     }
     let param = a
         .param
@@ -86,7 +87,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
         "quantile" => {
             let q = ev.eval_scalar(param)?;
             let input = ev.eval_vector(&a.expr)?;
-            Ok(Val::Vector(quantile_agg(ev, &q, &input, &grouping, n)))
+            Ok(Val::Vector(quantile_agg(ev, &q, &input, &grouping, n)?))
         }
         "topk" | "bottomk" | "limitk" => {
             let k = ev.eval_scalar(param)?;
@@ -112,7 +113,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
                 })
                 .collect();
             let input = ev.eval_vector(&a.expr)?;
-            Ok(Val::Vector(limit_ratio(&r, input)))
+            Ok(Val::Vector(limit_ratio(&r, input)?))
         }
         other => Err(EngineError::Execution(format!(
             "unknown aggregation {other}"
@@ -128,26 +129,49 @@ fn unparen(e: &Expr) -> &Expr {
 }
 
 /// Assigns each series to a group: (group of each series, labels of each group).
-fn assign_groups(input: &[VSeries], g: &Grouping) -> (Vec<usize>, Vec<(Labels, bool)>) {
+/// The group of each series, and each group's labels and name flag.
+type Groups = (Vec<usize>, Vec<(Labels, bool)>);
+
+/// The labels of each new group are charged before they are built.
+fn assign_groups(input: &[VSeries], g: &Grouping) -> Result<Groups, EngineError> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups = Vec::new();
-    let ids = input
-        .iter()
-        .map(|s| {
-            let key = g.key(&s.labels);
-            *index.entry(key).or_insert_with(|| {
+    let mut ids = Vec::with_capacity(input.len());
+    for s in input {
+        meter::tick()?;
+        let key = g.key(&s.labels);
+        let id = match index.get(&key) {
+            Some(&id) => id,
+            None => {
+                meter::charge(0, 2 * meter::label_bytes(&s.labels) + key.len() as u64)?;
                 groups.push((g.project(&s.labels), s.drop_name));
+                index.insert(key, groups.len() - 1);
                 groups.len() - 1
-            })
-        })
-        .collect();
-    (ids, groups)
+            }
+        };
+        ids.push(id);
+    }
+    Ok((ids, groups))
 }
 
-fn simple_agg(kind: Kind, input: &[VSeries], g: &Grouping, n: usize) -> Vec<VSeries> {
-    let (ids, groups) = assign_groups(input, g);
+/// Charges the bytes of `cells` working cells of `bytes` each about to be
+/// allocated (the result's points are charged when the node is done).
+fn charge_cells(cells: usize, bytes: usize) -> Result<(), EngineError> {
+    meter::charge(0, (cells as u64).saturating_mul(bytes as u64))?;
+    Ok(())
+}
+
+fn simple_agg(
+    kind: Kind,
+    input: &[VSeries],
+    g: &Grouping,
+    n: usize,
+) -> Result<Vec<VSeries>, EngineError> {
+    let (ids, groups) = assign_groups(input, g)?;
+    charge_cells(groups.len() * n, std::mem::size_of::<Acc>())?;
     let mut acc = vec![Acc::default(); groups.len() * n];
     for (s, &gi) in input.iter().zip(&ids) {
+        meter::tick_by(n)?;
         let row = &mut acc[gi * n..(gi + 1) * n];
         for (a, v) in row.iter_mut().zip(&s.vals) {
             if let Some(v) = *v {
@@ -155,7 +179,7 @@ fn simple_agg(kind: Kind, input: &[VSeries], g: &Grouping, n: usize) -> Vec<VSer
             }
         }
     }
-    groups
+    Ok(groups
         .into_iter()
         .enumerate()
         .map(|(gi, (labels, drop_name))| VSeries {
@@ -167,7 +191,7 @@ fn simple_agg(kind: Kind, input: &[VSeries], g: &Grouping, n: usize) -> Vec<VSer
                 .collect(),
         })
         .filter(|s| !s.is_empty())
-        .collect()
+        .collect())
 }
 
 fn add(kind: Kind, a: &mut Acc, v: f64) {
@@ -248,22 +272,27 @@ fn quantile_agg(
     input: &[VSeries],
     g: &Grouping,
     n: usize,
-) -> Vec<VSeries> {
+) -> Result<Vec<VSeries>, EngineError> {
     for &q in q {
         if !(0.0..=1.0).contains(&q) {
             ev.ann.invalid_quantile(q);
         }
     }
-    let (ids, groups) = assign_groups(input, g);
+    let (ids, groups) = assign_groups(input, g)?;
+    // A list per group and step, then every input point copied into them.
+    charge_cells(groups.len() * n, std::mem::size_of::<Vec<f64>>())?;
+    let points: usize = input.iter().map(|s| s.vals.len()).sum();
+    charge_cells(points, 8)?;
     let mut vals: Vec<Vec<f64>> = vec![Vec::new(); groups.len() * n];
     for (s, &gi) in input.iter().zip(&ids) {
+        meter::tick_by(n)?;
         for (step, v) in s.vals.iter().enumerate() {
             if let Some(v) = *v {
                 vals[gi * n + step].push(v);
             }
         }
     }
-    groups
+    Ok(groups
         .into_iter()
         .enumerate()
         .map(|(gi, (labels, drop_name))| VSeries {
@@ -277,7 +306,7 @@ fn quantile_agg(
                 .collect(),
         })
         .filter(|s| !s.is_empty())
-        .collect()
+        .collect())
 }
 
 /// Formats a value as Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
@@ -314,17 +343,26 @@ fn count_values(
     for s in input {
         let base = g.project(&s.labels);
         for (step, v) in s.vals.iter().enumerate() {
+            meter::tick()?;
             let Some(v) = *v else { continue };
             let mut labels = base.clone();
             labels.set(label, &go_format_f(v));
-            let i = *index.entry(labels.clone()).or_insert_with(|| {
-                out.push(VSeries {
-                    labels,
-                    drop_name: false,
-                    vals: vec![None; n],
-                });
-                out.len() - 1
-            });
+            let i = match index.get(&labels) {
+                Some(&i) => i,
+                None => {
+                    // A new series: its points and labels (twice, with the
+                    // index), charged before they are built.
+                    let lb = meter::label_bytes(&labels);
+                    meter::charge(n as u64, n as u64 * meter::POINT_BYTES + 2 * lb)?;
+                    index.insert(labels.clone(), out.len());
+                    out.push(VSeries {
+                        labels,
+                        drop_name: false,
+                        vals: vec![None; n],
+                    });
+                    out.len() - 1
+                }
+            };
             let c = out[i].vals[step].get_or_insert(0.0);
             *c += 1.0;
         }
@@ -339,11 +377,12 @@ fn k_agg(
     g: &Grouping,
     n: usize,
 ) -> Result<Vec<VSeries>, EngineError> {
-    let (ids, groups) = assign_groups(&input, g);
+    let (ids, groups) = assign_groups(&input, g)?;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
     for (i, &gi) in ids.iter().enumerate() {
         members[gi].push(i);
     }
+    charge_cells(input.len() * n, 1)?;
     let mut keep = vec![vec![false; n]; input.len()];
     // For a one-step evaluation, the order Prometheus returns elements in.
     let mut order: Vec<usize> = Vec::new();
@@ -359,6 +398,7 @@ fn k_agg(
             continue;
         }
         for m in &members {
+            meter::tick_by(m.len())?;
             let mut present: Vec<usize> = m
                 .iter()
                 .copied()
@@ -425,8 +465,9 @@ fn asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
 
 /// `limit_ratio`: keeps a series when its label hash, as a fraction of the
 /// hash space, falls within the ratio (from the top for negative ratios).
-fn limit_ratio(r: &[f64], mut input: Vec<VSeries>) -> Vec<VSeries> {
+fn limit_ratio(r: &[f64], mut input: Vec<VSeries>) -> Result<Vec<VSeries>, EngineError> {
     for s in &mut input {
+        meter::tick_by(s.vals.len())?;
         let offset = super::hash::labels_hash(&s.labels) as f64 / u64::MAX as f64;
         for (v, &ratio) in s.vals.iter_mut().zip(r) {
             let add = (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio);
@@ -436,7 +477,7 @@ fn limit_ratio(r: &[f64], mut input: Vec<VSeries>) -> Vec<VSeries> {
         }
     }
     input.retain(|s| !s.is_empty());
-    input
+    Ok(input)
 }
 
 #[cfg(test)]

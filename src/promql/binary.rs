@@ -8,6 +8,7 @@ use super::eval::{merge_same_labels, type_error, Evaluator, DUPLICATE_LABELSET};
 use super::labelset::Grouping;
 use super::steps::{VSeries, Val};
 use super::EngineError;
+use crate::limits::meter;
 use crate::model::Labels;
 
 /// A binary operator.
@@ -294,6 +295,10 @@ fn vector_vector(
         }
         for &j in &members[gi] {
             let rs = &one[j];
+            // A result's points, charged before they are built.
+            let cost = (n as u64, n as u64 * meter::POINT_BYTES);
+            meter::charge(cost.0, cost.1)?;
+            meter::tick_by(n)?;
             let mut vals: Vec<Option<f64>> = vec![None; n];
             let mut any = false;
             for step in 0..n {
@@ -326,9 +331,11 @@ fn vector_vector(
                 any = true;
             }
             if !any {
+                meter::release(cost.0, cost.1);
                 continue;
             }
             let labels = result_labels(&ls.labels, &rs.labels, g, include);
+            meter::charge(0, 2 * meter::label_bytes(&labels))?;
             let drop_name = drop_for_op || ls.drop_name;
             match index.get(&labels) {
                 None => {

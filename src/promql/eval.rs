@@ -10,6 +10,7 @@ use super::annotations::Annotations;
 use super::plan::{at_ms, duration_ms, offset_ms, subquery_grid, Bounds, Fetched};
 use super::steps::{Grid, RSeries, RangeVec, VSeries, Val};
 use super::{aggregate, binary, functions, selector, EngineError};
+use crate::limits::meter::{self, label_bytes, POINT_BYTES, SAMPLE_BYTES};
 use crate::model::Sample;
 
 /// Text of Prometheus's error for two series with one label set at one step.
@@ -30,11 +31,22 @@ pub(crate) struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    /// Evaluates `e` over every step of the grid.
+    /// Evaluates `e` over every step of the grid. What the node builds is
+    /// charged to the query's budget (the nodes that build much charge it
+    /// before they build); once the node is done, what its children built
+    /// is gone and only its own value stays charged.
     pub fn eval(&mut self, e: &Expr) -> Result<Val, EngineError> {
         if self.canceled.load(Ordering::Relaxed) {
             return Err(EngineError::Canceled("query evaluation".into()));
         }
+        meter::check()?;
+        let mark = meter::mark();
+        let val = self.eval_node(e)?;
+        meter::settle(mark, held_size(&val))?;
+        Ok(val)
+    }
+
+    fn eval_node(&mut self, e: &Expr) -> Result<Val, EngineError> {
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.grid.len()])),
             Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
@@ -55,7 +67,7 @@ impl<'a> Evaluator<'a> {
                     other.type_name()
                 ))),
             },
-            Expr::VectorSelector(vs) => Ok(selector::instant(self, vs)),
+            Expr::VectorSelector(vs) => selector::instant(self, vs),
             Expr::MatrixSelector(ms) => Ok(selector::range(self, ms)),
             Expr::Subquery(sq) => self.subquery(sq),
             Expr::Binary(b) => binary::eval(self, b),
@@ -112,22 +124,31 @@ impl<'a> Evaluator<'a> {
             };
             sub.eval(&sq.expr)?
         };
-        let to_samples = |vals: &[Option<f64>]| -> Vec<Sample> {
-            vals.iter()
+        let to_samples = |vals: &[Option<f64>]| -> Result<Vec<Sample>, EngineError> {
+            // The points become samples while the inner vector still lives.
+            let n = vals.iter().flatten().count() as u64;
+            meter::charge(n, n * SAMPLE_BYTES)?;
+            Ok(vals
+                .iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| Sample { t: inner.ts(i), v }))
-                .collect()
+                .collect())
         };
         let series = match val {
-            Val::Vector(vs) => vs
-                .into_iter()
-                .map(|s| RSeries {
-                    samples: Arc::new(to_samples(&s.vals)),
-                    labels: s.labels,
-                    drop_name: s.drop_name,
-                })
-                .filter(|s| !s.samples.is_empty())
-                .collect(),
+            Val::Vector(vs) => {
+                let mut out = Vec::with_capacity(vs.len());
+                for s in vs {
+                    let samples = to_samples(&s.vals)?;
+                    if !samples.is_empty() {
+                        out.push(RSeries {
+                            samples: Arc::new(samples),
+                            labels: s.labels,
+                            drop_name: s.drop_name,
+                        });
+                    }
+                }
+                out
+            }
             Val::Scalar(v) => vec![RSeries {
                 labels: Default::default(),
                 drop_name: false,
@@ -158,6 +179,34 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Samples and bytes a value holds: points of instant vectors, samples a
+/// range vector owns (not those it shares with the fetched series, which
+/// are charged when fetched), label sets and scalars.
+pub(crate) fn held_size(v: &Val) -> (u64, u64) {
+    match v {
+        Val::Scalar(v) => (0, v.len() as u64 * 8),
+        Val::String(s) => (0, s.len() as u64),
+        Val::Vector(vs) => vs.iter().fold((0, 0), |(n, b), s| {
+            let points = s.vals.len() as u64;
+            (
+                n + points,
+                b + points * POINT_BYTES + label_bytes(&s.labels),
+            )
+        }),
+        Val::Matrix(m) => {
+            let windows = m.windows.len() as u64 * 16;
+            m.series.iter().fold((0, windows), |(n, b), s| {
+                let owned = if Arc::strong_count(&s.samples) == 1 {
+                    s.samples.len() as u64
+                } else {
+                    0
+                };
+                (n + owned, b + owned * SAMPLE_BYTES + label_bytes(&s.labels))
+            })
+        }
+    }
+}
+
 pub(crate) fn type_error(want: &str, got: &Val) -> EngineError {
     EngineError::Execution(format!("expected type {want}, got {}", got.type_name()))
 }
@@ -168,6 +217,7 @@ pub(crate) fn merge_same_labels(series: Vec<VSeries>) -> Result<Vec<VSeries>, En
     let mut out: Vec<VSeries> = Vec::with_capacity(series.len());
     let mut index: HashMap<crate::model::Labels, usize> = HashMap::new();
     for s in series {
+        meter::tick()?;
         if s.is_empty() {
             continue;
         }

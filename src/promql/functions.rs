@@ -16,6 +16,7 @@ use promql_parser::parser::{Call, Expr};
 use super::eval::Evaluator;
 use super::steps::{RangeVec, VSeries, Val};
 use super::EngineError;
+use crate::limits::meter;
 use crate::model::Sample;
 
 /// A function argument list as the parser gives it.
@@ -280,7 +281,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, EngineError>
         }
         Impl::Window { f, keep_name } => {
             let m = ev.eval_matrix(arg(args, 0)?)?;
-            Ok(Val::Vector(map_windows(&m, keep_name, |_, s, w| f(s, w))))
+            Ok(Val::Vector(map_windows(&m, keep_name, |_, s, w| f(s, w))?))
         }
         Impl::Call(f) => f(ev, args),
     }
@@ -315,10 +316,17 @@ pub(crate) fn map_windows(
     m: &RangeVec,
     keep_name: bool,
     mut f: impl FnMut(usize, &[Sample], &Window) -> Option<f64>,
-) -> Vec<VSeries> {
+) -> Result<Vec<VSeries>, EngineError> {
     let n = m.windows.len();
     let mut out = Vec::with_capacity(m.series.len());
     for s in &m.series {
+        // One point per step and a copy of the labels, charged before they
+        // are built; given back when no window has a value.
+        let cost = (
+            n as u64,
+            n as u64 * meter::POINT_BYTES + meter::label_bytes(&s.labels),
+        );
+        meter::charge(cost.0, cost.1)?;
         let mut vals = vec![None; n];
         let mut any = false;
         m.for_each_window(s, |i, w| {
@@ -335,16 +343,18 @@ pub(crate) fn map_windows(
                 vals[i] = Some(v);
                 any = true;
             }
-        });
+        })?;
         if any {
             out.push(VSeries {
                 labels: s.labels.clone(),
                 drop_name: s.drop_name || !keep_name,
                 vals,
             });
+        } else {
+            meter::release(cost.0, cost.1);
         }
     }
-    out
+    Ok(out)
 }
 
 /// The `q`-quantile of `values` as Prometheus computes it (sorts `values`).

@@ -7,6 +7,8 @@ use promql_parser::parser::{MatrixSelector, VectorSelector};
 use super::eval::Evaluator;
 use super::plan::{at_ms, duration_ms, offset_ms};
 use super::steps::{RSeries, RangeVec, VSeries, Val};
+use super::EngineError;
+use crate::limits::meter::{self, label_bytes, POINT_BYTES};
 use crate::model::{is_stale_nan, Sample};
 
 /// The time each step of `vs` reads at (after `@` and offset).
@@ -20,23 +22,30 @@ fn read_times(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<i64> {
 
 /// An instant selector: per step, the newest sample in `(t - lookback, t]`,
 /// unless that sample is a staleness marker.
-pub(crate) fn instant(ev: &Evaluator<'_>, vs: &VectorSelector) -> Val {
-    Val::Vector(instant_series(ev, vs, false))
+pub(crate) fn instant(ev: &Evaluator<'_>, vs: &VectorSelector) -> Result<Val, EngineError> {
+    instant_series(ev, vs, false).map(Val::Vector)
 }
 
 /// Like [`instant`], but each point's value is its sample's timestamp in seconds.
-pub(crate) fn instant_timestamps(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<VSeries> {
+pub(crate) fn instant_timestamps(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+) -> Result<Vec<VSeries>, EngineError> {
     instant_series(ev, vs, true)
 }
+
+/// A series of an instant vector with its points' sample timestamps (ms).
+pub(crate) type SeriesWithTimestamps = (VSeries, Vec<Option<f64>>);
 
 /// Like [`instant`], with each series also giving its points' sample timestamps (ms).
 pub(crate) fn instant_series_with_ts(
     ev: &Evaluator<'_>,
     vs: &VectorSelector,
-) -> Vec<(VSeries, Vec<Option<f64>>)> {
-    let vals = instant_series(ev, vs, false);
-    let ts = instant_series(ev, vs, true);
-    vals.into_iter()
+) -> Result<Vec<SeriesWithTimestamps>, EngineError> {
+    let vals = instant_series(ev, vs, false)?;
+    let ts = instant_series(ev, vs, true)?;
+    Ok(vals
+        .into_iter()
         .zip(ts)
         .map(|(v, t)| {
             (
@@ -44,14 +53,24 @@ pub(crate) fn instant_series_with_ts(
                 t.vals.into_iter().map(|x| x.map(|s| s * 1000.0)).collect(),
             )
         })
-        .collect()
+        .collect())
 }
 
-fn instant_series(ev: &Evaluator<'_>, vs: &VectorSelector, timestamps: bool) -> Vec<VSeries> {
+fn instant_series(
+    ev: &Evaluator<'_>,
+    vs: &VectorSelector,
+    timestamps: bool,
+) -> Result<Vec<VSeries>, EngineError> {
     let times = read_times(ev, vs);
     let lookback = ev.lookback;
     let mut out = Vec::new();
+    let steps = times.len() as u64;
     for s in ev.data.get(vs) {
+        // One point per step and a copy of the labels, charged before they
+        // are built; given back when the series has no point.
+        let cost = (steps, steps * POINT_BYTES + label_bytes(&s.labels));
+        meter::charge(cost.0, cost.1)?;
+        meter::tick_by(times.len())?;
         let samples = &s.samples;
         let mut vals = Vec::with_capacity(times.len());
         let mut any = false;
@@ -80,9 +99,11 @@ fn instant_series(ev: &Evaluator<'_>, vs: &VectorSelector, timestamps: bool) -> 
                 drop_name: false,
                 vals,
             });
+        } else {
+            meter::release(cost.0, cost.1);
         }
     }
-    out
+    Ok(out)
 }
 
 /// A range selector: the series without staleness markers, and per step the

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::limits::meter::{self, LimitError};
 use crate::model::{Labels, Sample};
 
 /// The evaluation grid: timestamps `start, start+step, …, end` (ms).
@@ -69,13 +70,24 @@ pub(crate) struct RangeVec {
     pub range_ms: i64,
 }
 
+/// Samples visited between two reports to the meter.
+const WORK_PER_TICK: usize = 4096;
+
 impl RangeVec {
     /// Calls `f(step, samples in window)` for every step of one series,
-    /// sliding two cursors over its samples.
-    pub fn for_each_window(&self, series: &RSeries, mut f: impl FnMut(usize, &[Sample])) {
+    /// sliding two cursors over its samples; stops early when the query
+    /// runs past its deadline or is canceled.
+    pub fn for_each_window(
+        &self,
+        series: &RSeries,
+        mut f: impl FnMut(usize, &[Sample]),
+    ) -> Result<(), LimitError> {
         let s = &series.samples;
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut prev: Option<(i64, i64)> = None;
+        // Work done since the meter last heard of it (the meter is a
+        // thread-local: tell it in batches, not once per window).
+        let mut work = 0usize;
         for (i, &(wlo, whi)) in self.windows.iter().enumerate() {
             match prev {
                 Some((plo, phi)) if wlo >= plo && whi >= phi => {}
@@ -94,8 +106,15 @@ impl RangeVec {
             while hi < s.len() && s[hi].t <= whi {
                 hi += 1;
             }
+            work += hi - lo + 1;
+            if work >= WORK_PER_TICK {
+                meter::tick_by(work)?;
+                work = 0;
+            }
             f(i, &s[lo..hi]);
         }
+        meter::tick_by(work)?;
+        Ok(())
     }
 }
 

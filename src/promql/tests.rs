@@ -553,3 +553,57 @@ fn a_canceled_evaluation_stops_with_canceled() {
     .eval(&expr);
     assert!(matches!(r, Err(EngineError::Canceled(_))), "{r:?}");
 }
+
+/// Runs `q` as a range query of 101 steps over `src` inside a query whose
+/// budget is `max_samples` (and `max_query_bytes`).
+fn range_within(
+    src: &MemorySource,
+    q: &str,
+    max_samples: u64,
+    max_query_bytes: u64,
+) -> Result<QueryResult, EngineError> {
+    let cfg = crate::limits::LimitsConfig {
+        max_samples,
+        max_query_bytes: Some(max_query_bytes),
+        ..Default::default()
+    };
+    let ctx = Arc::new(crate::limits::QueryContext::new(&cfg));
+    let engine = Engine::new(Arc::new(src.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(crate::limits::scope(
+        ctx,
+        engine.range(q, 0, 100 * 15_000, 15_000, &QueryOptions::default()),
+    ))
+}
+
+#[test]
+fn the_engine_charges_the_points_it_builds_and_releases_them_when_a_node_is_done() {
+    // 10 series over 101 steps: a selector builds 1010 points (the ~380
+    // samples fetched are counted on their own).
+    let data = testutil::random_series(11, "m", 10, 40, false);
+    let src = testutil::source(&data);
+    let big = u64::MAX / 4;
+    let too_many = |r: Result<QueryResult, EngineError>| matches!(r, Err(EngineError::Execution(ref m)) if m == crate::limits::TOO_MANY_SAMPLES);
+    assert!(range_within(&src, "m", 1010, big).is_ok());
+    assert!(too_many(range_within(&src, "m", 1009, big)));
+    // sum(m): the selector's 1010 points are gone once the sum (101) is
+    // built; the peak is the selector's.
+    assert!(range_within(&src, "sum(m)", 1010, big).is_ok());
+    assert!(too_many(range_within(&src, "sum(m)", 1009, big)));
+    // m + m: both operands (2 x 1010) and the result being built (1010).
+    assert!(range_within(&src, "m + m", 3030, big).is_ok());
+    assert!(too_many(range_within(&src, "m + m", 3029, big)));
+    // Bytes: each point is 16 bytes; 10 label sets of 3 labels.
+    let labels: u64 = data
+        .iter()
+        .map(|s| crate::limits::meter::label_bytes(&s.labels))
+        .sum();
+    // Fetched series are charged as the federation receives them (the
+    // memory source is not a federation): here only the engine's values.
+    let points = 1010 * 16 + labels;
+    assert!(range_within(&src, "m", big, points).is_ok());
+    let e = range_within(&src, "m", big, points - 1).expect_err("over the byte budget");
+    assert!(e.to_string().contains("limits.max_query_bytes"), "{e}");
+}

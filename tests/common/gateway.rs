@@ -49,13 +49,22 @@ impl Promfed {
         let dir = TempDir::new("promfed-test")?;
         let cfg_path = dir.path().join("promfed.yaml");
         super::write_file(&cfg_path, config)?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promfed"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promfed"));
+        cmd.arg("serve")
             .arg("--config")
             .arg(&cfg_path)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        Promfed::spawn(cmd, dir)
+    }
+
+    /// Runs `cmd`, a promfed `serve` however it is wrapped (e.g. in a
+    /// chroot), that prints `listening on ADDR`; waits until `/-/ready`.
+    /// `cmd` must exec promfed itself, so that its pid is promfed's: that
+    /// pid is what [`Promfed::stop`] kills. `dir` is kept until the drop.
+    pub fn spawn(mut cmd: Command, dir: TempDir) -> Result<Promfed, HarnessError> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -41,7 +41,7 @@ pub(crate) fn info(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineErr
             (None, false) => name_matchers.iter().all(|m| m.is_match(name)),
         }
     };
-    let infos: Vec<VSeries> = selector::instant_series_with_ts(ev, sel)
+    let infos: Vec<VSeries> = selector::instant_series_with_ts(ev, sel)?
         .into_iter()
         .filter(|s| is_info_metric(&s.0.labels))
         .map(|(mut s, ts)| {

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use regex::Regex;
 
 use super::{arg, string_arg, Args};
+use crate::limits::meter;
 use crate::model::METRIC_NAME;
 use crate::promql::eval::{merge_same_labels, Evaluator};
 use crate::promql::steps::{VSeries, Val};
@@ -26,11 +27,18 @@ pub(crate) fn label_replace(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, 
             "invalid destination label name in label_replace(): {dst}"
         )));
     }
+    // Each `$` of the replacement expands to at most the whole source value.
+    let refs = repl.bytes().filter(|&b| b == b'$').count() as u64;
     for s in &mut v {
+        meter::tick()?;
         let value = s.labels.get(&src).unwrap_or("").to_string();
         if let Some(caps) = re.captures(&value) {
+            // The new label is charged before it is built.
+            let most = repl.len() as u64 + refs * value.len() as u64 + 48;
+            meter::charge(0, most)?;
             let mut res = String::new();
             caps.expand(&repl, &mut res);
+            meter::release(0, most.saturating_sub(res.len() as u64 + 48));
             s.labels.set(&dst, &res);
             if dst == METRIC_NAME {
                 s.drop_name = false;
@@ -54,6 +62,12 @@ pub(crate) fn label_join(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, Eng
         )));
     }
     for s in &mut v {
+        meter::tick()?;
+        let len: usize = srcs
+            .iter()
+            .map(|n| s.labels.get(n).unwrap_or("").len())
+            .sum();
+        meter::charge(0, (len + sep.len() * srcs.len() + 48) as u64)?;
         let joined = srcs
             .iter()
             .map(|n| s.labels.get(n).unwrap_or(""))
@@ -76,12 +90,12 @@ pub(crate) fn sort_by_label_desc(ev: &mut Evaluator<'_>, args: &Args) -> Result<
 }
 
 fn sort_labels(ev: &mut Evaluator<'_>, args: &Args, desc: bool) -> Result<Val, EngineError> {
-    let mut v: Vec<VSeries> = ev.eval_vector(arg(args, 0)?)?;
+    let v: Vec<VSeries> = ev.eval_vector(arg(args, 0)?)?;
     let mut names = Vec::new();
     for i in 1..args.len() {
         names.push(string_arg(ev, args, i)?);
     }
-    v.sort_by(|a, b| {
+    let v = meter::sort_by(v, |a, b| {
         let mut ord = Ordering::Equal;
         for n in &names {
             ord = natural_cmp(a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or(""));
@@ -97,7 +111,7 @@ fn sort_labels(ev: &mut Evaluator<'_>, args: &Args, desc: bool) -> Result<Val, E
         } else {
             ord
         }
-    });
+    })?;
     Ok(Val::Vector(v))
 }
 

@@ -150,7 +150,7 @@ pub(crate) fn quantile_over_time(ev: &mut Evaluator<'_>, args: &Args) -> Result<
     let out = map_windows(&m, false, |i, s, _| {
         let mut v: Vec<f64> = s.iter().map(|p| p.v).collect();
         Some(quantile(q[i], &mut v))
-    });
+    })?;
     if !out.is_empty() {
         for &q in &q {
             if !(0.0..=1.0).contains(&q) {

@@ -35,7 +35,7 @@ fn extrapolated(
     let m = ev.eval_matrix(arg(args, 0)?)?;
     let out = map_windows(&m, false, |_, s, w| {
         extrapolated_rate(s, w, counter, per_second)
-    });
+    })?;
     if counter {
         for s in &out {
             if let Some(name) = s.labels.metric_name() {
@@ -100,7 +100,7 @@ fn instant(ev: &mut Evaluator<'_>, args: &Args, per_second: bool) -> Result<Val,
     let m = ev.eval_matrix(arg(args, 0)?)?;
     Ok(Val::Vector(map_windows(&m, false, |_, s, _| {
         instant_value(s, per_second)
-    })))
+    })?))
 }
 
 /// Prometheus's instantValue: from the last two samples of the window.

@@ -21,7 +21,7 @@ pub(crate) fn timestamp(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, Engi
         e = &p.expr;
     }
     if let Expr::VectorSelector(vs) = e {
-        let mut v = selector::instant_timestamps(ev, vs);
+        let mut v = selector::instant_timestamps(ev, vs)?;
         for s in &mut v {
             s.drop_name = true;
         }

@@ -57,7 +57,7 @@ pub(crate) fn predict_linear(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val,
         }
         let (slope, intercept) = linear_regression(s, grid.ts(i));
         Some(slope * d[i] + intercept)
-    })))
+    })?))
 }
 
 pub(crate) fn double_exponential_smoothing(
@@ -81,7 +81,7 @@ pub(crate) fn double_exponential_smoothing(
     }
     Ok(Val::Vector(map_windows(&m, false, |i, s, _| {
         smooth(s, sf[i], tf[i])
-    })))
+    })?))
 }
 
 fn smooth(s: &[Sample], sf: f64, tf: f64) -> Option<f64> {

@@ -90,7 +90,7 @@ pub(crate) fn absent_over_time(ev: &mut Evaluator<'_>, args: &Args) -> Result<Va
     let n = m.windows.len();
     let mut present = vec![false; n];
     for s in &m.series {
-        m.for_each_window(s, |i, w| present[i] |= !w.is_empty());
+        m.for_each_window(s, |i, w| present[i] |= !w.is_empty())?;
     }
     let vals = present.into_iter().map(|p| (!p).then_some(1.0)).collect();
     Ok(Val::Vector(one_series(absent_labels(vs), vals)))
