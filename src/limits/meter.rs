@@ -192,14 +192,14 @@ pub fn settle(mark: (u64, u64), size: (u64, u64)) -> Result<(), LimitError> {
     .unwrap_or(Ok(()))
 }
 
-/// Counts one turn of a long loop; every [`TICKS_PER_CHECK`] turns, `Err`
+/// Counts one turn of a long loop; every `TICKS_PER_CHECK` turns, `Err`
 /// when the query is past its deadline or canceled.
 pub fn tick() -> Result<(), LimitError> {
     tick_by(1)
 }
 
 /// Counts `n` units of work done (e.g. the samples of one window), looking
-/// at the clock and the cancel flag every [`TICKS_PER_CHECK`] units.
+/// at the clock and the cancel flag every `TICKS_PER_CHECK` units.
 pub fn tick_by(n: usize) -> Result<(), LimitError> {
     with(|m| {
         let t = m.ticks.get().saturating_add(n as u64);
