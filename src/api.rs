@@ -121,7 +121,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(read::series).post(read::series))
         .route("/api/v1/labels", get(read::labels).post(read::labels))
-        .route("/api/v1/label/{name}/values", get(read::label_values))
+        // POST too (Prometheus takes GET only): many `match[]` do not fit a URL.
+        .route(
+            "/api/v1/label/{name}/values",
+            get(read::label_values).post(read::label_values),
+        )
         .route("/api/v1/metadata", get(read::metadata))
         .route(
             "/api/v1/query_exemplars",

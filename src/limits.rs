@@ -7,6 +7,8 @@
 //! and charges the answer to the query's budget. Code that moves an
 //! evaluation to another task must carry the context with [`scope`].
 
+pub mod fetched;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -71,6 +73,12 @@ pub struct LimitsConfig {
     /// long.
     #[serde(default = "default_max_query_operators")]
     pub max_query_operators: usize,
+    /// Most answer bytes one query or metadata request may read from all
+    /// backends together (default 536870912, 512 MiB). Counted as bodies
+    /// arrive; more fails the request with `execution` (422). Each
+    /// backend's own cap is `backends[].max_response_bytes`.
+    #[serde(default = "fetched::default_max_fetched_bytes")]
+    pub max_fetched_bytes: u64,
 }
 
 fn default_max_samples() -> u64 {
@@ -113,6 +121,7 @@ impl Default for LimitsConfig {
             max_query_length: default_max_query_length(),
             max_query_depth: default_max_query_depth(),
             max_query_operators: default_max_query_operators(),
+            max_fetched_bytes: fetched::default_max_fetched_bytes(),
         }
     }
 }
@@ -133,6 +142,7 @@ impl LimitsConfig {
         positive("max_query_length", self.max_query_length as u64);
         positive("max_query_depth", self.max_query_depth as u64);
         positive("max_query_operators", self.max_query_operators as u64);
+        positive("max_fetched_bytes", self.max_fetched_bytes);
         if self.query_timeout.is_zero() {
             problems.push("limits.query_timeout: must be greater than 0".to_string());
         }
@@ -387,6 +397,8 @@ pub struct QueryContext {
     backends: Mutex<BTreeSet<String>>,
     /// How the cache answered (`hit`, `miss`, ...), when it did.
     cache: Mutex<Option<&'static str>>,
+    /// Answer bytes read from backends, and their limit.
+    pub fetched: fetched::FetchedBytes,
 }
 
 impl QueryContext {
@@ -397,12 +409,18 @@ impl QueryContext {
             samples: AtomicU64::new(0),
             backends: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(None),
+            fetched: fetched::FetchedBytes::new(cfg.max_fetched_bytes),
         }
     }
 
     /// Samples fetched so far.
     pub fn samples(&self) -> u64 {
         self.samples.load(Ordering::Acquire)
+    }
+
+    /// Samples this query may still fetch.
+    pub fn samples_left(&self) -> u64 {
+        self.max_samples.saturating_sub(self.samples())
     }
 
     /// How the cache answered this query, if it did.
