@@ -720,3 +720,42 @@ async fn credentials_a_backend_echoes_never_reach_answers_or_logs() {
         assert!(!log.contains(s), "the log leaks {s}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_request_body_ends_at_the_query_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let p = Promfed::start(
+        "trickle-body",
+        "backends:\n  - name: k8s-1\n    url: http://127.0.0.1:1\nlimits: {query_timeout: 2s}\n",
+    );
+    let mut s = tokio::net::TcpStream::connect(&p.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /api/v1/query HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\nquery=",
+    )
+    .await
+    .expect("write");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), async {
+        let mut buf = [0u8; 4096];
+        // Headers sent, the body never finishes: promfed answers anyway.
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 6 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
