@@ -537,6 +537,34 @@ async fn backends_streaming_gigabytes_are_cut_at_the_byte_cap() {
     assert!(peak_mb < 300, "peak RSS {peak_mb} MB with 32 MiB caps");
     let r = http().get(p.url("/-/healthy")).send().await.expect("alive");
     assert_eq!(r.status().as_u16(), 200);
+    drop(p);
+    // The same backends under the default byte caps, charged to a query
+    // budget of 48 MiB: the budget ends the query, whatever the policy.
+    let mut cfg = String::from(
+        "partial_response: warn
+limits: {max_fetched_bytes: 50331648}
+backends:
+",
+    );
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push_str(&format!(
+            "  - name: b{i}
+    url: {}
+",
+            b.url()
+        ));
+    }
+    let p = Promfed::start("gigabytes-budget", &cfg);
+    let r = http()
+        .post(p.url("/api/v1/query"))
+        .form(&[("query", "up"), ("time", "1000")])
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = json(r).await;
+    ops_support::assert_error(status, &body, 422, "execution", "limits.max_fetched_bytes");
+    let peak_mb = status_kb(p.child.id(), "VmHWM") / 1024;
+    assert!(peak_mb < 300, "peak RSS {peak_mb} MB with a 48 MiB budget");
 }
 
 /// `Authorization: Basic` of `user:password`.
