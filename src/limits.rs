@@ -8,6 +8,7 @@
 //! evaluation to another task must carry the context with [`scope`].
 
 pub mod fetched;
+pub mod shares;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -399,6 +400,8 @@ pub struct QueryContext {
     cache: Mutex<Option<&'static str>>,
     /// Answer bytes read from backends, and their limit.
     pub fetched: fetched::FetchedBytes,
+    /// This query's share of each backend's connections.
+    pub backend_shares: shares::Shares,
 }
 
 impl QueryContext {
@@ -410,6 +413,7 @@ impl QueryContext {
             backends: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(None),
             fetched: fetched::FetchedBytes::new(cfg.max_fetched_bytes),
+            backend_shares: shares::Shares::default(),
         }
     }
 

@@ -788,3 +788,53 @@ async fn a_trickling_request_body_ends_at_the_query_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_many_selectors_does_not_hold_up_another_query() {
+    let _serial = SERIAL.lock().await;
+    // Every read takes 100 ms.
+    let app = axum::Router::new().route(
+        "/api/v1/read",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                empty_read_response(),
+            )
+        }),
+    );
+    let b = AppBackend::start(app).await;
+    // The default max_connections: 8.
+    let p = Promfed::start(
+        "fair-share",
+        &format!("backends:\n  - name: k8s-1\n    url: {}\n", b.url()),
+    );
+    let query = |q: String| {
+        let url = p.url("/api/v1/query");
+        async move {
+            let started = Instant::now();
+            let r = http()
+                .post(url)
+                .form(&[("query", q.as_str()), ("time", "1000")])
+                .send()
+                .await
+                .expect("send");
+            (r.status().as_u16(), started.elapsed())
+        }
+    };
+    let many = (0..200)
+        .map(|i| format!("m{i}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let big = tokio::spawn(query(many));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, took) = query("another_metric".to_string()).await;
+    assert_eq!(status, 200);
+    // One read of 100 ms, behind at most a few of the big query's.
+    assert!(
+        took < Duration::from_secs(1),
+        "a one-selector query waited {took:?} behind a 200-selector one"
+    );
+    let (status, _) = big.await.expect("join");
+    assert_eq!(status, 200);
+}

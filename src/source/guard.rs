@@ -131,6 +131,8 @@ pub struct Guarded {
     pub inner: Arc<dyn Source>,
     /// One permit per request in flight to the backend.
     pub gate: Arc<Semaphore>,
+    /// Most of the gate's permits one query may hold at once.
+    pub per_query: usize,
     pub redactor: Redactor,
 }
 
@@ -139,6 +141,7 @@ impl Guarded {
         Guarded {
             inner,
             gate: Arc::new(Semaphore::new(max_connections.max(1))),
+            per_query: crate::limits::shares::share_of(max_connections),
             redactor,
         }
     }
@@ -149,7 +152,15 @@ impl Guarded {
         fut: impl std::future::Future<Output = Result<T, SourceError>>,
         clean: impl FnOnce(&Redactor, T) -> T,
     ) -> Result<T, SourceError> {
-        // The semaphore is never closed; if it were, run unguarded.
+        // A query first waits for its own share, so that at most that many
+        // of its requests stand in the backend's line at once.
+        let share = crate::limits::current()
+            .map(|ctx| ctx.backend_shares.for_gate(&self.gate, self.per_query));
+        let _share = match &share {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        // The semaphores are never closed; if they were, run unguarded.
         let _permit = self.gate.acquire().await.ok();
         match fut.await {
             Ok(v) => Ok(clean(&self.redactor, v)),
