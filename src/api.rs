@@ -126,7 +126,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(read::series).post(read::series))
         .route("/api/v1/labels", get(read::labels).post(read::labels))
-        .route("/api/v1/label/{name}/values", get(read::label_values))
+        // POST too (Prometheus takes GET only): many `match[]` do not fit a URL.
+        .route(
+            "/api/v1/label/{name}/values",
+            get(read::label_values).post(read::label_values),
+        )
         .route("/api/v1/metadata", get(read::metadata))
         .route(
             "/api/v1/query_exemplars",
@@ -170,9 +174,20 @@ impl FromRequest<Arc<AppState>> for Params {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
         if req.method() == Method::POST && is_form {
-            let body = Bytes::from_request(req, state).await.map_err(|e| {
-                ApiError::bad_data(format!("error parsing form values: {}", e.body_text()))
-            })?;
+            // A body trickling in must not hold its connection (busy, so
+            // never closed for idleness) past what its query may take.
+            let within = state.limits.config.query_timeout;
+            let body = tokio::time::timeout(within, Bytes::from_request(req, state))
+                .await
+                .map_err(|_| {
+                    ApiError::bad_data(format!(
+                        "error parsing form values: the request body took longer than {} s to arrive",
+                        within.as_secs()
+                    ))
+                })?
+                .map_err(|e| {
+                    ApiError::bad_data(format!("error parsing form values: {}", e.body_text()))
+                })?;
             p.add_urlencoded(&body);
         }
         // Query text is bounded before anything parses it (every endpoint).

@@ -3,11 +3,14 @@
 //! (bearer-token file, basic auth). Secrets are held in [`Secret`], whose
 //! `Debug` never shows them.
 
+pub mod throttle;
+
 use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -45,7 +48,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `auth:`: what clients must send. Either kind of credential is accepted.
 /// `/-/healthy` and `/-/ready` stay open for probes.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Files each holding one bearer token (surrounding whitespace is
@@ -56,6 +59,36 @@ pub struct AuthConfig {
     /// (`promfed hash-password` prints one).
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, Secret>,
+    /// Failed basic-auth attempts allowed at once per client address, and
+    /// per user name (default 10). Past them, attempts are refused with 429
+    /// without checking the password until the allowance refills at
+    /// `failed_logins_per_minute`. Clients whose credentials already passed
+    /// are not held up.
+    #[serde(default = "default_failed_login_burst")]
+    pub failed_login_burst: u32,
+    /// How fast the allowance of failed attempts refills, per minute
+    /// (default 10).
+    #[serde(default = "default_failed_logins_per_minute")]
+    pub failed_logins_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            bearer_token_files: Vec::new(),
+            basic_auth_users: BTreeMap::new(),
+            failed_login_burst: default_failed_login_burst(),
+            failed_logins_per_minute: default_failed_logins_per_minute(),
+        }
+    }
+}
+
+fn default_failed_login_burst() -> u32 {
+    10
+}
+
+fn default_failed_logins_per_minute() -> u32 {
+    10
 }
 
 impl AuthConfig {
@@ -92,10 +125,35 @@ pub struct Authenticator {
     /// Bounds the bcrypt checks run at once, so that a flood of wrong
     /// passwords cannot take every core.
     bcrypt_slots: tokio::sync::Semaphore,
+    /// Checks waiting for a slot.
+    bcrypt_waiting: std::sync::atomic::AtomicUsize,
+    /// One permit: checks of suspect attempts queue here first.
+    suspect_gate: tokio::sync::Semaphore,
+    /// A hash of the users' cost that no password matches: unknown users
+    /// are checked against it, so that they take as long as known ones.
+    dummy_hash: Option<Secret>,
+    /// Limits on failed attempts per client and per user.
+    throttle: throttle::Throttle,
 }
 
-/// Most bcrypt checks run at once.
-const BCRYPT_SLOTS: usize = 2;
+/// Most checks waiting for a bcrypt slot; more are refused with 429.
+const MAX_BCRYPT_WAITING: usize = 32;
+
+/// Bcrypt checks run at once: a quarter of the cores, at least one (each
+/// takes a core for a quarter second at cost 12; queries need the rest).
+fn bcrypt_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
+}
+
+/// What a request's credentials are worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Refused unchecked: too many failures of this client or user, or too
+    /// many checks waiting (`busy`).
+    Throttled(&'static str),
+}
 
 /// Most verified basic-auth credentials remembered.
 const VERIFIED_CACHE: usize = 256;
@@ -122,54 +180,110 @@ impl Authenticator {
             }
             tokens.push(Secret::new(t));
         }
+        // The dummy hash has the highest cost among the users' hashes.
+        let cost = cfg
+            .basic_auth_users
+            .values()
+            .filter_map(|h| h.expose().parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max();
+        let dummy_hash = match cost {
+            Some(cost) => {
+                use rand::RngCore;
+                let mut password = [0u8; 24];
+                rand::thread_rng().fill_bytes(&mut password);
+                Some(Secret::new(hash_password(&base64_encode(&password), cost)?))
+            }
+            None => None,
+        };
         Ok(Authenticator {
             tokens,
             users: cfg.basic_auth_users.clone(),
             verified: Mutex::new(HashSet::new()),
-            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
+            bcrypt_slots: tokio::sync::Semaphore::new(bcrypt_slots()),
+            bcrypt_waiting: std::sync::atomic::AtomicUsize::new(0),
+            suspect_gate: tokio::sync::Semaphore::new(1),
+            dummy_hash,
+            throttle: throttle::Throttle::new(cfg.failed_login_burst, cfg.failed_logins_per_minute),
         })
     }
 
     /// True when `headers` carry valid credentials.
     pub async fn allows(&self, headers: &HeaderMap) -> bool {
+        self.check(headers, None).await == Verdict::Allowed
+    }
+
+    /// What the credentials in `headers`, sent from `client`, are worth.
+    pub async fn check(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Verdict {
+        let denied = |ok: bool| {
+            if ok {
+                Verdict::Allowed
+            } else {
+                Verdict::Denied
+            }
+        };
         let Some(value) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
         else {
-            return false;
+            return Verdict::Denied;
         };
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
             // Check every token so the time does not tell which one matched.
-            return self.tokens.iter().fold(false, |ok, t| {
+            return denied(self.tokens.iter().fold(false, |ok, t| {
                 ok | constant_time_eq(t.expose().as_bytes(), rest.as_bytes())
-            });
+            }));
         }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return false;
+            return Verdict::Denied;
         }
         let Some((user, password)) = decode_basic(rest) else {
-            return false;
-        };
-        let Some(hash) = self.users.get(&user) else {
-            return false;
+            return Verdict::Denied;
         };
         let key = (user, Secret::new(password));
         if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
-            return true;
+            return Verdict::Allowed;
         }
-        let hash = hash.clone();
-        let password = key.1.clone();
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
+        let clean = match self.throttle.begin(client, &key.0) {
+            Ok(clean) => clean,
+            Err(t) => return Verdict::Throttled(t.as_str()),
         };
-        let ok = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        // An unknown user is checked against the dummy hash: the same work,
+        // the same time, always refused.
+        let known = self.users.get(&key.0);
+        let Some(hash) = known.or(self.dummy_hash.as_ref()).cloned() else {
+            return Verdict::Denied;
+        };
+        let password = key.1.clone();
+        let ok = {
+            use std::sync::atomic::Ordering;
+            let waiting = self.bcrypt_waiting.fetch_add(1, Ordering::AcqRel);
+            let slot = if waiting >= MAX_BCRYPT_WAITING {
+                None
+            } else {
+                // Attempts of clients or users with recent failures line up
+                // one at a time before the slots: a clean login waits for
+                // at most one of them.
+                let _suspect = match clean {
+                    true => None,
+                    false => self.suspect_gate.acquire().await.ok(),
+                };
+                self.bcrypt_slots.acquire().await.ok()
+            };
+            self.bcrypt_waiting.fetch_sub(1, Ordering::AcqRel);
+            let Some(_slot) = slot else {
+                return Verdict::Throttled("busy");
+            };
+            tokio::task::spawn_blocking(move || {
+                bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
+        } && known.is_some();
         if ok {
+            self.throttle.succeeded(client, &key.0);
             if let Ok(mut v) = self.verified.lock() {
                 if v.len() >= VERIFIED_CACHE {
                     v.clear();
@@ -177,7 +291,7 @@ impl Authenticator {
                 v.insert(key);
             }
         }
-        ok
+        denied(ok)
     }
 }
 
@@ -187,6 +301,14 @@ fn decode_basic(b64: &str) -> Option<(String, String)> {
     let text = String::from_utf8(bytes).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_string(), p.to_string()))
+}
+
+/// Decodes basic-auth credentials into the `user:password` text and the
+/// password (to redact them from what a backend echoes).
+pub fn decode_basic_pair(b64: &str) -> Option<(String, String)> {
+    let text = String::from_utf8(base64_decode(b64)?).ok()?;
+    let password = text.split_once(':')?.1.to_string();
+    Some((text, password))
 }
 
 /// Standard base64 (with or without padding).
@@ -239,10 +361,28 @@ fn is_open(path: &str) -> bool {
     matches!(path, "/-/healthy" | "/-/ready")
 }
 
-/// Middleware: refuses requests without valid credentials with 401.
+/// Middleware: refuses requests without valid credentials with 401, and
+/// with 429 while their client or user has failed too often.
 pub async fn require(State(auth): State<Arc<Authenticator>>, req: Request, next: Next) -> Response {
-    if is_open(req.uri().path()) || auth.allows(req.headers()).await {
+    if is_open(req.uri().path()) {
         return next.run(req).await;
+    }
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    match auth.check(req.headers(), client).await {
+        Verdict::Allowed => return next.run(req).await,
+        Verdict::Denied => {}
+        Verdict::Throttled(why) => {
+            crate::telemetry::auth_throttled(why);
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from_static("10"))],
+                "Too Many Requests: too many failed logins; try again later\n",
+            )
+                .into_response();
+        }
     }
     crate::telemetry::auth_refused();
     (
@@ -394,6 +534,7 @@ mod tests {
         let cfg = AuthConfig {
             bearer_token_files: vec![token],
             basic_auth_users: [("grafana".to_string(), Secret::new(hash))].into(),
+            ..AuthConfig::default()
         };
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
         let a = Authenticator::load(&cfg).expect("load");
@@ -429,6 +570,7 @@ mod tests {
         let cfg = AuthConfig {
             bearer_token_files: vec![],
             basic_auth_users: [("u".to_string(), Secret::new("plaintext"))].into(),
+            ..AuthConfig::default()
         };
         assert_eq!(cfg.validate().len(), 1, "{:?}", cfg.validate());
     }

@@ -22,6 +22,10 @@ pub struct Config {
     /// Default: the number of CPUs promfed may use. Read at start.
     #[serde(default)]
     pub io_threads: Option<usize>,
+    /// Client connections: how many may be open, how long a request's
+    /// headers and an idle keep-alive may take. Read at start.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// The Prometheus servers (or Prometheus-compatible endpoints) to federate.
     pub backends: Vec<BackendConfig>,
     /// The query cache (instant grid cache, range extents, stores). Absent:
@@ -55,6 +59,54 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthConfig>,
 }
 
+/// `connections:`: limits on clients' HTTP connections, so that clients
+/// who connect and send nothing cannot take what probes and queries need.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Most client connections open at once (default 4096; lowered at
+    /// start to the process's open-file limit minus 256). A connection
+    /// arriving at the cap closes the connection idle the longest (else
+    /// the oldest one still sending its headers); when every connection is
+    /// answering a request, the new one is closed at once.
+    #[serde(default = "default_max_open")]
+    pub max_open: usize,
+    /// How long a client may take to send a request's headers, counted
+    /// from the connection's accept or, on a kept-alive connection, from
+    /// the request's first byte (default 10s); then the connection closes.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request
+    /// before it closes (default 60s).
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max_open: default_max_open(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_max_open() -> usize {
+    4096
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
 /// The partial-response policy.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +136,27 @@ pub struct BackendConfig {
     /// (a Prometheus duration such as `30s`; default 30s).
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Most connections (and so requests in flight) promfed opens to this
+    /// backend at once, over every query together (default 8; a Prometheus
+    /// serves at most 512). Further requests wait for one to be free,
+    /// within their query's deadline.
+    #[serde(default = "default_backend_max_connections")]
+    pub max_connections: usize,
+    /// How long an unused connection to this backend is kept open for
+    /// reuse before it is closed (a Prometheus duration; default 5s).
+    #[serde(
+        default = "default_backend_idle_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub idle_connection_timeout: Duration,
+    /// Largest answer body read from this backend for one request, bytes
+    /// (default 134217728, 128 MiB). Bodies are decoded as they arrive
+    /// where the format allows (streamed remote read) and are never
+    /// buffered past this; a larger answer fails with `execution` (422),
+    /// naming the backend. Bytes also count against the query's
+    /// `limits.max_fetched_bytes`.
+    #[serde(default = "default_backend_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// How raw samples are read: `remote_read` (Prometheus's
     /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
     /// Thanos sidecars) or `query_api` (`/api/v1/query` of a range selector,
@@ -132,6 +205,18 @@ fn default_listen() -> String {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_backend_max_connections() -> usize {
+    8
+}
+
+fn default_backend_idle_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_backend_max_response_bytes() -> usize {
+    128 << 20
 }
 
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -282,6 +367,20 @@ impl Config {
                 ));
             }
         }
+        if self.connections.max_open == 0 {
+            problems.push("connections.max_open: must be greater than 0".to_string());
+        }
+        for (name, d) in [
+            (
+                "connections.header_read_timeout",
+                self.connections.header_read_timeout,
+            ),
+            ("connections.idle_timeout", self.connections.idle_timeout),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{name}: must be greater than 0"));
+            }
+        }
         for (i, l) in self.replica_labels.iter().enumerate() {
             if !is_valid_label_name(l) {
                 problems.push(format!(
@@ -329,6 +428,12 @@ impl Config {
             ));
             if b.timeout.is_zero() {
                 problems.push(format!("{at}.timeout: must be greater than 0"));
+            }
+            if b.max_connections == 0 {
+                problems.push(format!("{at}.max_connections: must be greater than 0"));
+            }
+            if b.max_response_bytes == 0 {
+                problems.push(format!("{at}.max_response_bytes: must be greater than 0"));
             }
             for (k, v) in &b.external_labels {
                 if !is_valid_label_name(k) {

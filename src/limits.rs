@@ -14,6 +14,9 @@
 pub mod memory;
 pub mod meter;
 
+pub mod fetched;
+pub mod shares;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -96,6 +99,12 @@ pub struct LimitsConfig {
     /// promfed's cgroup, or of the machine when there is none.
     #[serde(default)]
     pub max_memory_bytes: Option<u64>,
+    /// Most answer bytes one query or metadata request may read from all
+    /// backends together (default 536870912, 512 MiB). Counted as bodies
+    /// arrive; more fails the request with `execution` (422). Each
+    /// backend's own cap is `backends[].max_response_bytes`.
+    #[serde(default = "fetched::default_max_fetched_bytes")]
+    pub max_fetched_bytes: u64,
 }
 
 fn default_max_samples() -> u64 {
@@ -146,6 +155,7 @@ impl Default for LimitsConfig {
             max_query_bytes: None,
             max_response_bytes: default_max_response_bytes(),
             max_memory_bytes: None,
+            max_fetched_bytes: fetched::default_max_fetched_bytes(),
         }
     }
 }
@@ -173,6 +183,7 @@ impl LimitsConfig {
         if let Some(b) = self.max_memory_bytes {
             positive("max_memory_bytes", b);
         }
+        positive("max_fetched_bytes", self.max_fetched_bytes);
         if self.query_timeout.is_zero() {
             problems.push("limits.query_timeout: must be greater than 0".to_string());
         }
@@ -487,6 +498,10 @@ pub struct QueryContext {
     backends: Mutex<BTreeSet<String>>,
     /// How the cache answered (`hit`, `miss`, ...), when it did.
     cache: Mutex<Option<&'static str>>,
+    /// Answer bytes read from backends, and their limit.
+    pub fetched: fetched::FetchedBytes,
+    /// This query's share of each backend's connections.
+    pub backend_shares: shares::Shares,
 }
 
 impl QueryContext {
@@ -504,6 +519,8 @@ impl QueryContext {
             _slot: None,
             backends: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(None),
+            fetched: fetched::FetchedBytes::new(cfg.max_fetched_bytes),
+            backend_shares: shares::Shares::default(),
         }
     }
 
@@ -610,6 +627,11 @@ impl QueryContext {
     /// Samples fetched so far.
     pub fn samples(&self) -> u64 {
         self.samples.load(Ordering::Acquire)
+    }
+
+    /// Samples this query may still fetch.
+    pub fn samples_left(&self) -> u64 {
+        self.max_samples.saturating_sub(self.samples())
     }
 
     /// How the cache answered this query, if it did.

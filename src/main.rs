@@ -12,6 +12,9 @@ use promfed::config::Config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Stack of each worker (and blocking-pool) thread.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
 #[derive(Parser)]
 #[command(name = "promfed", version, about = "Federated PromQL gateway")]
 struct Cli {
@@ -138,6 +141,10 @@ fn main() -> ExitCode {
             // HTTP connections have threads of their own (`io_threads`).
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .thread_name("promfed-worker")
+                // Parsing, planning and evaluating recurse once per operator:
+                // a chain of `limits.max_query_operators` (1000) `or`s
+                // overflowed the default 2 MiB stack.
+                .thread_stack_size(WORKER_STACK_BYTES)
                 .enable_all()
                 .build()
             {
@@ -317,6 +324,7 @@ async fn run(
     for w in cfg.warnings() {
         tracing::warn!("config: {w}");
     }
+    let file_listen = cfg.listen.clone();
     if let Some(l) = listen {
         cfg.listen = l;
     }
@@ -331,6 +339,7 @@ async fn run(
     println!("listening on {addr}");
     // SIGHUP always reloads; a zero interval only turns the file watch off.
     let watch = promfed::reload::Watch {
+        file_listen,
         path: config,
         interval: if reload_interval.is_zero() {
             std::time::Duration::from_secs(365 * 24 * 3600)

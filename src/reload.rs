@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::server::connections::{self, Registry};
 use crate::server::{self, Service};
 use crate::tls::SharedTls;
 
@@ -27,6 +28,9 @@ type Current = Arc<RwLock<Arc<Service>>>;
 pub struct Watch {
     pub path: PathBuf,
     pub interval: Duration,
+    /// `listen` as the file gave it at start (before any command-line
+    /// override): a reload that changes it says that it needs a restart.
+    pub file_listen: String,
 }
 
 /// Serves `cfg` on `listener` until `shutdown` resolves, then drains the
@@ -41,6 +45,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
+    let registry = crate::server::connections::Registry::new(&cfg.connections);
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls
@@ -51,14 +56,19 @@ pub async fn serve(
     // The SIGHUP handler is in place before the first request is served.
     let reloader = watch.map(|w| {
         let hup = hangups();
+        let at_start = Some(StartOnly {
+            listen: w.file_listen.clone(),
+            ..StartOnly::of(&cfg)
+        });
         let running = Running {
             cfg,
+            at_start,
             tls: tls.clone(),
             current: current.clone(),
         };
         tokio::spawn(watch_config(w, hup, running))
     });
-    let served = serve_on_threads(listener, current, tls, cfg_threads, shutdown).await;
+    let served = serve_on_threads(listener, current, tls, registry, cfg_threads, shutdown).await;
     if let Some(r) = reloader {
         r.abort();
     }
@@ -76,6 +86,7 @@ async fn serve_on_threads(
     listener: TcpListener,
     app: Current,
     tls: Option<SharedTls>,
+    registry: Arc<Registry>,
     n: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -92,10 +103,13 @@ async fn serve_on_threads(
             .and_then(|l| {
                 let (app, tls, stop, done) =
                     (app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone());
+                let registry = registry.clone();
                 std::thread::Builder::new()
                     .name(format!("promfed-io-{i}"))
+                    // Cached answers are keyed by parsed query text here.
+                    .stack_size(16 << 20)
                     .spawn(move || {
-                        let _ = done.blocking_send(serve_thread(l, app, tls, stop));
+                        let _ = done.blocking_send(serve_thread(l, app, tls, registry, stop));
                     })
                     .map_err(|e| format!("starting HTTP thread: {e}"))
             });
@@ -139,6 +153,7 @@ fn serve_thread(
     listener: std::net::TcpListener,
     current: Current,
     tls: Option<SharedTls>,
+    registry: Arc<Registry>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -151,26 +166,17 @@ fn serve_thread(
             let _ = stop.wait_for(|s| *s).await;
         };
         // Every request goes straight to `dispatch` (no router in front).
-        let app = axum::ServiceExt::<Request>::into_make_service(tower::service_fn(
-            move |req: Request| {
-                let current = current.clone();
-                async move { Ok::<_, std::convert::Infallible>(dispatch(current, req).await) }
-            },
-        ));
+        let app = move |req: Request| dispatch(current.clone(), req);
         match tls {
-            None => axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| format!("serving: {e}")),
+            None => connections::serve(listener, registry, app, stopped).await,
             Some(tls) => {
-                let listener = crate::tls::TlsListener::new(listener, tls)
+                let handshakes = registry.max_open();
+                let listener = crate::tls::TlsListener::new(listener, tls, handshakes)
                     .map_err(|e| format!("serving TLS: {e}"))?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                    .map_err(|e| format!("serving: {e}"))
+                connections::serve(listener, registry, app, stopped).await
             }
         }
+        Ok(())
     })
 }
 
@@ -222,6 +228,9 @@ fn fingerprints(path: &Path, cfg: &Config) -> Vec<Option<(SystemTime, u64)>> {
 /// What a reload replaces.
 struct Running {
     cfg: Config,
+    /// The settings read only at start, as the config file last gave them
+    /// (the command line may override `listen`).
+    at_start: Option<StartOnly>,
     tls: Option<SharedTls>,
     current: Current,
 }
@@ -272,6 +281,39 @@ async fn watch_config(w: Watch, mut hup: Hangups, mut running: Running) {
     }
 }
 
+/// The settings that take effect only when promfed starts.
+#[derive(Debug, Clone, PartialEq)]
+struct StartOnly {
+    listen: String,
+    io_threads: Option<usize>,
+    connections: crate::config::ConnectionsConfig,
+}
+
+impl StartOnly {
+    fn of(cfg: &Config) -> Self {
+        StartOnly {
+            listen: cfg.listen.clone(),
+            io_threads: cfg.io_threads,
+            connections: cfg.connections.clone(),
+        }
+    }
+
+    /// The names of the settings that differ in `new`.
+    fn changed(&self, new: &StartOnly) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listen != new.listen {
+            out.push("listen");
+        }
+        if self.io_threads != new.io_threads {
+            out.push("io_threads");
+        }
+        if self.connections != new.connections {
+            out.push("connections");
+        }
+        out
+    }
+}
+
 /// Loads, validates and builds the config at `path` (and its TLS
 /// certificates), and swaps it all in, or nothing.
 fn reload(path: &Path, reason: &str, running: &mut Running) {
@@ -304,9 +346,27 @@ fn reload(path: &Path, reason: &str, running: &mut Running) {
                 Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::new(svc)),
             };
             drop(old);
+            let now = StartOnly::of(&cfg);
+            let changed = running
+                .at_start
+                .as_ref()
+                .map(|s| s.changed(&now))
+                .unwrap_or_default();
             running.cfg = cfg;
             crate::telemetry::config_reloaded(true);
-            tracing::info!(%reason, backends = running.cfg.backends.len(), "config reloaded");
+            if changed.is_empty() {
+                tracing::info!(%reason, backends = running.cfg.backends.len(), "config reloaded");
+            } else {
+                // The rest is in force; these wait for a restart (and are
+                // compared again at every reload until then).
+                tracing::warn!(
+                    %reason,
+                    backends = running.cfg.backends.len(),
+                    "config reloaded except {}: changing {} needs a restart of promfed",
+                    changed.join(", "),
+                    if changed.len() == 1 { "it" } else { "them" },
+                );
+            }
         }
     }
 }

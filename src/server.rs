@@ -1,5 +1,7 @@
 //! Builds the whole service from a config and serves it.
 
+pub mod connections;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use crate::api::{self, AppState};
 use crate::cache::QueryCache;
 use crate::config::{Config, PartialResponse, ReadProtocol};
 use crate::federation::{Backend, Federation, FederationOptions};
+use crate::source::guard::Guarded;
 use crate::source::prometheus::{PrometheusHttpSource, SamplesVia};
 use crate::source::remote_read::RemoteReadSource;
 use crate::source::Source;
@@ -18,27 +21,25 @@ pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Builds the federation of every configured backend.
 pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
-    let client = reqwest::Client::builder()
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()
-        .map_err(|e| format!("building HTTP client: {e}"))?;
     let backends = cfg
         .backends
         .iter()
         .map(|b| {
-            let client = crate::tls::backend_client(&client, b)?;
-            let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout);
+            let (client, redactor) = crate::tls::backend_client(b)?;
+            let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout)
+                .with_max_response_bytes(b.max_response_bytes);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
                 ReadProtocol::RemoteRead => Arc::new(SamplesVia {
-                    samples: RemoteReadSource::new(&b.name, &b.url, b.timeout, client.clone()),
+                    samples: RemoteReadSource::new(&b.name, &b.url, b.timeout, client.clone())
+                        .with_max_response_bytes(b.max_response_bytes),
                     api,
                 }),
             };
             Ok(Backend {
                 name: b.name.clone(),
                 external_labels: b.external_labels.clone(),
-                source,
+                source: Arc::new(Guarded::new(source, b.max_connections, redactor)),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

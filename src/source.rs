@@ -1,6 +1,7 @@
 //! The `Source` trait: anything that answers "which series match these
 //! matchers, with which samples between these times".
 
+pub mod guard;
 pub mod memory;
 pub mod prometheus;
 pub mod remote_read;
@@ -85,6 +86,8 @@ pub struct MetaQuery {
     pub start_ms: i64,
     pub end_ms: i64,
     pub read: ReadOptions,
+    /// The request's `limit` (0: none), passed on to backends that take it.
+    pub limit: usize,
 }
 
 /// Label sets, names or values with the warnings that came with them.

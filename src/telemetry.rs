@@ -211,6 +211,36 @@ pub fn query_refused(reason: &str) {
     }
 }
 
+static CONNECTIONS_CLOSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_http_connections_closed_total",
+        "Client connections promfed closed or refused itself, by reason (header_timeout, idle_timeout, evicted, refused).",
+        &["reason"],
+    )
+});
+
+/// Counts a client connection promfed closed or refused (`reason`).
+pub fn connection_closed(reason: &str) {
+    if let Some(c) = CONNECTIONS_CLOSED.as_ref() {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
+static AUTH_THROTTLED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "promfed_http_auth_throttled_total",
+        "Authentication attempts refused without checking, by reason (client, user, busy).",
+        &["reason"],
+    )
+});
+
+/// Counts an authentication attempt refused unchecked (`reason`).
+pub fn auth_throttled(reason: &str) {
+    if let Some(c) = AUTH_THROTTLED.as_ref() {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
 static AUTH_REFUSED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     register(
         IntCounter::new(

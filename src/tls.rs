@@ -95,21 +95,27 @@ impl BackendTlsConfig {
     }
 }
 
-/// The HTTP client for backend `b`: the shared one, or its own when it
-/// has TLS settings or credentials (sent as a default, sensitive header).
+/// The HTTP client of backend `b` (its own connection pool, TLS settings
+/// and credentials, sent as a default, sensitive header) and the redactor
+/// of those credentials.
 pub fn backend_client(
-    shared: &reqwest::Client,
     b: &crate::config::BackendConfig,
-) -> Result<reqwest::Client, String> {
+) -> Result<(reqwest::Client, crate::source::guard::Redactor), String> {
     let at = |e: String| format!("backend {}: {e}", b.name);
     let auth =
         crate::auth::backend_authorization(b.bearer_token_file.as_ref(), b.basic_auth.as_ref())
             .map_err(at)?;
-    if b.tls.is_none() && auth.is_none() {
-        return Ok(shared.clone());
-    }
-    let mut builder = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90));
+    // At most `max_connections` requests run at once (see
+    // `source::guard`), so no more connections are ever kept; unused ones
+    // close after `idle_connection_timeout`.
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(b.idle_connection_timeout)
+        .pool_max_idle_per_host(b.max_connections);
+    let mut redactor = crate::source::guard::Redactor::default();
     if let Some(v) = auth {
+        if let Ok(text) = v.to_str() {
+            redactor = crate::source::guard::Redactor::for_authorization(text);
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, v);
         builder = builder.default_headers(headers);
@@ -117,9 +123,10 @@ pub fn backend_client(
     if let Some(t) = &b.tls {
         builder = t.apply(builder).map_err(at)?;
     }
-    builder
+    let client = builder
         .build()
-        .map_err(|e| at(format!("building HTTP client: {e}")))
+        .map_err(|e| at(format!("building HTTP client: {e}")))?;
+    Ok((client, redactor))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -187,9 +194,17 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: SharedTls) -> std::io::Result<Self> {
+    /// At most `max_handshakes` handshakes run at once; connections beyond
+    /// are closed at once (clients that connect and stay silent cannot
+    /// take every file descriptor before they reach the connection cap).
+    pub fn new(
+        tcp: TcpListener,
+        config: SharedTls,
+        max_handshakes: usize,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         let acceptor_task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -204,9 +219,15 @@ impl TlsListener {
                     Ok(c) => c.clone(),
                     Err(poisoned) => poisoned.into_inner().clone(),
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    crate::telemetry::connection_closed("refused");
+                    drop(stream);
+                    continue;
+                };
                 let acceptor = TlsAcceptor::from(current);
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

@@ -2,6 +2,8 @@
 //! made at test time and a real Prometheus serving TLS and basic auth.
 
 mod ops_support;
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,7 +281,7 @@ async fn start_tls_prometheus(dir: &TempDir) -> TlsPrometheus {
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let child = Command::new(ops_support::peers::prometheus())
+    let child = Command::new(peers::prometheus())
         .arg(format!("--config.file={d}/prometheus.yml"))
         .arg(format!("--storage.tsdb.path={d}/data"))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))

@@ -4,10 +4,6 @@
 //! seconds. Each checks the answer, the process's peak memory (VmHWM of
 //! /proc/<pid>/status) and that it is still alive.
 
-// Both support modules include tests/common/peers.rs (where the Go-built
-// peers are): one file, two harmless copies in this test crate.
-#![allow(clippy::duplicate_mod)]
-
 mod common;
 mod ops_support;
 

@@ -4,6 +4,8 @@
 //! figures (run with `--nocapture` to see them).
 
 mod ops_support;
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -45,7 +47,7 @@ async fn prometheus(cluster: &str) -> Prometheus {
         ),
     );
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let child = Command::new(ops_support::peers::prometheus())
+    let child = Command::new(peers::prometheus())
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

@@ -114,6 +114,45 @@ async fn sighup_reloads_and_an_invalid_config_is_refused() {
 }
 
 #[tokio::test]
+async fn a_reload_that_changes_listen_says_it_needs_a_restart() {
+    let cfg = format!("listen: 127.0.0.1:9\n{}", config(&["k8s-1"]));
+    let p = Promfed::start_with("listen", &cfg, &["--reload-interval", "0"]);
+    // Answering: the SIGHUP handler is in place.
+    assert!(stores(&p).await.contains("k8s-1"));
+    let moved = format!("listen: 127.0.0.1:10\n{}", config(&["k8s-1", "k8s-2"]));
+    std::fs::write(&p.config, moved).expect("write");
+    p.signal("HUP");
+    assert!(
+        wait_stores(&p, |s| s.contains("k8s-2")).await,
+        "the rest of the config applies: {}",
+        p.stderr()
+    );
+    assert!(
+        p.wait_stderr("needs a restart", Duration::from_secs(5)),
+        "{}",
+        p.stderr()
+    );
+    let log = p.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("needs a restart"))
+        .unwrap_or_default();
+    assert!(line.contains("listen"), "{line}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("config reloaded") && !l.contains("needs a restart")),
+        "a plain `config reloaded` while listen changed: {log}"
+    );
+    // Still served where it started.
+    let r = client()
+        .get(p.url("/-/healthy"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn a_changed_file_is_reloaded_without_a_signal() {
     let p = Promfed::start_with(
         "watch",

@@ -115,6 +115,7 @@ fuzz_target!(|data: &[u8]| {
                     start_ms: 0,
                     end_ms: 3_600_000,
                     read: Default::default(),
+                    limit: 0,
                 };
                 let _ = h.api.series(&q).await;
                 let _ = h.api.label_names(&q).await;

@@ -67,7 +67,28 @@ fn meta_query(p: &Params) -> Result<MetaQuery, ApiError> {
         start_ms: start,
         end_ms: end,
         read: read_options(p)?,
+        limit: limit(p, "limit")?,
     })
+}
+
+/// Runs a metadata request as a query of `kind`: it waits for an
+/// admission slot, ends at the deadline (`limits.query_timeout`, or the
+/// request's shorter `timeout`) and its backend reads are charged to a
+/// budget of its own.
+async fn admitted<T>(
+    st: &AppState,
+    p: &Params,
+    kind: &'static str,
+    fut: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let timeout = st.limits.timeout_for(p.duration("timeout")?);
+    let what = p.all("match[]").join(" ");
+    let what = if what.is_empty() {
+        p.get("query").or(p.get("metric")).unwrap_or("").to_string()
+    } else {
+        what
+    };
+    st.limits.run(kind, &what, timeout, fut).await
 }
 
 /// The `limit` parameter (0 or absent: no limit).
@@ -119,8 +140,11 @@ pub(super) async fn series(
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     let q = meta_query(&p)?;
-    let lim = limit(&p, "limit")?;
-    let mut out = st.federation.series(&q).await.map_err(source_err)?;
+    let lim = q.limit;
+    let mut out = admitted(&st, &p, "series", async {
+        st.federation.series(&q).await.map_err(source_err)
+    })
+    .await?;
     apply_limit(&mut out.items, lim, &mut out.warnings);
     let data = Json::Array(out.items.iter().map(labels_json).collect());
     Ok(ok(data, &out.warnings))
@@ -131,8 +155,11 @@ pub(super) async fn labels(
     p: Params,
 ) -> Result<Response, ApiError> {
     let q = meta_query(&p)?;
-    let lim = limit(&p, "limit")?;
-    let mut out = st.federation.label_names(&q).await.map_err(source_err)?;
+    let lim = q.limit;
+    let mut out = admitted(&st, &p, "labels", async {
+        st.federation.label_names(&q).await.map_err(source_err)
+    })
+    .await?;
     apply_limit(&mut out.items, lim, &mut out.warnings);
     Ok(ok(json!(out.items), &out.warnings))
 }
@@ -147,12 +174,14 @@ pub(super) async fn label_values(
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let q = meta_query(&p)?;
-    let lim = limit(&p, "limit")?;
-    let mut out = st
-        .federation
-        .label_values(&name, &q)
-        .await
-        .map_err(source_err)?;
+    let lim = q.limit;
+    let mut out = admitted(&st, &p, "label_values", async {
+        st.federation
+            .label_values(&name, &q)
+            .await
+            .map_err(source_err)
+    })
+    .await?;
     apply_limit(&mut out.items, lim, &mut out.warnings);
     Ok(ok(json!(out.items), &out.warnings))
 }
@@ -176,12 +205,14 @@ pub(super) async fn metadata(
     let lim = limit(&p, "limit")?;
     let per_metric = limit(&p, "limit_per_metric")?;
     let read = read_options(&p)?;
-    let params = forward(&p, &["metric"]);
-    let (answers, warnings) = st
-        .federation
-        .api_get_all("/api/v1/metadata", &params, &read)
-        .await
-        .map_err(source_err)?;
+    let params = forward(&p, &["metric", "limit", "limit_per_metric"]);
+    let (answers, warnings) = admitted(&st, &p, "metadata", async {
+        st.federation
+            .api_get_all("/api/v1/metadata", &params, &read)
+            .await
+            .map_err(source_err)
+    })
+    .await?;
     let mut merged: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     for (_, d) in answers {
         if let Json::Object(m) = d.data {
@@ -223,11 +254,13 @@ pub(super) async fn query_exemplars(
     }
     let read = read_options(&p)?;
     let params = forward(&p, &["query", "start", "end"]);
-    let (answers, warnings) = st
-        .federation
-        .api_get_all("/api/v1/query_exemplars", &params, &read)
-        .await
-        .map_err(source_err)?;
+    let (answers, warnings) = admitted(&st, &p, "exemplars", async {
+        st.federation
+            .api_get_all("/api/v1/query_exemplars", &params, &read)
+            .await
+            .map_err(source_err)
+    })
+    .await?;
     let mut all = Vec::new();
     for (b, d) in answers {
         if let Json::Array(items) = d.data {
@@ -264,17 +297,20 @@ pub(super) async fn parse_query(p: Params) -> Result<Response, ApiError> {
 async fn concat(
     st: &AppState,
     p: &Params,
+    kind: &'static str,
     path: &str,
     key: &str,
     pass: &[&str],
 ) -> Result<Response, ApiError> {
     let read = read_options(p)?;
     let params = forward(p, pass);
-    let (answers, warnings) = st
-        .federation
-        .api_get_all(path, &params, &read)
-        .await
-        .map_err(source_err)?;
+    let (answers, warnings) = admitted(st, p, kind, async {
+        st.federation
+            .api_get_all(path, &params, &read)
+            .await
+            .map_err(source_err)
+    })
+    .await?;
     let mut all = Vec::new();
     for (_, d) in answers {
         if let Some(Json::Array(items)) = d.data.get(key) {
@@ -293,6 +329,7 @@ pub(super) async fn rules(
     concat(
         &st,
         &p,
+        "rules",
         "/api/v1/rules",
         "groups",
         &[
@@ -311,7 +348,7 @@ pub(super) async fn alerts(
     State(st): State<Arc<AppState>>,
     p: Params,
 ) -> Result<Response, ApiError> {
-    concat(&st, &p, "/api/v1/alerts", "alerts", &[]).await
+    concat(&st, &p, "alerts", "/api/v1/alerts", "alerts", &[]).await
 }
 
 /// Thanos' `/api/v1/stores`: every backend with its health. Beyond

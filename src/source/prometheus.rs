@@ -10,9 +10,14 @@ use serde::Deserialize;
 use super::{ApiData, MetaOutput, MetaQuery, Select, SelectOutput, Source, SourceError};
 use crate::model::{Labels, Sample, Series};
 
-/// Largest answer body read from a backend's HTTP API (JSON is about 25
-/// bytes a sample: some 20 M samples).
-pub const MAX_RESPONSE_BYTES: usize = 512 << 20;
+/// Largest answer body read from a backend's HTTP API by default (JSON is
+/// about 25 bytes a sample: some 5 M samples); `backends[].max_response_bytes`.
+pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
+
+/// Longest URL query string sent by GET; longer parameters go as a POST
+/// form where the endpoint takes one (Prometheus refuses URLs over 64 KiB,
+/// many proxies far less).
+pub const MAX_GET_QUERY_BYTES: usize = 4096;
 
 /// A backend read through the Prometheus HTTP query API.
 #[derive(Debug, Clone)]
@@ -21,6 +26,7 @@ pub struct PrometheusHttpSource {
     base: String,
     client: reqwest::Client,
     timeout: Duration,
+    max_response_bytes: usize,
 }
 
 impl PrometheusHttpSource {
@@ -31,7 +37,14 @@ impl PrometheusHttpSource {
             base: base.trim_end_matches('/').to_string(),
             client,
             timeout,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Sets the largest answer body read (`backends[].max_response_bytes`).
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max.max(1);
+        self
     }
 
     fn err(&self, message: impl Into<String>) -> SourceError {
@@ -97,20 +110,30 @@ impl PrometheusHttpSource {
             .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
         let status = resp.status();
         let mut resp = resp;
-        let mut body: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| self.err(format!("reading response: {}", without_url(&e))))?
-        {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(self.err(format!(
-                    "answer to {what} is larger than {} MiB",
-                    MAX_RESPONSE_BYTES >> 20
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let max = self.max_response_bytes;
+        // Reserved for what the answer announces, never past the cap: the
+        // buffer does not grow by doubling beyond it.
+        let announced = resp.content_length().unwrap_or(0) as usize;
+        let mut body: Vec<u8> = Vec::with_capacity(announced.min(max));
+        crate::limits::fetched::read_capped(
+            &mut resp,
+            max,
+            |chunk| {
+                if body.capacity() - body.len() < chunk.len() {
+                    let want = (body.len() + chunk.len()).max(body.capacity() * 2).min(max);
+                    body.reserve_exact(want - body.len());
+                }
+                body.extend_from_slice(chunk);
+                Ok(())
+            },
+            || {
+                self.err(format!(
+                    "answer to {what} is larger than {max} bytes (backends[].max_response_bytes)"
+                ))
+            },
+            |e| self.err(format!("reading response: {}", without_url(&e))),
+        )
+        .await?;
         let parsed: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
             self.err(format!(
                 "unexpected response to {what} (HTTP {}): {e}",
@@ -143,16 +166,20 @@ impl PrometheusHttpSource {
         }
     }
 
-    /// GETs `path` with `params` and returns the answer's `data` and warnings.
+    /// Asks `path` for `params` and returns the answer's `data` and
+    /// warnings: by GET, or by POST form when the parameters are long and
+    /// the endpoint takes POST.
     async fn get_data(
         &self,
         path: &str,
         params: &[(String, String)],
     ) -> Result<ApiData, SourceError> {
-        let req = self
-            .client
-            .get(format!("{}{}", self.base, path))
-            .query(params);
+        let url = format!("{}{}", self.base, path);
+        let req = if takes_post(path) && encoded_len(params) > MAX_GET_QUERY_BYTES {
+            self.client.post(url).form(params)
+        } else {
+            self.client.get(url).query(params)
+        };
         let (data, warnings) = self.exchange::<serde_json::Value>(req, path).await?;
         Ok(ApiData {
             data: data.unwrap_or_default(),
@@ -161,6 +188,14 @@ impl PrometheusHttpSource {
     }
 
     fn meta_params(q: &MetaQuery) -> Vec<(String, String)> {
+        let mut params = Self::meta_params_unlimited(q);
+        if q.limit > 0 {
+            params.push(("limit".into(), q.limit.to_string()));
+        }
+        params
+    }
+
+    fn meta_params_unlimited(q: &MetaQuery) -> Vec<(String, String)> {
         let mut params: Vec<(String, String)> = q
             .matchers
             .iter()
@@ -236,8 +271,32 @@ impl Source for PrometheusHttpSource {
         q: &'a MetaQuery,
     ) -> BoxFuture<'a, Result<MetaOutput<String>, SourceError>> {
         Box::pin(self.deadline(async move {
+            let params = Self::meta_params(q);
+            if encoded_len(&params) > MAX_GET_QUERY_BYTES {
+                // Label values takes GET only: too many matchers for a URL
+                // are asked of the series endpoint (by POST) instead.
+                let d = self
+                    .get_data("/api/v1/series", &Self::meta_params_unlimited(q))
+                    .await?;
+                let raw: MetaOutput<std::collections::HashMap<String, String>> =
+                    self.typed(d, "series")?;
+                let mut items: Vec<String> = raw
+                    .items
+                    .into_iter()
+                    .filter_map(|mut l| l.remove(name))
+                    .collect();
+                items.sort();
+                items.dedup();
+                if q.limit > 0 {
+                    items.truncate(q.limit);
+                }
+                return Ok(MetaOutput {
+                    items,
+                    warnings: raw.warnings,
+                });
+            }
             let path = format!("/api/v1/label/{}/values", escape_label_name(name));
-            let d = self.get_data(&path, &Self::meta_params(q)).await?;
+            let d = self.get_data(&path, &params).await?;
             self.typed(d, "label values")
         }))
     }
@@ -359,6 +418,25 @@ pub fn unescape_label_name(name: &str) -> String {
         }
     }
     out
+}
+
+/// Whether Prometheus answers `path` by POST form as well as GET.
+fn takes_post(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/series" | "/api/v1/labels" | "/api/v1/query_exemplars" | "/api/v1/query"
+    )
+}
+
+/// The length of `params` as a URL query string, roughly (each byte that
+/// needs escaping counted as three).
+fn encoded_len(params: &[(String, String)]) -> usize {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { 1 } else { 3 })
+            .sum::<usize>()
+    };
+    params.iter().map(|(k, v)| enc(k) + enc(v) + 2).sum()
 }
 
 /// Hides the URL (which may hold credentials) from a reqwest error.

@@ -34,8 +34,8 @@ const ERROR_BODY_QUOTE: usize = 512;
 /// sends frames of about 1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 << 20;
 /// Default limit on a whole response body, and on a decompressed SAMPLES
-/// response.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 30;
+/// response (`backends[].max_response_bytes`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 128 << 20;
 /// Default limit on the samples of one select once decoded (16 bytes each:
 /// 800 MB; Prometheus's own remote-read sample limit is the same number).
 pub const DEFAULT_MAX_SAMPLES: usize = 50_000_000;
@@ -133,6 +133,15 @@ impl RemoteReadSource {
         self
     }
 
+    /// Sets the largest response body accepted
+    /// (`backends[].max_response_bytes`); frames are never larger.
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        let max = max.max(1);
+        self.options.max_response_bytes = max;
+        self.options.max_frame_bytes = self.options.max_frame_bytes.min(max);
+        self
+    }
+
     /// Asks for samples only, never chunks.
     pub fn samples_only(mut self) -> Self {
         self.options.mode = ResponseMode::Samples;
@@ -150,6 +159,17 @@ impl RemoteReadSource {
             bytes_read: self.stats.bytes_read.load(Ordering::Relaxed),
             chunked_responses: self.stats.chunked_responses.load(Ordering::Relaxed),
             sample_responses: self.stats.sample_responses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A decoding error; over the query's own sample budget, the limit
+    /// error that no partial response tolerates.
+    fn collect_error(&self, what: &str, e: CollectError, budget_binds: bool) -> SourceError {
+        match e {
+            CollectError::TooManySamples(_) if budget_binds => {
+                SourceError::Limit(crate::limits::TOO_MANY_SAMPLES.to_string())
+            }
+            e => self.error(format!("{what}: {e}")),
         }
     }
 
@@ -178,7 +198,7 @@ impl RemoteReadSource {
 
         let status = response.status();
         if !status.is_success() {
-            let quote = self.read_body(&mut response, ERROR_BODY_QUOTE).await;
+            let quote = self.read_body(&mut response, ERROR_BODY_QUOTE, false).await;
             let text = match quote {
                 Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
                 Err(e) => format!("(body unreadable: {e})"),
@@ -191,7 +211,14 @@ impl RemoteReadSource {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let mut out = Collector::new(sel.start_ms, sel.end_ms, self.options.max_samples);
+        // Decoding stops at the query's sample budget as well: chunks
+        // compress tenfold or more, so bytes alone do not bound memory.
+        let left = crate::limits::current().map_or(u64::MAX, |c| c.samples_left());
+        let max_samples = usize::try_from(left).map_or(self.options.max_samples, |left| {
+            left.min(self.options.max_samples)
+        });
+        let mut out = Collector::new(sel.start_ms, sel.end_ms, max_samples);
+        out.budget_binds = max_samples < self.options.max_samples;
         if content_type.starts_with(STREAMED_CONTENT_TYPE) {
             if !content_type.contains(STREAMED_PROTO) {
                 return Err(self.error(format!(
@@ -203,40 +230,48 @@ impl RemoteReadSource {
         } else {
             // One byte over the limit tells a body at the limit from a longer one.
             let limit = self.options.max_response_bytes;
-            let body = self
-                .read_body(&mut response, limit.saturating_add(1))
-                .await
-                .map_err(|e| self.error(e))?;
-            if body.len() > limit {
-                return Err(self.error(format!(
-                    "remote read response exceeds {} bytes",
-                    self.options.max_response_bytes
-                )));
-            }
+            let body = match self.read_body(&mut response, limit, true).await {
+                Ok(body) => body,
+                Err(BodyError::Source(e)) => return Err(e),
+                Err(e) => return Err(self.error(e.to_string())),
+            };
             self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
             self.decode_samples(&body, &content_type, &mut out)?;
         }
         Ok(out.finish(&self.name))
     }
 
-    /// Reads the body, at most `limit` bytes of it (more is left unread).
+    /// Reads the body, at most `limit` bytes of it: more is left unread,
+    /// or with `strict` an error. Every piece read is charged to the
+    /// current query; the buffer is reserved for what the answer announces
+    /// and never grows past `limit`.
     async fn read_body(
         &self,
         response: &mut reqwest::Response,
         limit: usize,
-    ) -> Result<Vec<u8>, String> {
-        let mut body = Vec::new();
-        while body.len() < limit {
+        strict: bool,
+    ) -> Result<Vec<u8>, BodyError> {
+        let announced = response.content_length().unwrap_or(0) as usize;
+        let mut body = Vec::with_capacity(announced.min(limit));
+        while body.len() < limit || strict {
             match response.chunk().await {
                 Ok(Some(bytes)) => {
                     self.stats
                         .bytes_read
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if strict && body.len() + bytes.len() > limit {
+                        return Err(BodyError::TooLarge(limit));
+                    }
+                    crate::limits::fetched::charge(bytes.len()).map_err(BodyError::Source)?;
                     let take = bytes.len().min(limit - body.len());
+                    if body.capacity() - body.len() < take {
+                        let want = (body.len() + take).max(body.capacity() * 2).min(limit);
+                        body.reserve_exact(want - body.len());
+                    }
                     body.extend_from_slice(&bytes[..take]);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("reading remote read response: {}", chain(e))),
+                Err(e) => return Err(BodyError::Read(chain(e))),
             }
         }
         Ok(body)
@@ -263,11 +298,9 @@ impl RemoteReadSource {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             total = total.saturating_add(bytes.len());
             if total > self.options.max_response_bytes {
-                return Err(self.error(format!(
-                    "remote read response exceeds {} bytes",
-                    self.options.max_response_bytes
-                )));
+                return Err(self.error(too_large(self.options.max_response_bytes)));
             }
+            crate::limits::fetched::charge(bytes.len())?;
             frames.push(&bytes);
             while let Some(data) = frames
                 .next_frame()
@@ -283,8 +316,9 @@ impl RemoteReadSource {
                     )));
                 }
                 for series in msg.chunked_series {
-                    out.add_chunked(series)
-                        .map_err(|e| self.error(format!("remote read stream: {e}")))?;
+                    out.add_chunked(series).map_err(|e| {
+                        self.collect_error("remote read stream", e, out.budget_binds)
+                    })?;
                 }
             }
         }
@@ -326,7 +360,7 @@ impl RemoteReadSource {
         for result in response.results {
             for ts in result.timeseries {
                 out.add_samples(ts)
-                    .map_err(|e| self.error(format!("remote read response: {e}")))?;
+                    .map_err(|e| self.collect_error("remote read response", e, out.budget_binds))?;
             }
         }
         Ok(())
@@ -390,6 +424,23 @@ fn to_label_matcher(m: &Matcher) -> prompb::LabelMatcher {
     }
 }
 
+/// The error text of a response over the byte cap.
+fn too_large(limit: usize) -> String {
+    format!("remote read response exceeds {limit} bytes (backends[].max_response_bytes)")
+}
+
+/// Why a response body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{}", too_large(*.0))]
+    TooLarge(usize),
+    #[error("reading remote read response: {0}")]
+    Read(String),
+    /// The query's own budget is spent.
+    #[error(transparent)]
+    Source(SourceError),
+}
+
 /// Why a response's series cannot be gathered.
 #[derive(Debug, thiserror::Error)]
 enum CollectError {
@@ -410,6 +461,8 @@ struct Collector {
     histogram_chunks: usize,
     histogram_samples: usize,
     unknown_chunks: usize,
+    /// `max_samples` is what is left of the query's budget.
+    budget_binds: bool,
 }
 
 impl Collector {
@@ -423,6 +476,7 @@ impl Collector {
             histogram_chunks: 0,
             histogram_samples: 0,
             unknown_chunks: 0,
+            budget_binds: false,
         }
     }
 

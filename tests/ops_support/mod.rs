@@ -2,9 +2,6 @@
 //! `promfed serve` binary on a loopback port, stopped by pid on drop.
 #![allow(dead_code)]
 
-#[path = "../common/peers.rs"]
-pub mod peers;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
