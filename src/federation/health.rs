@@ -16,6 +16,9 @@ pub struct BackendHealth {
     pub last_check: Option<String>,
     /// The last probe's error, if it failed.
     pub last_error: Option<String>,
+    /// How the configured external labels disagree with the ones the
+    /// store announces (Thanos Info), if they do.
+    pub labels_disagreement: Option<String>,
 }
 
 /// Health of every backend, in the federation's backend order.
@@ -54,13 +57,25 @@ impl Federation {
         let results = join_all(self.backends.iter().map(|b| b.source.probe())).await;
         for (i, r) in results.into_iter().enumerate() {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let h = BackendHealth {
+            let mut h = BackendHealth {
                 up: r.is_ok(),
                 last_check: Some(now),
                 last_error: r.err().map(|e| e.to_string()),
+                labels_disagreement: None,
             };
             if let Some(b) = self.backends.get(i) {
                 crate::telemetry::backend_up(&b.name, h.up);
+                h.labels_disagreement = b
+                    .source
+                    .store_info()
+                    .and_then(|info| super::labels_disagreement(b, &info));
+                // Said once when it appears (the first probe runs at
+                // startup), not at every probe.
+                if let Some(d) = &h.labels_disagreement {
+                    if self.health.get(i).labels_disagreement.as_ref() != Some(d) {
+                        tracing::warn!(backend = %b.name, "{d}");
+                    }
+                }
             }
             self.health.set(i, h);
         }
