@@ -941,6 +941,115 @@ mod tests {
         }
     }
 
+    /// One gRPC message as it travels in an HTTP/2 DATA frame.
+    fn grpc_frame(msg: &impl Message) -> bytes::Bytes {
+        let body = msg.encode_to_vec();
+        let mut out = vec![0u8];
+        out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+        out.extend_from_slice(&body);
+        out.into()
+    }
+
+    /// A bare HTTP/2 server on loopback answering every `Series` call with a
+    /// warning frame and one series, then either ending the stream or
+    /// stalling (for at most 30 s); stopped when the handle is dropped.
+    async fn scripted_store(stall: bool) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut conn) = h2::server::handshake(sock).await else {
+                return;
+            };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                tokio::spawn(async move {
+                    let head = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .expect("response head");
+                    let Ok(mut send) = respond.send_response(head, false) else {
+                        return;
+                    };
+                    let warning = storepb::SeriesResponse {
+                        result: Some(Frame::Warning("block 01ABC unavailable".into())),
+                    };
+                    let series = storepb::SeriesResponse {
+                        result: Some(Frame::Batch(storepb::SeriesBatch {
+                            series: vec![storepb::Series {
+                                labels: vec![label("__name__", "up")],
+                                chunks: vec![chunk(ChunkEncoding::Xor, &samples([10, 20]))],
+                            }],
+                        })),
+                    };
+                    let _ = send.send_data(grpc_frame(&warning), false);
+                    let _ = send.send_data(grpc_frame(&series), false);
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    } else {
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let _ = send.send_trailers(trailers);
+                    }
+                });
+            }
+        });
+        (format!("grpc://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn store_warnings_reach_the_answer() {
+        let (url, task) = scripted_store(false).await;
+        let s = ThanosStoreSource::new("k8s-7", &url, Duration::from_secs(5), None, None)
+            .expect("source");
+        let out = s
+            .select(&sel(
+                vec![Matcher::new(MatchOp::Equal, "__name__", "up")],
+                0,
+                100,
+            ))
+            .await
+            .expect("answers");
+        task.abort();
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].samples.len(), 2);
+        assert_eq!(
+            out.warnings,
+            vec!["backend k8s-7: block 01ABC unavailable".to_string()]
+        );
+    }
+
+    /// A stream that stalls after its first frames is cut at the deadline.
+    #[tokio::test]
+    async fn a_stream_stalling_mid_way_is_cut_at_the_deadline() {
+        let (url, task) = scripted_store(true).await;
+        let s = ThanosStoreSource::new("k8s-8", &url, Duration::from_millis(700), None, None)
+            .expect("source");
+        let t0 = std::time::Instant::now();
+        let err = s
+            .select(&sel(
+                vec![Matcher::new(MatchOp::Equal, "__name__", "up")],
+                0,
+                100,
+            ))
+            .await
+            .expect_err("stalls");
+        let took = t0.elapsed();
+        task.abort();
+        assert!(
+            matches!(&err, SourceError::Timeout { backend, timeout_ms: 700 } if backend == "k8s-8"),
+            "{err}"
+        );
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
     /// A store that cannot be reached fails with an error naming it, within
     /// its deadline.
     #[tokio::test]
