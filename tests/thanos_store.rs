@@ -485,3 +485,99 @@ async fn a_frozen_or_killed_sidecar_fails_or_warns_within_the_deadline() -> R {
     assert!(stores.to_string().contains("k8s-1"), "{stores}");
     Ok(())
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files `ca.pem`, `server.{pem,key}`, `client.{pem,key}` in `dir`.
+fn pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "thanos test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    write("ca.pem", ca_cert.pem());
+    let server_key = KeyPair::generate().expect("key");
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .expect("server cert");
+    write("server.pem", server_cert.pem());
+    write("server.key", server_key.serialize_pem());
+    let client_key = KeyPair::generate().expect("key");
+    let mut cl = CertificateParams::new(Vec::<String>::new()).expect("params");
+    cl.distinguished_name.push(DnType::CommonName, "promfed");
+    cl.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = cl
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .expect("client cert");
+    write("client.pem", client_cert.pem());
+    write("client.key", client_key.serialize_pem());
+}
+
+/// A sidecar serving gRPC over TLS and requiring client certificates:
+/// promfed with the CA and a client certificate reads it; without the
+/// certificate the query fails naming the backend.
+#[tokio::test]
+async fn a_sidecar_over_mutual_tls() -> R {
+    let h = sidecars();
+    let dir = common::TempDir::new("promfed-thanos-tls")?;
+    let d = dir.path();
+    pki(d);
+    let p = |f: &str| d.join(f).display().to_string();
+    let _tls_sidecar = ThanosProc::sidecar_with(
+        "k8s-1-tls",
+        h.prom("k8s-1"),
+        d,
+        &[
+            format!("--grpc-server-tls-cert={}", p("server.pem")),
+            format!("--grpc-server-tls-key={}", p("server.key")),
+            format!("--grpc-server-tls-client-ca={}", p("ca.pem")),
+        ],
+    )?;
+    let url = _tls_sidecar.grpc_url();
+    let cfg = |client_cert: bool| {
+        let mut y = format!(
+            "listen: 127.0.0.1:0\nbackends:\n  - name: k8s-1\n    url: {url}\n    protocol: thanos_store\n    timeout: 10s\n    tls:\n      ca_file: {}\n",
+            p("ca.pem")
+        );
+        if client_cert {
+            y.push_str(&format!(
+                "      cert_file: {}\n      key_file: {}\n",
+                p("client.pem"),
+                p("client.key")
+            ));
+        }
+        y
+    };
+    let t = h.schedule.steps[2].mid();
+    let q =
+        "sum by (cluster) (rate(istio_requests_total{cluster=\"k8s-1\",reporter=\"source\"}[5m]))";
+    let want = query(&h.union.url, q, t).await?;
+    let with_cert = Promfed::start(&cfg(true))?;
+    let got = query(&with_cert.url, q, t).await?;
+    assert!(assert_same("over mutual TLS", &got, &want));
+    let without = Promfed::start(&cfg(false))?;
+    let r = query(&without.url, q, t).await?;
+    assert!(
+        !r.is_success(),
+        "answered without a client certificate: {}",
+        r.body
+    );
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("k8s-1"),
+        "{}",
+        r.body
+    );
+    Ok(())
+}

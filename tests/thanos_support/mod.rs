@@ -139,16 +139,24 @@ impl ThanosProc {
 
     /// A `thanos sidecar` in front of `prom`.
     pub fn sidecar(name: &str, prom: &PromServer, work: &Path) -> Result<ThanosProc, HarnessError> {
-        ThanosProc::start(
-            name,
-            &[
-                "sidecar".into(),
-                format!("--prometheus.url={}", prom.url),
-                "--prometheus.get_config_interval=1s".into(),
-                format!("--tsdb.path={}", prom.data_dir.display()),
-            ],
-            work,
-        )
+        ThanosProc::sidecar_with(name, prom, work, &[])
+    }
+
+    /// A `thanos sidecar` in front of `prom` with `extra` flags (e.g. TLS).
+    pub fn sidecar_with(
+        name: &str,
+        prom: &PromServer,
+        work: &Path,
+        extra: &[String],
+    ) -> Result<ThanosProc, HarnessError> {
+        let mut args = vec![
+            "sidecar".to_string(),
+            format!("--prometheus.url={}", prom.url),
+            "--prometheus.get_config_interval=1s".into(),
+            format!("--tsdb.path={}", prom.data_dir.display()),
+        ];
+        args.extend_from_slice(extra);
+        ThanosProc::start(name, &args, work)
     }
 
     /// `grpc://127.0.0.1:PORT`, a promfed `thanos_store` URL.
