@@ -44,10 +44,11 @@ pub fn peer_binary(dir: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     if root.join("stamp").is_file() && path.is_file() {
         return Ok(path);
     }
-    Err(HarnessError::MissingTool {
-        tool: format!(
-            "{} (peer {dir} not built: run scripts/peers, or point PROMFED_PEERS_DIR at its output)",
-            path.display()
+    Err(HarnessError::Io {
+        what: format!("peer {dir}: {}", path.display()),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not built (no binary or no stamp): run scripts/peers, or point PROMFED_PEERS_DIR at its output",
         ),
     })
 }
