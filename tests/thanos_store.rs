@@ -118,13 +118,15 @@ fn assert_same(what: &str, got: &ApiResponse, want: &ApiResponse) -> bool {
     }
 }
 
-const BY_CLUSTER: [&str; 6] = [
+const BY_CLUSTER: [&str; 7] = [
     "sum by (cluster) (rate(istio_requests_total{reporter=\"source\"}[5m]))",
     "sum by (cluster, destination_version) (increase(istio_requests_total{reporter=\"destination\"}[2m]))",
     "count by (cluster) (istio_requests_total)",
     "max by (cluster, response_code) (irate(istio_requests_total[1m]))",
     "sum(rate(istio_requests_total{cluster=\"k8s-2\",reporter=\"source\"}[5m]))",
     "istio_requests_total{cluster=~\"k8s-1\",destination_service=~\"helloworld.*\",reporter=\"source\"} offset 3m",
+    // No metric name: only an external-label matcher reaches the sidecar.
+    "count by (cluster) ({cluster=\"k8s-2\"})",
 ];
 
 #[tokio::test]

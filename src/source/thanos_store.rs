@@ -516,17 +516,24 @@ fn strategy(read: &ReadOptions) -> PartialResponseStrategy {
     }
 }
 
+/// `matchers` with a metric-name matcher: a sidecar drops the matchers
+/// its external labels satisfy and refuses a request left with none
+/// (`{cluster="k8s-1"}` before its Info is known), so a selector without
+/// one gets `__name__=~".+"`, which every series satisfies.
+fn with_name_matcher(matchers: &[Matcher]) -> Vec<Matcher> {
+    let mut out = matchers.to_vec();
+    if !out.iter().any(|m| m.name == crate::model::METRIC_NAME) {
+        out.push(any_series_matcher());
+    }
+    out
+}
+
 /// The `Series` request of one select.
 pub fn series_request(sel: &Select) -> storepb::SeriesRequest {
-    let matchers = if sel.matchers.is_empty() {
-        vec![any_series_matcher()]
-    } else {
-        sel.matchers.clone()
-    };
     storepb::SeriesRequest {
         min_time: sel.start_ms,
         max_time: sel.end_ms,
-        matchers: store_matchers(&matchers),
+        matchers: store_matchers(&with_name_matcher(&sel.matchers)),
         max_resolution_window: 0,
         aggregates: vec![storepb::Aggr::Raw.into()],
         partial_response_strategy: strategy(&sel.read).into(),
@@ -556,16 +563,7 @@ fn matcher_sets(q: &MetaQuery) -> Vec<Vec<Matcher>> {
     if q.matchers.is_empty() {
         return vec![vec![any_series_matcher()]];
     }
-    q.matchers
-        .iter()
-        .map(|m| {
-            if m.is_empty() {
-                vec![any_series_matcher()]
-            } else {
-                m.clone()
-            }
-        })
-        .collect()
+    q.matchers.iter().map(|m| with_name_matcher(m)).collect()
 }
 
 /// The matcher sets of a label call: none at all when `match[]` is absent.
@@ -832,13 +830,24 @@ mod tests {
         assert_eq!(r.partial_response_strategy, 1);
         s.read.partial_response = Some(true);
         assert_eq!(series_request(&s).partial_response_strategy, 0);
-        // No matcher at all: every series with a name.
+        // No matcher at all, or none on the name: every series with a name.
         let r = series_request(&sel(vec![], 0, 1));
         assert_eq!(r.matchers.len(), 1);
         assert_eq!(
             (r.matchers[0].r#type, r.matchers[0].value.as_str()),
             (2, ".+")
         );
+        let r = series_request(&sel(
+            vec![Matcher::new(MatchOp::Equal, "cluster", "k8s-1")],
+            0,
+            1,
+        ));
+        let ms: Vec<(&str, &str)> = r
+            .matchers
+            .iter()
+            .map(|m| (m.name.as_str(), m.value.as_str()))
+            .collect();
+        assert_eq!(ms, vec![("cluster", "k8s-1"), ("__name__", ".+")]);
     }
 
     #[test]
