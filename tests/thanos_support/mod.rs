@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use promfed::sim::{Canary, Schedule, Simulation};
+use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
 use crate::common::process::{self, free_port, Managed, PromServer, TempDir, Tools};
 use crate::common::{harness_config, HarnessError, READY_TIMEOUT};
@@ -237,11 +237,17 @@ pub fn sidecars() -> &'static Sidecars {
 }
 
 impl Sidecars {
+    /// The harness over the shared harness's data (one hour, two clusters).
     pub fn start() -> Result<Sidecars, HarnessError> {
+        Sidecars::start_with(&harness_config(Canary::Good))
+    }
+
+    /// The harness over the data `config` generates.
+    pub fn start_with(config: &SimConfig) -> Result<Sidecars, HarnessError> {
         let tools = prometheus3()?;
         thanos()?;
         let dir = TempDir::new("promfed-thanos")?;
-        let sim = Simulation::generate(&harness_config(Canary::Good))?;
+        let sim = Simulation::generate(config)?;
         let schedule = sim.schedule.clone();
         let k1 = cluster_index(&sim, "k8s-1")?;
         let k2 = cluster_index(&sim, "k8s-2")?;
@@ -332,7 +338,9 @@ impl Sidecars {
         })
     }
 
-    fn stop_on_exit(&mut self) {
+    /// Stops every process once the test process exits (for a harness kept
+    /// in a static).
+    pub fn stop_on_exit(&mut self) {
         let mut pids = Vec::new();
         for p in self
             .proms
