@@ -212,9 +212,9 @@ impl Federation {
             .collect()
     }
 
-    /// Adds `b`'s external labels to `labels` where absent.
-    fn with_external(b: &Backend, mut labels: Labels) -> Labels {
-        for (k, v) in b.labels().iter() {
+    /// Adds `external` (a backend's labels) to `labels` where absent.
+    fn with_external(external: &BTreeMap<String, String>, mut labels: Labels) -> Labels {
+        for (k, v) in external {
             if labels.get(k).is_none() {
                 labels.set(k, v);
             }
@@ -231,8 +231,9 @@ impl Federation {
         let mut items = Vec::new();
         for (b, out) in ok {
             warnings.extend(out.warnings);
+            let external = b.labels();
             for l in out.items {
-                let mut l = Self::with_external(b, l);
+                let mut l = Self::with_external(&external, l);
                 if !q.matchers.is_empty() && !q.matchers.iter().any(|m| matches_all(&l, m)) {
                     continue;
                 }
@@ -283,14 +284,24 @@ impl Federation {
         }
         let plans = self.meta_plans(q);
         let answers = join_all(plans.iter().map(|(b, pq)| async move {
-            if b.labels().contains_key(name) {
+            let external = b.labels();
+            // A store answers for the labels it announces itself.
+            let announced = b
+                .source
+                .store_info()
+                .is_some_and(|i| i.label_sets.iter().any(|l| l.get(name).is_some()));
+            if external.contains_key(name) && !announced {
                 // The backend's storage lacks its external labels: derive the
                 // values from its series.
                 b.source.series(pq).await.map(|s| MetaOutput {
                     items: s
                         .items
                         .into_iter()
-                        .filter_map(|l| Self::with_external(b, l).get(name).map(str::to_string))
+                        .filter_map(|l| {
+                            Self::with_external(&external, l)
+                                .get(name)
+                                .map(str::to_string)
+                        })
                         .collect(),
                     warnings: s.warnings,
                 })
