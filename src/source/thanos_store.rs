@@ -1059,6 +1059,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn replica_labels_are_stripped_by_stores_that_support_it_when_deduplicating() {
+        let s = ThanosStoreSource::new(
+            "k",
+            "grpc://127.0.0.1:1",
+            Duration::from_secs(1),
+            None,
+            None,
+        )
+        .expect("source");
+        let read = |dedup| ReadOptions {
+            partial_response: Some(false),
+            dedup: Some(dedup),
+            replica_labels: Some(vec!["replica".into()]),
+        };
+        // Unknown support (no Info yet): nothing stripped.
+        assert!(s.strip_replicas(&read(true)).is_empty());
+        let set = |supports| {
+            if let Ok(mut i) = s.info.write() {
+                *i = Some(StoreInfo {
+                    supports_without_replica_labels: supports,
+                    ..Default::default()
+                });
+            }
+        };
+        set(true);
+        assert_eq!(s.strip_replicas(&read(true)), vec!["replica".to_string()]);
+        assert!(s.strip_replicas(&read(false)).is_empty());
+        set(false);
+        assert!(s.strip_replicas(&read(true)).is_empty());
+    }
+
     /// A store that cannot be reached fails with an error naming it, within
     /// its deadline.
     #[tokio::test]
