@@ -37,7 +37,7 @@ fn ms(d: Duration) -> f64 {
 async fn timed<F: std::future::Future<Output = Result<ApiResponse, HarnessError>>>(
     what: &str,
     f: F,
-) -> Result<Duration, HarnessError> {
+) -> Result<(Duration, Option<f64>), HarnessError> {
     let t0 = Instant::now();
     let r = f.await?;
     let took = t0.elapsed();
@@ -47,7 +47,7 @@ async fn timed<F: std::future::Future<Output = Result<ApiResponse, HarnessError>
         "{what}: empty answer: {}",
         r.body
     );
-    Ok(took)
+    Ok((took, r.first_value()))
 }
 
 /// One row: medians and p99 of both, and the ratios promfed / Thanos.
@@ -93,20 +93,29 @@ async fn bench_promfed_vs_thanos_query() -> Result<(), HarnessError> {
         }
     }
     let (mut pf, mut th) = (Vec::new(), Vec::new());
+    let mut differ = 0;
     for i in 0..INSTANT_ROUNDS {
         // Distinct times across the run (after the canary starts), so that
         // nothing can be reused; alternate which server goes first.
         let t = s0 + 1200.0 + (e0 - s0 - 1300.0) * i as f64 / INSTANT_ROUNDS as f64 + 0.137;
         let a = timed("promfed instant", query(&p.url, SUCCESS_RATE_QUERY, t));
         let b = timed("thanos instant", query(&thanos, SUCCESS_RATE_QUERY, t));
-        if i % 2 == 0 {
-            pf.push(a.await?);
-            th.push(b.await?);
+        let ((ta, va), (tb, vb)) = if i % 2 == 0 {
+            let a = a.await?;
+            (a, b.await?)
         } else {
-            th.push(b.await?);
-            pf.push(a.await?);
+            let b = b.await?;
+            (a.await?, b)
+        };
+        pf.push(ta);
+        th.push(tb);
+        if !matches!((va, vb), (Some(x), Some(y)) if (x - y).abs() <= 1e-9 * x.abs().max(y.abs())) {
+            differ += 1;
         }
     }
+    println!(
+        "instant answers differing between promfed and Thanos Query: {differ} of {INSTANT_ROUNDS}"
+    );
     let instant = row("seed query, instant, uncached", pf, th);
     let (mut pf, mut th) = (Vec::new(), Vec::new());
     for i in 0..RANGE_ROUNDS {
@@ -119,13 +128,15 @@ async fn bench_promfed_vs_thanos_query() -> Result<(), HarnessError> {
             "thanos range",
             query_range(&thanos, SUCCESS_RATE_QUERY, s, e, RANGE_STEP),
         );
-        if i % 2 == 0 {
-            pf.push(a.await?);
-            th.push(b.await?);
+        let ((ta, _), (tb, _)) = if i % 2 == 0 {
+            let a = a.await?;
+            (a, b.await?)
         } else {
-            th.push(b.await?);
-            pf.push(a.await?);
-        }
+            let b = b.await?;
+            (a.await?, b)
+        };
+        pf.push(ta);
+        th.push(tb);
     }
     let range = row("seed query, 3 h range at 15 s", pf, th);
     println!("\n| query | rounds | median ms promfed / Thanos | ratio | p99 ms promfed / Thanos | ratio |");
