@@ -16,9 +16,9 @@ use promfed::sim::{Canary, SimConfig, SUCCESS_RATE_QUERY};
 use thanos_support::{store_backend, Sidecars};
 
 /// Rounds of the instant query (each at its own time, both servers).
-const INSTANT_ROUNDS: usize = 60;
+const INSTANT_ROUNDS: usize = 200;
 /// Rounds of the 3 h range query.
-const RANGE_ROUNDS: usize = 8;
+const RANGE_ROUNDS: usize = 40;
 /// Range query step, seconds.
 const RANGE_STEP: f64 = 15.0;
 
@@ -86,10 +86,12 @@ async fn bench_promfed_vs_thanos_query() -> Result<(), HarnessError> {
     let p = Promfed::start(&cfg)?;
     let thanos = h.query.http_url.clone();
     let (s0, e0) = (h.schedule.start as f64, h.schedule.end as f64);
+    // The canary has traffic from step 1 on.
+    let from = h.schedule.steps[1].start as f64 + 120.0;
     // Warm both (connections, Prometheus's page cache).
     for base in [&p.url, &thanos] {
         for i in 0..3 {
-            query(base, SUCCESS_RATE_QUERY, s0 + 900.0 + i as f64 * 60.0).await?;
+            query(base, SUCCESS_RATE_QUERY, from + i as f64 * 60.0).await?;
         }
     }
     let (mut pf, mut th) = (Vec::new(), Vec::new());
@@ -97,7 +99,7 @@ async fn bench_promfed_vs_thanos_query() -> Result<(), HarnessError> {
     for i in 0..INSTANT_ROUNDS {
         // Distinct times across the run (after the canary starts), so that
         // nothing can be reused; alternate which server goes first.
-        let t = s0 + 1200.0 + (e0 - s0 - 1300.0) * i as f64 / INSTANT_ROUNDS as f64 + 0.137;
+        let t = from + (e0 - 100.0 - from) * i as f64 / INSTANT_ROUNDS as f64 + 0.137;
         let a = timed("promfed instant", query(&p.url, SUCCESS_RATE_QUERY, t));
         let b = timed("thanos instant", query(&thanos, SUCCESS_RATE_QUERY, t));
         let ((ta, va), (tb, vb)) = if i % 2 == 0 {
