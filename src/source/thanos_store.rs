@@ -485,10 +485,22 @@ fn tls_connector(
 }
 
 fn status(method: &'static str, s: &tonic::Status) -> CallError {
+    // A transport failure keeps its root cause (e.g. "connection refused")
+    // at the end of the status's source chain.
+    let mut message = s.message().to_string();
+    let mut root = std::error::Error::source(s);
+    while let Some(next) = root.and_then(std::error::Error::source) {
+        root = Some(next);
+    }
+    if let Some(root) = root.map(ToString::to_string) {
+        if !message.contains(&root) {
+            message = format!("{message}: {root}");
+        }
+    }
     CallError::Status {
         method,
         code: s.code(),
-        message: s.message().to_string(),
+        message,
     }
 }
 
@@ -1118,6 +1130,8 @@ mod tests {
             .await
             .expect_err("nobody listens");
         assert!(err.to_string().contains("k8s-9"), "{err}");
+        // The root cause is kept, not just "tcp connect error".
+        assert!(err.to_string().contains("refused"), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert!(s.probe().await.is_err());
         assert_eq!(s.store_info(), None);
