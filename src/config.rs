@@ -159,9 +159,12 @@ pub struct BackendConfig {
     pub max_response_bytes: usize,
     /// How raw samples are read: `remote_read` (Prometheus's
     /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
-    /// Thanos sidecars) or `query_api` (`/api/v1/query` of a range selector,
+    /// Thanos sidecars), `query_api` (`/api/v1/query` of a range selector,
     /// for any Prometheus-compatible endpoint such as Thanos Query,
-    /// VictoriaMetrics or Mimir). Metadata always uses the HTTP API.
+    /// VictoriaMetrics or Mimir) or `thanos_store` (the Thanos StoreAPI over
+    /// gRPC, `url: grpc://host:10901`, for sidecars and store gateways;
+    /// external labels and time range are discovered through Thanos' Info
+    /// API). Metadata uses the HTTP API, or the StoreAPI for `thanos_store`.
     #[serde(default)]
     pub protocol: ReadProtocol,
     /// TLS towards this backend: CA, client certificate, skip-verify.
@@ -184,6 +187,8 @@ pub enum ReadProtocol {
     RemoteRead,
     /// The query API (`/api/v1/query` of a range selector).
     QueryApi,
+    /// The Thanos StoreAPI over gRPC (`thanos.Store/Series`).
+    ThanosStore,
 }
 
 /// Most HTTP connection threads (`io_threads`).
@@ -411,6 +416,11 @@ impl Config {
                 Ok(u) if !u.username().is_empty() || u.password().is_some() => problems.push(
                     format!("{at}.url: must not hold credentials (use basic_auth)"),
                 ),
+                _ if b.protocol == ReadProtocol::ThanosStore => {
+                    if let Err(e) = crate::source::thanos_store::validate_url(&b.url) {
+                        problems.push(format!("{at}.{e}"));
+                    }
+                }
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 Ok(u) => problems.push(format!(
                     "{at}.url: scheme {:?} is not http or https",
@@ -785,6 +795,28 @@ mod tests {
             panic!("expected Invalid, got {e}");
         };
         assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn thanos_store_backends_take_grpc_urls() {
+        let c = Config::from_yaml(
+            "backends:\n  - name: a\n    url: grpc://127.0.0.1:10901\n    protocol: thanos_store\n",
+            "test",
+        )
+        .expect("valid");
+        assert_eq!(c.backends[0].protocol, ReadProtocol::ThanosStore);
+        for (url, protocol, want) in [
+            ("http://127.0.0.1:10901", "thanos_store", "grpc://host:port"),
+            ("grpc://127.0.0.1", "thanos_store", "no port"),
+            ("grpc://127.0.0.1:10901", "remote_read", "not http or https"),
+        ] {
+            let e = Config::from_yaml(
+                &format!("backends:\n  - name: a\n    url: {url}\n    protocol: {protocol}\n"),
+                "test",
+            )
+            .expect_err("invalid");
+            assert!(e.to_string().contains(want), "{url} {protocol}: {e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod dedup;
 pub mod health;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use promql_parser::label::Matcher;
 use crate::model::{Labels, Sample, Series};
 use crate::source::{
     matches_all, ApiData, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
-    SourceError,
+    SourceError, StoreInfo,
 };
 
 /// One federated backend: a source and the labels that identify it.
@@ -23,6 +24,70 @@ pub struct Backend {
     /// Added to each series that lacks them.
     pub external_labels: BTreeMap<String, String>,
     pub source: Arc<dyn Source>,
+}
+
+impl Backend {
+    /// The labels of this backend's series: the configured
+    /// `external_labels`, overridden by the ones its store announces (a
+    /// Thanos store's Info) when it announces exactly one label set.
+    pub fn labels(&self) -> Cow<'_, BTreeMap<String, String>> {
+        match self.source.store_info() {
+            Some(info) if info.label_sets.len() == 1 => {
+                let mut all = self.external_labels.clone();
+                for l in info.label_sets[0].iter() {
+                    all.insert(l.name.clone(), l.value.clone());
+                }
+                Cow::Owned(all)
+            }
+            _ => Cow::Borrowed(&self.external_labels),
+        }
+    }
+
+    /// Whether this backend may hold a series matching `matchers` in
+    /// `[start_ms, end_ms]`, by what its store announces (always true for
+    /// sources that announce nothing).
+    fn may_hold(
+        &self,
+        info: Option<&StoreInfo>,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> bool {
+        let Some(info) = info else { return true };
+        if !info.overlaps(start_ms, end_ms) {
+            return false;
+        }
+        // A store of several label sets (a store gateway, a querier) may
+        // match when one of its sets does.
+        info.label_sets.len() <= 1
+            || info.label_sets.iter().any(|set| {
+                matchers
+                    .iter()
+                    .all(|m| set.get(&m.name).is_none_or(|v| m.is_match(v)))
+            })
+    }
+}
+
+/// Where a backend's configured external labels disagree with the ones its
+/// store announces (a value differs), for the log and `/api/v1/stores`.
+pub fn labels_disagreement(b: &Backend, info: &StoreInfo) -> Option<String> {
+    if b.external_labels.is_empty() || info.label_sets.is_empty() {
+        return None;
+    }
+    let agrees = |set: &Labels| {
+        b.external_labels
+            .iter()
+            .all(|(k, v)| set.get(k).is_none_or(|x| x == v))
+    };
+    if info.label_sets.iter().any(agrees) {
+        return None;
+    }
+    let sets: Vec<String> = info.label_sets.iter().map(|l| l.to_string()).collect();
+    Some(format!(
+        "configured external_labels {} disagree with the store's label sets {}",
+        external_labels_of(b),
+        sets.join(", ")
+    ))
 }
 
 /// Federation-wide defaults, from the config.
@@ -65,6 +130,18 @@ impl Federation {
         read.partial_response.unwrap_or(self.opts.partial_response)
     }
 
+    /// `read` with the federation's defaults filled in, as sent to backends
+    /// (a StoreAPI request carries its partial-response strategy and the
+    /// replica labels to strip).
+    fn resolved(&self, read: &ReadOptions) -> ReadOptions {
+        let replicas = self.dedup_labels(read);
+        ReadOptions {
+            partial_response: Some(self.partial(read)),
+            dedup: Some(replicas.is_some()),
+            replica_labels: Some(replicas.map(<[String]>::to_vec).unwrap_or_default()),
+        }
+    }
+
     /// The replica labels to merge over, or `None` when dedup is off.
     fn dedup_labels<'a>(&'a self, read: &'a ReadOptions) -> Option<&'a [String]> {
         if !read.dedup.unwrap_or(true) {
@@ -102,13 +179,23 @@ impl Federation {
 
     /// The metadata query to send to each backend that can match `q`.
     fn meta_plans(&self, q: &MetaQuery) -> Vec<(&Backend, MetaQuery)> {
+        let read = self.resolved(&q.read);
         self.backends
             .iter()
             .filter_map(|b| {
+                let info = b.source.store_info();
+                if info
+                    .as_ref()
+                    .is_some_and(|i| !i.overlaps(q.start_ms, q.end_ms))
+                {
+                    return None;
+                }
+                let labels = b.labels();
                 let sets: Vec<Vec<Matcher>> = q
                     .matchers
                     .iter()
-                    .filter_map(|m| route_matchers(b, m))
+                    .filter(|m| b.may_hold(info.as_ref(), m, q.start_ms, q.end_ms))
+                    .filter_map(|m| route_matchers(&labels, m))
                     .collect();
                 if !q.matchers.is_empty() && sets.is_empty() {
                     return None;
@@ -117,6 +204,7 @@ impl Federation {
                     b,
                     MetaQuery {
                         matchers: sets,
+                        read: read.clone(),
                         ..q.clone()
                     },
                 ))
@@ -124,9 +212,9 @@ impl Federation {
             .collect()
     }
 
-    /// Adds `b`'s external labels to `labels` where absent.
-    fn with_external(b: &Backend, mut labels: Labels) -> Labels {
-        for (k, v) in &b.external_labels {
+    /// Adds `external` (a backend's labels) to `labels` where absent.
+    fn with_external(external: &BTreeMap<String, String>, mut labels: Labels) -> Labels {
+        for (k, v) in external {
             if labels.get(k).is_none() {
                 labels.set(k, v);
             }
@@ -143,8 +231,9 @@ impl Federation {
         let mut items = Vec::new();
         for (b, out) in ok {
             warnings.extend(out.warnings);
+            let external = b.labels();
             for l in out.items {
-                let mut l = Self::with_external(b, l);
+                let mut l = Self::with_external(&external, l);
                 if !q.matchers.is_empty() && !q.matchers.iter().any(|m| matches_all(&l, m)) {
                     continue;
                 }
@@ -171,7 +260,7 @@ impl Federation {
             let any = !out.items.is_empty();
             items.extend(out.items);
             if any {
-                items.extend(b.external_labels.keys().cloned());
+                items.extend(b.labels().keys().cloned());
             }
         }
         if let Some(replicas) = dedup {
@@ -195,14 +284,24 @@ impl Federation {
         }
         let plans = self.meta_plans(q);
         let answers = join_all(plans.iter().map(|(b, pq)| async move {
-            if b.external_labels.contains_key(name) {
+            let external = b.labels();
+            // A store answers for the labels it announces itself.
+            let announced = b
+                .source
+                .store_info()
+                .is_some_and(|i| i.label_sets.iter().any(|l| l.get(name).is_some()));
+            if external.contains_key(name) && !announced {
                 // The backend's storage lacks its external labels: derive the
                 // values from its series.
                 b.source.series(pq).await.map(|s| MetaOutput {
                     items: s
                         .items
                         .into_iter()
-                        .filter_map(|l| Self::with_external(b, l).get(name).map(str::to_string))
+                        .filter_map(|l| {
+                            Self::with_external(&external, l)
+                                .get(name)
+                                .map(str::to_string)
+                        })
                         .collect(),
                     warnings: s.warnings,
                 })
@@ -247,10 +346,11 @@ impl Federation {
         // Route: skip backends whose external labels contradict a matcher, and
         // drop matchers that the external labels alone satisfy (the backend's
         // own storage does not hold its external labels).
+        let read = self.resolved(&sel.read);
         let plans: Vec<(&Backend, Select)> = self
             .backends
             .iter()
-            .filter_map(|b| backend_select(b, sel).map(|s| (b, s)))
+            .filter_map(|b| backend_select(b, sel, &read).map(|s| (b, s)))
             .collect();
         let answers = join_all(
             plans
@@ -278,8 +378,9 @@ impl Federation {
                 Err(e) => return Err(e),
             };
             warnings.extend(out.warnings);
+            let labels = b.labels();
             for mut s in out.series {
-                for (k, v) in &b.external_labels {
+                for (k, v) in labels.iter() {
                     if s.labels.get(k).is_none() {
                         s.labels.set(k, v);
                     }
@@ -335,10 +436,10 @@ impl Source for Federation {
 /// The matchers to send to `b`: without those its external labels satisfy
 /// (its own storage does not hold them), or `None` when its external labels
 /// contradict one.
-fn route_matchers(b: &Backend, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
+fn route_matchers(labels: &BTreeMap<String, String>, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
     let mut out: Vec<Matcher> = Vec::with_capacity(matchers.len());
     for m in matchers {
-        match b.external_labels.get(&m.name) {
+        match labels.get(&m.name) {
             Some(v) if m.is_match(v) => {}
             Some(_) => return None,
             None => out.push(m.clone()),
@@ -347,14 +448,19 @@ fn route_matchers(b: &Backend, matchers: &[Matcher]) -> Option<Vec<Matcher>> {
     Some(out)
 }
 
-/// The select to send to `b`, or `None` when `b` cannot hold a matching series.
-fn backend_select(b: &Backend, sel: &Select) -> Option<Select> {
+/// The select to send to `b` (with the request's options resolved to
+/// `read`), or `None` when `b` cannot hold a matching series.
+fn backend_select(b: &Backend, sel: &Select, read: &ReadOptions) -> Option<Select> {
+    let info = b.source.store_info();
+    if !b.may_hold(info.as_ref(), &sel.matchers, sel.start_ms, sel.end_ms) {
+        return None;
+    }
     Some(Select {
-        matchers: route_matchers(b, &sel.matchers)?,
+        matchers: route_matchers(&b.labels(), &sel.matchers)?,
         start_ms: sel.start_ms,
         end_ms: sel.end_ms,
         hints: sel.hints.clone(),
-        read: sel.read.clone(),
+        read: read.clone(),
     })
 }
 
@@ -559,10 +665,87 @@ mod tests {
             Matcher::new(MatchOp::Equal, "__name__", "up"),
             Matcher::new(MatchOp::NotEqual, "cluster", "k8s-2"),
         ]);
-        let got = backend_select(&b, &s).expect("not routed away");
+        let read = ReadOptions::default();
+        let got = backend_select(&b, &s, &read).expect("not routed away");
         assert_eq!(got.matchers.len(), 1);
         let s = sel(vec![Matcher::new(MatchOp::Equal, "cluster", "k8s-2")]);
-        assert!(backend_select(&b, &s).is_none());
+        assert!(backend_select(&b, &s, &read).is_none());
+    }
+
+    /// A store that announces its labels and time range (as Thanos Info
+    /// does) and counts the selects it is asked.
+    struct Announcing {
+        inner: MemorySource,
+        info: StoreInfo,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Source for Announcing {
+        fn select<'a>(&'a self, s: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.select(s)
+        }
+        fn store_info(&self) -> Option<StoreInfo> {
+            Some(self.info.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn announced_labels_and_time_range_route_and_label() {
+        let store = Arc::new(Announcing {
+            inner: up_source(&["x"]),
+            info: StoreInfo {
+                component: "sidecar".into(),
+                label_sets: vec![Labels::from_pairs([("cluster", "k8s-3"), ("replica", "a")])],
+                min_time_ms: 500,
+                max_time_ms: 20_000,
+                supports_without_replica_labels: true,
+            },
+            asked: Default::default(),
+        });
+        let b = Backend {
+            name: "k8s-3".into(),
+            // Configured labels that disagree with the announced ones.
+            external_labels: [("cluster".to_string(), "k8s-9".to_string())].into(),
+            source: store.clone(),
+        };
+        let d = labels_disagreement(&b, &b.source.store_info().expect("info")).expect("disagree");
+        assert!(d.contains("k8s-9") && d.contains("k8s-3"), "{d}");
+        let f = Federation::new(vec![b], Default::default());
+        let up = || Matcher::new(MatchOp::Equal, "__name__", "up");
+        // The announced labels win: they label the series and route.
+        let out = f
+            .select(&sel(vec![
+                up(),
+                Matcher::new(MatchOp::Equal, "cluster", "k8s-3"),
+            ]))
+            .await
+            .expect("select");
+        assert_eq!(out.series.len(), 1);
+        assert_eq!(out.series[0].labels.get("replica"), Some("a"));
+        assert_eq!(store.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let out = f
+            .select(&sel(vec![
+                up(),
+                Matcher::new(MatchOp::Equal, "cluster", "k8s-9"),
+            ]))
+            .await
+            .expect("select");
+        assert!(out.series.is_empty());
+        // Outside the announced time range the store is not asked.
+        let mut late = sel(vec![up()]);
+        late.start_ms = 30_000;
+        late.end_ms = 40_000;
+        assert!(f.select(&late).await.expect("select").series.is_empty());
+        assert_eq!(store.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let agreeing = Backend {
+            name: "k8s-3".into(),
+            external_labels: [("cluster".to_string(), "k8s-3".to_string())].into(),
+            source: store,
+        };
+        let info = agreeing.source.store_info().expect("info");
+        assert_eq!(labels_disagreement(&agreeing, &info), None);
     }
 
     fn arb_series() -> impl Strategy<Value = Vec<Series>> {

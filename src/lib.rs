@@ -14,7 +14,7 @@
 //! - [`federation`]: fans a select out to every backend, adds external
 //!   labels, merges by label set.
 //! - [`source`]: the `Source` trait and its implementations (Prometheus
-//!   HTTP API, in-memory).
+//!   remote read and HTTP API, the Thanos StoreAPI over gRPC, in-memory).
 //! - [`server`]: builds the service from a config and serves it;
 //!   [`reload`] swaps in a new one on SIGHUP or a config file change.
 //! - [`config`]: the YAML configuration and its validation.

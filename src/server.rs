@@ -14,6 +14,7 @@ use crate::federation::{Backend, Federation, FederationOptions};
 use crate::source::guard::Guarded;
 use crate::source::prometheus::{PrometheusHttpSource, SamplesVia};
 use crate::source::remote_read::RemoteReadSource;
+use crate::source::thanos_store::ThanosStoreSource;
 use crate::source::Source;
 
 /// How often backends are probed for `/api/v1/stores` and `/metrics`.
@@ -30,6 +31,20 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
                 .with_max_response_bytes(b.max_response_bytes);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
+                ReadProtocol::ThanosStore => Arc::new(
+                    ThanosStoreSource::new(
+                        &b.name,
+                        &b.url,
+                        b.timeout,
+                        b.tls.as_ref(),
+                        crate::auth::backend_authorization(
+                            b.bearer_token_file.as_ref(),
+                            b.basic_auth.as_ref(),
+                        )
+                        .map_err(|e| format!("backend {}: {e}", b.name))?,
+                    )?
+                    .with_max_response_bytes(b.max_response_bytes),
+                ),
                 ReadProtocol::RemoteRead => Arc::new(SamplesVia {
                     samples: RemoteReadSource::new(&b.name, &b.url, b.timeout, client.clone())
                         .with_max_response_bytes(b.max_response_bytes),

@@ -5,6 +5,7 @@ pub mod guard;
 pub mod memory;
 pub mod prometheus;
 pub mod remote_read;
+pub mod thanos_store;
 
 use futures::future::BoxFuture;
 use promql_parser::label::Matcher;
@@ -95,6 +96,29 @@ pub struct MetaQuery {
 pub struct MetaOutput<T> {
     pub items: Vec<T>,
     pub warnings: Vec<String>,
+}
+
+/// What a store says about itself (the Thanos Info API): shown on
+/// `/api/v1/stores` and used to route selects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreInfo {
+    /// The component behind the address: `sidecar`, `store`, `query`, ...
+    pub component: String,
+    /// Its external label sets (a sidecar has one).
+    pub label_sets: Vec<Labels>,
+    /// The oldest sample it may hold, ms.
+    pub min_time_ms: i64,
+    /// The newest sample it may hold, ms.
+    pub max_time_ms: i64,
+    /// Whether it strips replica labels itself when asked.
+    pub supports_without_replica_labels: bool,
+}
+
+impl StoreInfo {
+    /// False when no series of this store can be in `[start_ms, end_ms]`.
+    pub fn overlaps(&self, start_ms: i64, end_ms: i64) -> bool {
+        start_ms <= self.max_time_ms && end_ms >= self.min_time_ms
+    }
 }
 
 /// A matcher that every series with a metric name satisfies.
@@ -204,6 +228,13 @@ pub trait Source: Send + Sync {
     /// Checks that the source answers at all (health probes).
     fn probe(&self) -> BoxFuture<'_, Result<(), SourceError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// What the source last learnt about itself from the store it reads
+    /// (Thanos Info, refreshed by [`Source::probe`]); `None` for sources
+    /// without such an API, or before the first successful probe.
+    fn store_info(&self) -> Option<StoreInfo> {
+        None
     }
 
     /// The `data` of a GET on another API endpoint (metadata, rules,

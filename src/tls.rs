@@ -95,6 +95,106 @@ impl BackendTlsConfig {
     }
 }
 
+impl BackendTlsConfig {
+    /// The rustls client config of this section, for transports other
+    /// than reqwest (the StoreAPI's gRPC); `alpn` lists the protocols to
+    /// offer (`h2` for gRPC).
+    pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            match &self.ca_file {
+                Some(ca) => {
+                    let certs = CertificateDer::pem_file_iter(ca)
+                        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                        .map_err(|e| format!("reading CA file {}: {e}", ca.display()))?;
+                    if certs.is_empty() {
+                        return Err(format!("CA file {} holds no certificate", ca.display()));
+                    }
+                    for c in certs {
+                        roots
+                            .add(c)
+                            .map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("reading client certificate {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("reading client key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// `insecure_skip_verify`: accepts any server certificate, still checking
+/// that the handshake is signed by the key it presents.
+#[derive(Debug)]
+struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The HTTP client of backend `b` (its own connection pool, TLS settings
 /// and credentials, sent as a default, sensitive header) and the redactor
 /// of those credentials.

@@ -351,41 +351,76 @@ pub(super) async fn alerts(
     concat(&st, &p, "alerts", "/api/v1/alerts", "alerts", &[]).await
 }
 
-/// Thanos' `/api/v1/stores`: every backend with its health. Beyond
-/// Thanos' fields each entry says `up` (the last probe succeeded) and
-/// `latencyMs` (how long it took); `probe=true` probes every backend first
-/// instead of showing the last background probe.
+/// Thanos' `/api/v1/stores`: every backend with its health, grouped by
+/// component type. A StoreAPI backend shows what its Info last said (type,
+/// label sets, time range); the others show their configured labels.
+/// Beyond Thanos' fields each entry says `up` (the last probe succeeded)
+/// and `latencyMs` (how long it took); `probe=true` probes every backend
+/// first instead of showing the last background probe.
 pub(super) async fn stores(State(st): State<Arc<AppState>>, p: Params) -> Response {
     if p.non_empty("probe")
         .is_some_and(|v| v == "true" || v == "1")
     {
         st.federation.probe_all().await;
     }
-    let list: Vec<Json> = st
-        .federation
-        .backends()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let h = st.federation.health(i);
-            let labels: serde_json::Map<String, Json> = b
-                .external_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-                .collect();
-            json!({
-                "name": b.name,
-                "lastCheck": h.last_check,
-                "lastError": h.last_error,
-                "up": h.up,
-                "latencyMs": h.latency_ms,
-                "labelSets": [labels],
-                "minTime": MIN_TIME_MS,
-                "maxTime": MAX_TIME_MS,
-            })
-        })
-        .collect();
-    ok(json!({ "sidecar": list }), &[])
+    let mut groups: serde_json::Map<String, Json> = serde_json::Map::new();
+    for (i, b) in st.federation.backends().iter().enumerate() {
+        let h = st.federation.health(i);
+        let to_json = |pairs: Vec<(String, String)>| -> Json {
+            Json::Object(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Json::String(v)))
+                    .collect(),
+            )
+        };
+        let info = b.source.store_info();
+        let (kind, label_sets, min, max) = match &info {
+            Some(info) => (
+                if info.component.is_empty() {
+                    "store".to_string()
+                } else {
+                    info.component.clone()
+                },
+                info.label_sets
+                    .iter()
+                    .map(|l| {
+                        to_json(
+                            l.iter()
+                                .map(|x| (x.name.clone(), x.value.clone()))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                info.min_time_ms,
+                info.max_time_ms,
+            ),
+            None => (
+                "sidecar".to_string(),
+                vec![to_json(b.external_labels.clone().into_iter().collect())],
+                MIN_TIME_MS,
+                MAX_TIME_MS,
+            ),
+        };
+        let entry = json!({
+            "name": b.name,
+            "lastCheck": h.last_check,
+            "lastError": h.last_error,
+            "up": h.up,
+            "latencyMs": h.latency_ms,
+            "labelSets": label_sets,
+            "minTime": min,
+            "maxTime": max,
+            "labelsDisagreement": h.labels_disagreement,
+        });
+        if let Json::Array(list) = groups
+            .entry(kind)
+            .or_insert_with(|| Json::Array(Vec::new()))
+        {
+            list.push(entry);
+        }
+    }
+    ok(Json::Object(groups), &[])
 }
 
 fn source_err(e: crate::source::SourceError) -> ApiError {

@@ -18,6 +18,9 @@ pub struct BackendHealth {
     pub last_error: Option<String>,
     /// How long the last probe took, milliseconds.
     pub latency_ms: Option<f64>,
+    /// How the configured external labels disagree with the ones the
+    /// store announces (Thanos Info), if they do.
+    pub labels_disagreement: Option<String>,
 }
 
 /// Health of every backend, in the federation's backend order.
@@ -61,14 +64,26 @@ impl Federation {
         let results = join_all(timed).await;
         for (i, (r, took)) in results.into_iter().enumerate() {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let h = BackendHealth {
+            let mut h = BackendHealth {
                 up: r.is_ok(),
                 last_check: Some(now),
                 last_error: r.err().map(|e| e.to_string()),
                 latency_ms: Some(took.as_secs_f64() * 1000.0),
+                labels_disagreement: None,
             };
             if let Some(b) = self.backends.get(i) {
                 crate::telemetry::backend_up(&b.name, h.up);
+                h.labels_disagreement = b
+                    .source
+                    .store_info()
+                    .and_then(|info| super::labels_disagreement(b, &info));
+                // Said once when it appears (the first probe runs at
+                // startup), not at every probe.
+                if let Some(d) = &h.labels_disagreement {
+                    if self.health.get(i).labels_disagreement.as_ref() != Some(d) {
+                        tracing::warn!(backend = %b.name, "{d}");
+                    }
+                }
             }
             self.health.set(i, h);
         }

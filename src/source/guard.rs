@@ -210,6 +210,10 @@ impl Source for Guarded {
         Box::pin(self.gated(self.inner.probe(), |_, v| v))
     }
 
+    fn store_info(&self) -> Option<super::StoreInfo> {
+        self.inner.store_info()
+    }
+
     fn api_get<'a>(
         &'a self,
         path: &'a str,
