@@ -18,17 +18,6 @@ use serde::Deserialize;
 /// The canary's service, the template's `service` argument.
 const SERVICE: &str = "helloworld-canary.helloworld.svc.cluster.local";
 
-/// The template's `successCondition`.
-const SUCCESS_CONDITION: &str = "result[0] > 0.90";
-
-/// One measurement as Argo's provider returned it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct ArgoMeasurement {
-    phase: String,
-    value: String,
-    message: String,
-}
-
 /// One measurement as `promfed analyze --json` printed it.
 #[derive(Debug, Clone, Deserialize)]
 struct Measurement {
@@ -51,33 +40,14 @@ enum Line {
     Run(Run),
 }
 
-/// Argo's provider once against `address` at `at_ms`, with the query as
-/// the simulation defines it (not as the template resolves it).
-fn argo(address: &str, at_ms: i64) -> ArgoMeasurement {
-    argo_with(address, at_ms, SUCCESS_CONDITION, "")
+/// Argo's measurement through `address` at `at_ms`.
+fn argo(address: &str, at_ms: i64) -> common::argo::Measurement {
+    common::argo::measure(address, at_ms as f64 / 1000.0)
 }
 
 /// [`argo`] with other conditions.
-fn argo_with(address: &str, at_ms: i64, success: &str, failure: &str) -> ArgoMeasurement {
-    let out = Command::new(common::peers::argo_client())
-        .args(["-address", address, "-query", SUCCESS_RATE_QUERY])
-        .args(["-success-condition", success, "-failure-condition", failure])
-        .args(["-timeout", "20"])
-        .arg("-at")
-        .arg(format!("{:.3}", at_ms as f64 / 1000.0))
-        .output()
-        .unwrap_or_else(|e| panic!("running argo-client: {e}"));
-    assert!(
-        out.status.success(),
-        "argo-client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "argo-client printed {:?}: {e}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+fn argo_with(address: &str, at_ms: i64, success: &str, failure: &str) -> common::argo::Measurement {
+    common::argo::measure_with(address, at_ms as f64 / 1000.0, success, failure)
 }
 
 fn template() -> PathBuf {

@@ -7,46 +7,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::argo::measure;
 use common::{config_yaml, harness, shared, Harness, Promfed};
-use promfed::sim::{Canary, SUCCESS_RATE_QUERY};
-use serde::Deserialize;
-
-/// The template's `successCondition`, as in the seed's lab.
-const SUCCESS_CONDITION: &str = "result[0] > 0.90";
-
-/// One `Measurement` as Argo's provider returned it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Measurement {
-    phase: String,
-    value: String,
-    message: String,
-}
-
-/// Runs the provider once against `address`, evaluating at `at` (Unix
-/// seconds; the data is backfilled at fixed times).
-fn measure(address: &str, at: f64) -> Measurement {
-    let out = Command::new(common::peers::argo_client())
-        .args(["-address", address, "-query", SUCCESS_RATE_QUERY])
-        .args(["-success-condition", SUCCESS_CONDITION, "-timeout", "20"])
-        .arg("-at")
-        .arg(format!("{at:.3}"))
-        .output()
-        .unwrap_or_else(|e| panic!("running argo-client: {e}"));
-    assert!(
-        out.status.success(),
-        "argo-client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "argo-client printed {:?}: {e}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+use promfed::sim::Canary;
 
 /// promfed over `h`'s clusters (remote read), with `extra` config.
 fn start_promfed(h: &Harness, extra: &str) -> Promfed {

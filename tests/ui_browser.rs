@@ -32,29 +32,8 @@ const SERVICE: &str = "helloworld-canary.helloworld.svc.cluster.local";
 /// Argo Rollouts' provider (argo-client) once through `address` at `at_ms`:
 /// (phase, value).
 fn argo(address: &str, at_ms: i64) -> (String, String) {
-    let out = Command::new(common::peers::argo_client())
-        .args([
-            "-address",
-            address,
-            "-query",
-            promfed::sim::SUCCESS_RATE_QUERY,
-        ])
-        .args(["-success-condition", "result[0] > 0.90", "-timeout", "20"])
-        .arg("-at")
-        .arg(format!("{:.3}", at_ms as f64 / 1000.0))
-        .output()
-        .unwrap_or_else(|e| panic!("running argo-client: {e}"));
-    assert!(
-        out.status.success(),
-        "argo-client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("argo-client: {e}"));
-    (
-        v["phase"].as_str().unwrap_or_default().to_string(),
-        v["value"].as_str().unwrap_or_default().to_string(),
-    )
+    let m = common::argo::measure(address, at_ms as f64 / 1000.0);
+    (m.phase, m.value)
 }
 
 fn target_dir() -> PathBuf {

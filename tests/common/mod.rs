@@ -23,7 +23,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod argo;
 pub mod client;
+pub mod compare;
 pub mod gateway;
 pub mod peers;
 pub mod process;
