@@ -11,10 +11,10 @@ use std::sync::OnceLock;
 use common::client::{get_text, post_form};
 use common::compare::{assert_same, same_value};
 use common::{
-    config_yaml, harness, query, query_range, start_from_openmetrics, ApiResponse, Harness,
-    HarnessError, Promfed,
+    config_yaml, harness, query, query_range, render_cluster, start_from_openmetrics, ApiResponse,
+    Harness, HarnessError, Promfed,
 };
-use promfed::sim::{Simulation, SUCCESS_RATE_QUERY};
+use promfed::sim::SUCCESS_RATE_QUERY;
 
 type R = Result<(), HarnessError>;
 
@@ -399,28 +399,6 @@ async fn ha_pair_answers_like_one_copy() -> R {
     .await?;
     assert_eq!(r.vector().len(), 2, "{}", r.body);
     Ok(())
-}
-
-/// Cluster `i`'s OpenMetrics text, without samples in `hole` (ms) if given.
-fn render_cluster(
-    sim: &Simulation,
-    i: usize,
-    hole: Option<std::ops::Range<i64>>,
-) -> Result<String, HarnessError> {
-    let mut sim = sim.clone();
-    if let (Some(hole), Some(c)) = (hole, sim.clusters.get_mut(i)) {
-        for s in &mut c.series {
-            s.samples.retain(|x| !hole.contains(&x.t));
-        }
-        c.series.retain(|s| !s.samples.is_empty());
-    }
-    let mut buf = Vec::new();
-    sim.write_cluster(i, &mut buf)
-        .map_err(|source| HarnessError::Io {
-            what: "rendering OpenMetrics".into(),
-            source,
-        })?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[tokio::test]

@@ -286,3 +286,25 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), HarnessError> {
         source,
     })
 }
+
+/// Cluster `i`'s OpenMetrics text, without samples in `hole` (ms) if given.
+pub fn render_cluster(
+    sim: &Simulation,
+    i: usize,
+    hole: Option<std::ops::Range<i64>>,
+) -> Result<String, HarnessError> {
+    let mut sim = sim.clone();
+    if let (Some(hole), Some(c)) = (hole, sim.clusters.get_mut(i)) {
+        for s in &mut c.series {
+            s.samples.retain(|x| !hole.contains(&x.t));
+        }
+        c.series.retain(|s| !s.samples.is_empty());
+    }
+    let mut buf = Vec::new();
+    sim.write_cluster(i, &mut buf)
+        .map_err(|source| HarnessError::Io {
+            what: "rendering OpenMetrics".into(),
+            source,
+        })?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}

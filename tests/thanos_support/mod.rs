@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
 
 use crate::common::process::{self, free_port, Managed, PromServer, TempDir, Tools};
-use crate::common::{harness_config, HarnessError, READY_TIMEOUT};
+use crate::common::{harness_config, render_cluster, HarnessError, READY_TIMEOUT};
 
 /// Prometheus 3.8's module version, as `scripts/peers` names its directory.
 pub const PROMETHEUS_VERSION: &str = "v0.308.0";
@@ -386,28 +386,6 @@ fn cluster_index(sim: &Simulation, name: &str) -> Result<usize, HarnessError> {
             what: "harness".into(),
             message: format!("the simulation has no cluster {name}"),
         })
-}
-
-/// Cluster `i`'s OpenMetrics text, without samples in `hole` (ms) if given.
-pub fn render_cluster(
-    sim: &Simulation,
-    i: usize,
-    hole: Option<std::ops::Range<i64>>,
-) -> Result<String, HarnessError> {
-    let mut sim = sim.clone();
-    if let (Some(hole), Some(c)) = (hole, sim.clusters.get_mut(i)) {
-        for s in &mut c.series {
-            s.samples.retain(|x| !hole.contains(&x.t));
-        }
-        c.series.retain(|s| !s.samples.is_empty());
-    }
-    let mut buf = Vec::new();
-    sim.write_cluster(i, &mut buf)
-        .map_err(|source| HarnessError::Io {
-            what: "rendering OpenMetrics".into(),
-            source,
-        })?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// A promfed backend entry over the StoreAPI (`labels` may be empty: the
