@@ -26,6 +26,7 @@
 pub mod argo;
 pub mod client;
 pub mod compare;
+pub mod differential;
 pub mod gateway;
 pub mod peers;
 pub mod process;
