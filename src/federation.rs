@@ -765,6 +765,7 @@ mod tests {
                     Series {
                         labels: Labels::from_pairs([("id", id.to_string())]),
                         samples,
+                        histograms: Vec::new(),
                     }
                 })
                 .collect()

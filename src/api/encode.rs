@@ -1,6 +1,8 @@
 //! Prometheus JSON encoding of query results, written by hand for speed and
 //! for Prometheus's exact number formats.
 
+mod histogram;
+
 use std::fmt::Write as _;
 
 use crate::limits::meter::{self, LimitError};
@@ -241,8 +243,16 @@ fn write_query_body(
                 }
                 out.push_str("{\"metric\":");
                 push_labels(out, &e.labels);
-                out.push_str(",\"value\":");
-                push_point(out, Sample { t: e.t, v: e.v });
+                match &e.h {
+                    Some(h) => {
+                        out.push_str(",\"histogram\":");
+                        histogram::push_histogram_point(out, e.t, h);
+                    }
+                    None => {
+                        out.push_str(",\"value\":");
+                        push_point(out, Sample { t: e.t, v: e.v });
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -256,15 +266,31 @@ fn write_query_body(
                 }
                 out.push_str("{\"metric\":");
                 push_labels(out, &s.labels);
-                out.push_str(",\"values\":[");
-                for (j, p) in s.samples.iter().enumerate() {
-                    body.item(out)?;
-                    if j > 0 {
-                        out.push(',');
+                // As Prometheus: `values` and `histograms` only when present
+                // (a series holds at least one of them).
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(",\"values\":[");
+                    for (j, p) in s.samples.iter().enumerate() {
+                        body.item(out)?;
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        push_point(out, *p);
                     }
-                    push_point(out, *p);
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(",\"histograms\":[");
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        body.item(out)?;
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        histogram::push_histogram_point(out, p.t, &p.h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -343,6 +369,7 @@ mod tests {
                                 v: 1.5,
                             })
                             .collect(),
+                        histograms: Vec::new(),
                     })
                     .collect(),
             ),
@@ -449,6 +476,7 @@ mod tests {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
                 t: 1_435_781_451_781,
                 v: 1.0,
+                h: None,
             }]),
             warnings: vec!["w".into()],
             infos: vec![],
@@ -486,6 +514,7 @@ mod tests {
                     },
                     Sample { t: 2000, v: 2.0 },
                 ],
+                histograms: Vec::new(),
             }]),
             warnings: vec![],
             infos: vec!["i".into()],

@@ -189,6 +189,7 @@ fn simple_agg(
                 .iter()
                 .map(|a| finish(kind, a))
                 .collect(),
+            hists: Vec::new(),
         })
         .filter(|s| !s.is_empty())
         .collect())
@@ -304,6 +305,7 @@ fn quantile_agg(
                     (!vs.is_empty()).then(|| quantile_of(q[step], vs))
                 })
                 .collect(),
+            hists: Vec::new(),
         })
         .filter(|s| !s.is_empty())
         .collect())
@@ -359,6 +361,7 @@ fn count_values(
                         labels,
                         drop_name: false,
                         vals: vec![None; n],
+                        hists: Vec::new(),
                     });
                     out.len() - 1
                 }

@@ -59,6 +59,11 @@ impl<'a> Evaluator<'a> {
                         for v in s.vals.iter_mut().flatten() {
                             *v = -*v;
                         }
+                        for h in s.hists.iter_mut().flatten() {
+                            let mut n = (**h).clone();
+                            n.mul(-1.0);
+                            *h = Arc::new(n);
+                        }
                     }
                     Ok(Val::Vector(vs))
                 }
@@ -144,6 +149,7 @@ impl<'a> Evaluator<'a> {
                             samples: Arc::new(samples),
                             labels: s.labels,
                             drop_name: s.drop_name,
+                            hists: Default::default(),
                         });
                     }
                 }
@@ -158,6 +164,7 @@ impl<'a> Evaluator<'a> {
                         .map(|(i, &v)| Sample { t: inner.ts(i), v })
                         .collect(),
                 ),
+                hists: Default::default(),
             }],
             other => return Err(type_error("instant vector", &other)),
         };

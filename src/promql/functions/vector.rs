@@ -15,6 +15,7 @@ pub(crate) fn vector(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineE
         labels: Labels::empty(),
         drop_name: false,
         vals: s.into_iter().map(Some).collect(),
+        hists: Vec::new(),
     }]))
 }
 
@@ -101,6 +102,7 @@ fn one_series(labels: Labels, vals: Vec<Option<f64>>) -> Vec<VSeries> {
         labels,
         drop_name: false,
         vals,
+        hists: Vec::new(),
     };
     if s.is_empty() {
         Vec::new()
