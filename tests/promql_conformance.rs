@@ -56,13 +56,13 @@ fn testdata_dir() -> PathBuf {
 }
 
 /// The fewest evals that pass today; a change that loses any fails.
-const MIN_PASSED: usize = 1344;
+const MIN_PASSED: usize = 1581;
 
 /// The data loaded so far in one file.
 #[derive(Default)]
 struct Storage {
     src: Arc<MemorySource>,
-    /// Series that hold native histogram samples (not loaded into `src`).
+    /// Series that hold native histogram samples (for tagging failures and checking skips).
     histograms: Vec<Labels>,
 }
 
@@ -93,19 +93,18 @@ impl Storage {
                     }
                 }
             }
-            if nhcb {
-                // load_with_nhcb also builds a histogram series X from X_bucket/_count/_sum.
-                if let Some(name) = labels.metric_name() {
-                    for suffix in ["_bucket", "_count", "_sum"] {
-                        if let Some(base) = name.strip_suffix(suffix) {
-                            let mut l = labels.clone();
-                            l.remove("le");
-                            l.set(METRIC_NAME, base);
-                            if !self.histograms.contains(&l) {
-                                self.histograms.push(l);
-                            }
-                        }
-                    }
+        }
+        if nhcb {
+            // load_with_nhcb also builds a histogram series X from X_bucket/_count/_sum.
+            for (labels, points) in histogram::nhcb_from_classic(series) {
+                if !self.histograms.contains(&labels) {
+                    self.histograms.push(labels.clone());
+                }
+                let mut prev: Option<promfed::model::histogram::FloatHistogram> = None;
+                for (t, mut h) in points {
+                    h.counter_reset_hint = histogram::tsdb_hint(prev.as_ref(), &h);
+                    prev = Some(h.clone());
+                    src.add_histogram(labels.clone(), t, h);
                 }
             }
         }

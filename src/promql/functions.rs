@@ -2,6 +2,7 @@
 //! implementation, and the helpers the families share.
 
 mod hist_over_time;
+mod hist_rate;
 mod histogram;
 mod info;
 mod labels;
@@ -308,6 +309,11 @@ const KEEPS_HISTOGRAMS: &[&str] = &[
     "first_over_time",
     "sum_over_time",
     "avg_over_time",
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
 ];
 
 /// A value without its histogram points (series left empty are dropped).

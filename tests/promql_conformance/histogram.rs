@@ -122,38 +122,160 @@ pub fn expand(item: &str) -> Result<Vec<FloatHistogram>, String> {
 }
 
 /// The counter reset hint a histogram sample reads back with from
-/// Prometheus's TSDB (chunk headers): gauges stay gauges; the first
-/// histogram of a chunk says CounterReset when it was cut for a reset,
-/// Unknown when cut for another reason (a float sample before it, a new
-/// schema or zero threshold); later ones say NotCounterReset.
+/// Prometheus's TSDB: gauges stay gauges; the first histogram of a chunk
+/// reads back Unknown (a chunk is cut by a float before it, a change to or
+/// from a gauge, an explicit or detected counter reset, a new schema, zero
+/// threshold or custom bounds); later ones in a chunk NotCounterReset.
 pub fn tsdb_hint(prev: Option<&FloatHistogram>, h: &FloatHistogram) -> CounterResetHint {
     use CounterResetHint::*;
     if h.counter_reset_hint == Gauge {
         return Gauge;
     }
-    if h.counter_reset_hint == CounterReset {
-        return CounterReset;
-    }
     let Some(p) = prev else {
         return Unknown;
     };
-    if h.count < p.count {
-        return CounterReset;
-    }
-    if h.schema != p.schema || h.zero_threshold != p.zero_threshold {
-        return Unknown;
-    }
-    if h.uses_custom_buckets() && h.custom_values[..] != p.custom_values[..] {
-        return CounterReset;
-    }
-    if h.zero_count < p.zero_count {
-        return CounterReset;
-    }
-    let mut probe = h.clone();
-    probe.counter_reset_hint = Unknown;
-    if probe.detect_reset(p) {
-        CounterReset
+    let new_chunk = h.counter_reset_hint == CounterReset
+        || p.counter_reset_hint == Gauge
+        || h.count < p.count
+        || h.schema != p.schema
+        || h.zero_threshold != p.zero_threshold
+        || (h.uses_custom_buckets() && h.custom_values[..] != p.custom_values[..])
+        || h.zero_count < p.zero_count
+        || {
+            let mut probe = h.clone();
+            probe.counter_reset_hint = Unknown;
+            probe.detect_reset(p)
+        };
+    if new_chunk {
+        Unknown
     } else {
         NotCounterReset
     }
+}
+
+/// Classic histogram series (`X_bucket{le}`, `X_count`, `X_sum`) converted
+/// into native histograms with custom buckets named `X`, as promqltest's
+/// `load_with_nhcb` does (Prometheus's `convertnhcb`). Samples that do not
+/// make a valid histogram are left out.
+pub fn nhcb_from_classic(
+    series: &[(promfed::model::Labels, Vec<(i64, super::dsl::Point)>)],
+) -> Vec<(promfed::model::Labels, Vec<(i64, FloatHistogram)>)> {
+    use std::collections::BTreeMap;
+
+    use promfed::model::{Labels, METRIC_NAME};
+
+    use super::dsl::Point;
+
+    #[derive(Default)]
+    struct Temp {
+        /// (le, cumulative count) sorted by le; the first value for an le wins.
+        buckets: Vec<(f64, f64)>,
+        count: Option<f64>,
+        sum: f64,
+        bad: bool,
+    }
+    let mut by_series: BTreeMap<Labels, BTreeMap<i64, Temp>> = BTreeMap::new();
+    for (labels, points) in series {
+        let Some(name) = labels.metric_name() else {
+            continue;
+        };
+        let (kind, base) = if let Some(b) = name.strip_suffix("_bucket") {
+            (0, b)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (1, b)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (2, b)
+        } else {
+            continue;
+        };
+        let le = if kind == 0 {
+            match labels.get("le").and_then(|v| v.parse::<f64>().ok()) {
+                Some(le) if !le.is_nan() => Some(le),
+                _ => continue,
+            }
+        } else {
+            None
+        };
+        let mut key = labels.clone();
+        key.remove("le");
+        key.set(METRIC_NAME, base);
+        let temps = by_series.entry(key).or_default();
+        for (t, p) in points {
+            let Point::Float(v) = p else { continue };
+            let temp = temps.entry(*t).or_default();
+            match (kind, le) {
+                (0, Some(le)) => {
+                    if *v < 0.0 {
+                        temp.bad = true;
+                    }
+                    let i = temp.buckets.partition_point(|b| b.0 < le);
+                    if temp.buckets.get(i).is_some_and(|b| b.0 == le) {
+                        continue;
+                    }
+                    let below = i.checked_sub(1).map(|j| temp.buckets[j].1);
+                    let above = temp.buckets.get(i).map(|b| b.1);
+                    if below.is_some_and(|c| *v < c) || above.is_some_and(|c| *v > c) {
+                        temp.bad = true;
+                    }
+                    temp.buckets.insert(i, (le, *v));
+                }
+                (1, _) => temp.sum = *v,
+                _ => {
+                    if *v < 0.0 {
+                        temp.bad = true;
+                    }
+                    temp.count = Some(*v);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, temps) in by_series {
+        let mut pts = Vec::new();
+        for (t, mut temp) in temps {
+            if temp.bad {
+                continue;
+            }
+            let count = temp
+                .count
+                .unwrap_or_else(|| temp.buckets.last().map(|b| b.1).unwrap_or(0.0));
+            if temp.buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                temp.buckets.push((f64::INFINITY, count));
+            }
+            if temp.buckets.last().is_some_and(|b| b.1 != count) {
+                continue;
+            }
+            let mut prev = 0.0;
+            let mut positive = Vec::new();
+            for (i, b) in temp.buckets.iter().enumerate() {
+                let c = b.1 - prev;
+                prev = b.1;
+                if c != 0.0 {
+                    positive.push(promfed::model::histogram::Bucket {
+                        index: i as i32,
+                        count: c,
+                    });
+                }
+            }
+            let bounds: Vec<f64> = temp.buckets[..temp.buckets.len() - 1]
+                .iter()
+                .map(|b| b.0)
+                .collect();
+            pts.push((
+                t,
+                FloatHistogram {
+                    schema: promfed::model::histogram::CUSTOM_BUCKETS_SCHEMA,
+                    count,
+                    sum: temp.sum,
+                    positive,
+                    custom_values: Arc::from(bounds),
+                    ..FloatHistogram::default()
+                },
+            ));
+        }
+        if !pts.is_empty() {
+            out.push((labels, pts));
+        }
+    }
+    out
 }

@@ -116,3 +116,19 @@ impl Annotations {
         ));
     }
 }
+
+impl Annotations {
+    /// A counter function over a gauge histogram.
+    pub fn native_histogram_not_counter(&mut self, metric: &str) {
+        self.warn(format!(
+            "PromQL warning: this native histogram metric is not a counter: {metric:?}"
+        ));
+    }
+
+    /// A gauge function over a counter histogram.
+    pub fn native_histogram_not_gauge(&mut self, metric: &str) {
+        self.warn(format!(
+            "PromQL warning: this native histogram metric is not a gauge: {metric:?}"
+        ));
+    }
+}

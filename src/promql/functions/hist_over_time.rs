@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::limits::meter;
-use crate::model::histogram::{FloatHistogram, HistogramSample};
+use crate::model::histogram::{CounterResetHint, FloatHistogram, HistogramSample};
 use crate::promql::annotations::{Annotations, HistOp};
 use crate::promql::steps::{RangeVec, VSeries};
 use crate::promql::EngineError;
@@ -24,14 +24,17 @@ pub(crate) fn sum_histograms<'a>(
     metric: &str,
 ) -> Option<FloatHistogram> {
     let mut acc: Option<FloatHistogram> = None;
+    let (mut reset, mut not_reset) = (false, false);
     for h in hs {
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => reset = true,
+            CounterResetHint::NotCounterReset => not_reset = true,
+            _ => {}
+        }
         match acc.as_mut() {
             None => acc = Some(h.clone()),
             Some(a) => match a.add(h) {
                 Ok(c) => {
-                    if c.counter_reset_collision {
-                        ann.counter_reset_collision(HistOp::Agg);
-                    }
                     if c.nhcb_bounds_reconciled {
                         ann.mismatched_custom_buckets(HistOp::Agg);
                     }
@@ -42,6 +45,9 @@ pub(crate) fn sum_histograms<'a>(
                 }
             },
         }
+    }
+    if reset && not_reset {
+        ann.counter_reset_collision(HistOp::Agg);
     }
     acc
 }
@@ -91,6 +97,13 @@ pub(crate) fn add_histogram_windows(
             match name {
                 "count_over_time" => o.vals[i] = Some((fw.len() + hw.len()) as f64),
                 "present_over_time" => o.vals[i] = Some(1.0),
+                "resets" | "changes" => {
+                    o.vals[i] = Some(super::hist_rate::count_transitions(
+                        name == "resets",
+                        fw,
+                        hw,
+                    ))
+                }
                 "last_over_time" => {
                     let lh = &hw[hw.len() - 1];
                     if fw.last().is_none_or(|f| f.t < lh.t) {

@@ -51,6 +51,10 @@ fn group_buckets(ev: &mut Evaluator<'_>, v: &[VSeries]) -> Groups {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for (i, s) in v.iter().enumerate() {
+        if s.vals.iter().all(Option::is_none) {
+            // Only native histogram points: not a classic bucket.
+            continue;
+        }
         let le = s.labels.get(BUCKET_LABEL).unwrap_or("");
         let Some(upper) = parse_le(le) else {
             let name = s.labels.metric_name().unwrap_or("").to_string();
