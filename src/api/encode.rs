@@ -489,6 +489,62 @@ mod tests {
         assert_eq!(v["data"]["result"][0]["value"][1], "1");
     }
 
+    /// The expected body is Prometheus v3.8's own (web/api/v1/json_codec_test.go).
+    #[test]
+    fn histogram_matrix_as_prometheus() {
+        use crate::model::histogram::{FloatHistogram, HistogramSample, Span};
+        let spans = |s: &[(i32, u32)]| -> Vec<Span> {
+            s.iter()
+                .map(|&(offset, length)| Span { offset, length })
+                .collect()
+        };
+        let h = FloatHistogram {
+            schema: 2,
+            zero_threshold: 0.001,
+            zero_count: 12.0,
+            count: 10.0,
+            sum: 20.0,
+            positive: FloatHistogram::buckets_from_spans(
+                &spans(&[(3, 2), (1, 3)]),
+                &[1.0, 2.0, 2.0, 1.0, 1.0],
+            )
+            .expect("valid spans"),
+            negative: FloatHistogram::buckets_from_spans(&spans(&[(2, 2)]), &[2.0, 1.0])
+                .expect("valid spans"),
+            ..FloatHistogram::default()
+        };
+        let r = QueryResult {
+            value: Value::Matrix(vec![Series {
+                labels: Labels::from_pairs([("__name__", "foo")]),
+                samples: vec![],
+                histograms: vec![HistogramSample {
+                    t: 1000,
+                    h: std::sync::Arc::new(h.clone()),
+                }],
+            }]),
+            warnings: vec![],
+            infos: vec![],
+        };
+        assert_eq!(
+            query_body(&r),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"foo"},"histograms":[[1,{"count":"10","sum":"20","buckets":[[1,"-1.6817928305074288","-1.414213562373095","1"],[1,"-1.414213562373095","-1.189207115002721","2"],[3,"-0.001","0.001","12"],[0,"1.414213562373095","1.6817928305074288","1"],[0,"1.6817928305074288","2","2"],[0,"2.378414230005442","2.82842712474619","2"],[0,"2.82842712474619","3.3635856610148576","1"],[0,"3.3635856610148576","4","1"]]}]]}]}}"#
+        );
+        // An instant vector element carries it as `histogram`.
+        let r = QueryResult {
+            value: Value::Vector(vec![VectorElem {
+                labels: Labels::empty(),
+                t: 1000,
+                v: 0.0,
+                h: Some(std::sync::Arc::new(h)),
+            }]),
+            warnings: vec![],
+            infos: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&query_body(&r)).expect("valid JSON");
+        assert_eq!(v["data"]["result"][0]["histogram"][1]["count"], "10");
+        assert!(v["data"]["result"][0].get("value").is_none());
+    }
+
     #[test]
     fn empty_results_are_lists() {
         for value in [Value::Vector(vec![]), Value::Matrix(vec![])] {

@@ -6,6 +6,7 @@
 //! [`FloatHistogram::from_int_spans`]). A bucket of count 0 may be present;
 //! comparisons and the wire ignore it, as Prometheus's do after `Compact(0)`.
 
+mod bounds_table;
 mod ops;
 
 use std::sync::Arc;
@@ -334,20 +335,17 @@ pub fn bound(index: i32, schema: i32, custom_values: &[f64]) -> f64 {
 /// with the last finite bucket ending at `f64::MAX` as Prometheus defines it.
 pub fn exponential_bound(index: i32, schema: i32) -> f64 {
     if schema < 0 {
-        let exp = i64::from(index) << (-schema);
+        let exp = i64::from(index) << (-schema).min(62);
         if exp == 1024 {
             return f64::MAX;
         }
         return ldexp(1.0, exp);
     }
+    let schema = schema.min(EXPONENTIAL_SCHEMA_MAX);
     let per = 1i64 << schema;
     let frac_idx = i64::from(index) & (per - 1);
-    // The fraction in [0.5, 1): 2^(frac_idx/2^schema - 1).
-    let frac = if frac_idx == 0 {
-        0.5
-    } else {
-        2f64.powf(frac_idx as f64 / per as f64 - 1.0)
-    };
+    // The fraction in [0.5, 1): Prometheus's exact table of 2^(frac_idx/2^schema - 1).
+    let frac = bounds_table::EXPONENTIAL_BOUNDS[schema as usize][frac_idx as usize];
     let exp = (i64::from(index) >> schema) + 1;
     if frac == 0.5 && exp == 1025 {
         return f64::MAX;

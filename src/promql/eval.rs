@@ -144,12 +144,13 @@ impl<'a> Evaluator<'a> {
                 let mut out = Vec::with_capacity(vs.len());
                 for s in vs {
                     let samples = to_samples(&s.vals)?;
-                    if !samples.is_empty() {
+                    let hists = subquery_histograms(&s.hists, inner);
+                    if !samples.is_empty() || !hists.is_empty() {
                         out.push(RSeries {
                             samples: Arc::new(samples),
                             labels: s.labels,
                             drop_name: s.drop_name,
-                            hists: Default::default(),
+                            hists: Arc::new(hists),
                         });
                     }
                 }
@@ -184,6 +185,32 @@ impl<'a> Evaluator<'a> {
             range_ms,
         }))
     }
+}
+
+/// The histogram points of a subquery's inner vector as samples. Their
+/// CounterReset/NotCounterReset hints become Unknown, as in Prometheus: the
+/// subquery may skip or repeat samples, so only detection can be trusted.
+fn subquery_histograms(
+    hists: &[Option<Arc<crate::model::histogram::FloatHistogram>>],
+    inner: Grid,
+) -> Vec<crate::model::histogram::HistogramSample> {
+    use crate::model::histogram::CounterResetHint;
+    hists
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let h = h.as_ref()?;
+            let h = match h.counter_reset_hint {
+                CounterResetHint::CounterReset | CounterResetHint::NotCounterReset => {
+                    let mut c = (**h).clone();
+                    c.counter_reset_hint = CounterResetHint::Unknown;
+                    Arc::new(c)
+                }
+                _ => Arc::clone(h),
+            };
+            Some(crate::model::histogram::HistogramSample { t: inner.ts(i), h })
+        })
+        .collect()
 }
 
 /// Samples and bytes a value holds: points of instant vectors, samples a

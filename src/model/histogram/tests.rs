@@ -100,7 +100,8 @@ fn exponential_bounds() {
     assert_eq!(exponential_bound(0, 0), 1.0);
     assert_eq!(exponential_bound(3, 0), 8.0);
     assert_eq!(exponential_bound(-2, 0), 0.25);
-    assert_eq!(exponential_bound(1, 3), 1.0905077326652577);
+    // Prometheus's table value for schema 3, index 1 (0.5452538663326288 · 2).
+    assert_eq!(exponential_bound(1, 3), 1.0905077326652576);
     assert_eq!(exponential_bound(1024, 0), f64::MAX);
     assert_eq!(exponential_bound(1025, 0), f64::INFINITY);
     assert_eq!(exponential_bound(256, -2), f64::MAX);

@@ -97,6 +97,14 @@ pub(crate) fn add_histogram_windows(
             match name {
                 "count_over_time" => o.vals[i] = Some((fw.len() + hw.len()) as f64),
                 "present_over_time" => o.vals[i] = Some(1.0),
+                "ts_of_last_over_time" => {
+                    let t = hw[hw.len() - 1].t.max(fw.last().map_or(i64::MIN, |f| f.t));
+                    o.vals[i] = Some(t as f64 / 1000.0);
+                }
+                "ts_of_first_over_time" => {
+                    let t = hw[0].t.min(fw.first().map_or(i64::MAX, |f| f.t));
+                    o.vals[i] = Some(t as f64 / 1000.0);
+                }
                 "resets" | "changes" => {
                     o.vals[i] = Some(super::hist_rate::count_transitions(
                         name == "resets",
@@ -141,4 +149,21 @@ pub(crate) fn add_histogram_windows(
     }
     out.retain(|s| !s.is_empty());
     Ok(())
+}
+
+/// For the functions over ranges that take floats only: notes each window
+/// that held both floats and histograms (the histograms are ignored).
+pub(crate) fn note_mixed_ranges(m: &RangeVec, ann: &mut Annotations) {
+    for s in m
+        .series
+        .iter()
+        .filter(|s| !s.hists.is_empty() && !s.samples.is_empty())
+    {
+        let mixed = m.windows.iter().any(|&(lo, hi)| {
+            !window(&s.hists, lo, hi).is_empty() && s.samples.iter().any(|p| p.t > lo && p.t <= hi)
+        });
+        if mixed {
+            ann.histogram_ignored_in_mixed_range(s.labels.metric_name().unwrap_or(""));
+        }
+    }
 }

@@ -126,7 +126,7 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, args: &Args) -> Result<
         r
     });
     let native = native::map_histograms(
-        &without_mixed(ev, &v, &out),
+        &without_mixed(ev, &v, &mut out),
         |step, h, l, ann| {
             Some(native::quantile(
                 q[step],
@@ -147,7 +147,7 @@ pub(crate) fn histogram_fraction(ev: &mut Evaluator<'_>, args: &Args) -> Result<
     let v = ev.eval_vector(arg(args, 2)?)?;
     let mut out = evaluate(ev, &v, |step, b, _| bucket_fraction(lo[step], hi[step], b));
     let native = native::map_histograms(
-        &without_mixed(ev, &v, &out),
+        &without_mixed(ev, &v, &mut out),
         |step, h, l, ann| {
             Some(native::fraction(
                 lo[step],
@@ -165,15 +165,20 @@ pub(crate) fn histogram_fraction(ev: &mut Evaluator<'_>, args: &Args) -> Result<
 
 /// The series of `v` holding native histograms, without the points where
 /// classic buckets of the same labels (a result in `classic`) exist too:
-/// those are warned about and left out, as Prometheus does.
-fn without_mixed(ev: &mut Evaluator<'_>, v: &[VSeries], classic: &[VSeries]) -> Vec<VSeries> {
+/// those are warned about and both left out, as Prometheus does.
+fn without_mixed(
+    ev: &mut Evaluator<'_>,
+    v: &[VSeries],
+    classic: &mut Vec<VSeries>,
+) -> Vec<VSeries> {
     let mut out = Vec::new();
     for s in v.iter().filter(|s| s.hists.iter().any(Option::is_some)) {
         let mut s = s.clone();
-        if let Some(c) = classic.iter().find(|c| c.labels == s.labels) {
+        if let Some(c) = classic.iter_mut().find(|c| c.labels == s.labels) {
             for (i, h) in s.hists.iter_mut().enumerate() {
                 if h.is_some() && c.vals.get(i).copied().flatten().is_some() {
                     *h = None;
+                    c.vals[i] = None;
                     ev.ann
                         .mixed_classic_native(s.labels.metric_name().unwrap_or(""));
                 }
@@ -181,6 +186,7 @@ fn without_mixed(ev: &mut Evaluator<'_>, v: &[VSeries], classic: &[VSeries]) -> 
         }
         out.push(s);
     }
+    classic.retain(|c| !c.is_empty());
     out
 }
 
