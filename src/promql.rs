@@ -237,6 +237,7 @@ impl Engine {
                 bounds,
                 lookback,
                 ann: &mut ann,
+                stats_only: false,
                 canceled: &canceled,
             }
             .eval(&expr)?;

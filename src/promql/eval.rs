@@ -28,6 +28,10 @@ pub(crate) struct Evaluator<'a> {
     pub ann: &'a mut Annotations,
     /// Set when the caller stopped waiting: evaluation ends at the next node.
     pub canceled: &'a AtomicBool,
+    /// Selectors read histograms as count and sum only, with counter resets
+    /// detected while reading (inside histogram_count/sum/avg, as
+    /// Prometheus's HistogramStatsIterator).
+    pub stats_only: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -125,6 +129,7 @@ impl<'a> Evaluator<'a> {
                 bounds: self.bounds,
                 lookback: self.lookback,
                 ann: &mut *self.ann,
+                stats_only: false,
                 canceled: self.canceled,
             };
             sub.eval(&sq.expr)?

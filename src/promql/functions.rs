@@ -288,7 +288,19 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, EngineError>
             hist_over_time::add_histogram_windows(name, &m, keep_name, &mut out, ev.ann)?;
             Val::Vector(out)
         }
-        Impl::Call(f) => f(ev, args)?,
+        Impl::Call(f) => {
+            // Inside histogram_count/sum/avg selectors read statistics
+            // only; histogram_quantile/fraction need whole histograms.
+            let outer = ev.stats_only;
+            ev.stats_only = match name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                "histogram_quantile" | "histogram_fraction" => false,
+                _ => outer,
+            };
+            let res = f(ev, args);
+            ev.stats_only = outer;
+            res?
+        }
     };
     Ok(if KEEPS_HISTOGRAMS.contains(&name) {
         res

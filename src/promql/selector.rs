@@ -1,5 +1,7 @@
 //! Instant and range vector selectors: lookback, staleness, offset and `@`.
 
+mod stats;
+
 use std::sync::Arc;
 
 use promql_parser::parser::{MatrixSelector, VectorSelector};
@@ -72,7 +74,13 @@ fn instant_series(
         meter::charge(cost.0, cost.1)?;
         meter::tick_by(times.len())?;
         let samples = &s.samples;
-        let hsamples = &s.histograms;
+        let stats_owned;
+        let hsamples: &[crate::model::histogram::HistogramSample] = if ev.stats_only {
+            stats_owned = stats::stats_histograms(&s.histograms);
+            &stats_owned
+        } else {
+            &s.histograms
+        };
         let mut vals = Vec::with_capacity(times.len());
         let mut hists = Vec::new();
         if !hsamples.is_empty() && !timestamps {
@@ -159,7 +167,14 @@ pub(crate) fn range(ev: &Evaluator<'_>, ms: &MatrixSelector) -> Val {
             } else {
                 Arc::clone(&s.samples)
             },
-            hists: if s.histograms.iter().any(|h| is_stale_nan(h.h.sum)) {
+            hists: if ev.stats_only {
+                Arc::new(
+                    stats::stats_histograms(&s.histograms)
+                        .into_iter()
+                        .filter(|h| !is_stale_nan(h.h.sum))
+                        .collect(),
+                )
+            } else if s.histograms.iter().any(|h| is_stale_nan(h.h.sum)) {
                 Arc::new(
                     s.histograms
                         .iter()
