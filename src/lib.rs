@@ -23,7 +23,6 @@
 //! - [`auth`], [`tls`]: client authentication, HTTPS, backends' TLS and credentials.
 //! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
 //! - [`recent`]: per-thread memos of recent long inputs (query text).
-//! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
 
 pub mod analyze;
 pub mod api;
@@ -37,7 +36,6 @@ pub mod promql;
 pub mod recent;
 pub mod reload;
 pub mod server;
-pub mod sim;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
