@@ -11,6 +11,7 @@
 //! newest points (`max_freshness`) are never stored.
 
 pub mod cells;
+pub mod error;
 pub mod flight;
 pub mod key;
 pub mod metrics;
@@ -25,9 +26,10 @@ use futures::future::{join_all, BoxFuture};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 
-use crate::api::{encode, ApiError, ErrorType, DEFAULT_QUERY_TIMEOUT};
 use crate::config::{CacheConfig, CacheStoreKind};
+use crate::model::time::DEFAULT_QUERY_TIMEOUT;
 use crate::promql::{Engine, EngineError, QueryOptions, QueryResult, Value};
+pub use error::CacheError;
 use flight::Flights;
 use key::Canonical;
 use metrics::CacheMetrics;
@@ -78,10 +80,10 @@ pub struct Answer {
 impl Answer {
     /// Encodes `r` as part of the current query: within its deadline, its
     /// memory budget and `limits.max_response_bytes`.
-    async fn of(r: QueryResult, status: CacheStatus) -> Result<Answer, ApiError> {
+    async fn of(r: QueryResult, status: CacheStatus) -> Result<Answer, CacheError> {
         let has_warnings = !r.warnings.is_empty();
         let body = crate::limits::meter::blocking("response encoding", move || {
-            encode::query_body_checked(&r)
+            crate::wire::query_body_checked(&r)
         })
         .await?;
         Ok(Answer {
@@ -207,16 +209,13 @@ const CANON_MEMO_BYTES: usize = 32 << 20;
 /// History kept per range key, in steps: as many points as one request may
 /// ask for, so panels over different windows of one query do not evict
 /// each other's extents.
-const RANGE_HISTORY_STEPS: i64 = crate::api::MAX_POINTS_PER_SERIES;
+const RANGE_HISTORY_STEPS: i64 = crate::model::time::MAX_POINTS_PER_SERIES;
 
 /// What a flight yields: the answer as its leader obtained it.
-type Flown = Result<Answer, ApiError>;
+type Flown = Result<Answer, CacheError>;
 
 fn flight_panicked() -> Flown {
-    Err(ApiError::new(
-        ErrorType::Internal,
-        "query evaluation ended unexpectedly",
-    ))
+    Err(CacheError::Ended)
 }
 
 /// The query cache. Cheap to clone; clones share everything.
@@ -321,7 +320,7 @@ impl QueryCache {
         opts: &QueryOptions,
         variant: &Variant,
         timeout: Duration,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, CacheError> {
         self.instant_as("instant", query, t_ms, opts, variant, timeout)
             .await
     }
@@ -334,7 +333,7 @@ impl QueryCache {
         opts: &QueryOptions,
         variant: &Variant,
         timeout: Duration,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, CacheError> {
         let inner = &self.inner;
         let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
         let Some(canon) = inner.canon.get(query) else {
@@ -394,7 +393,7 @@ impl QueryCache {
         opts: &QueryOptions,
         variant: &Variant,
         timeout: Duration,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, CacheError> {
         let inner = &self.inner;
         let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
         let canon = match inner.canon.get(query) {
@@ -430,10 +429,10 @@ impl QueryCache {
         timeout: Duration,
         flight: flight::Flight<Flown>,
         leader: bool,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, CacheError> {
         let mut answer = tokio::time::timeout(timeout, flight)
             .await
-            .map_err(|_| crate::api::timeout_error())??;
+            .map_err(|_| CacheError::Timeout)??;
         answer.status = match answer.status {
             CacheStatus::Hit => CacheStatus::Hit,
             s if leader => s,
@@ -482,7 +481,7 @@ impl QueryCache {
                     .instant_as("warm", q, now, opts, variant, DEFAULT_QUERY_TIMEOUT)
                     .await
                 {
-                    tracing::warn!(query = %q, error = %e.message, "warm query failed");
+                    tracing::warn!(query = %q, error = %e, "warm query failed");
                 }
             }
         });
@@ -516,10 +515,10 @@ impl Inner {
         &self,
         timeout: Duration,
         fut: BoxFuture<'_, Result<QueryResult, EngineError>>,
-    ) -> Result<QueryResult, ApiError> {
+    ) -> Result<QueryResult, CacheError> {
         match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(_) => Err(crate::api::timeout_error()),
+            Ok(r) => r.map_err(CacheError::from),
+            Err(_) => Err(CacheError::Timeout),
         }
     }
 

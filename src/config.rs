@@ -1,13 +1,18 @@
 //! The YAML configuration: its schema, defaults and validation.
 
 mod parse;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub(crate) use crate::model::time::de_duration;
+pub use crate::model::time::parse_prometheus_duration;
+pub use values::{grpc_authority, is_valid_label_name, validate_url};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -224,63 +229,6 @@ fn default_backend_max_response_bytes() -> usize {
     128 << 20
 }
 
-pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_prometheus_duration(&s)
-        .map(|ms| Duration::from_millis(ms as u64))
-        .map_err(serde::de::Error::custom)
-}
-
-/// Parses a Prometheus duration (`1h30m`, `250ms`, `2d`) into milliseconds.
-/// Units must fall in order `y w d h m s ms`, each at most once.
-pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let bad = || format!("not a valid duration string: {s:?}");
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if s == "0" {
-        return Ok(0);
-    }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    let mut last_unit: Option<usize> = None;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(bad());
-        }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
-        let ustart = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit = &s[ustart..i];
-        let idx = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if last_unit.is_some_and(|l| idx <= l) {
-            return Err(bad());
-        }
-        last_unit = Some(idx);
-        total = n
-            .checked_mul(UNITS[idx].1)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration out of range: {s:?}"))?;
-    }
-    Ok(total)
-}
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -417,7 +365,7 @@ impl Config {
                     format!("{at}.url: must not hold credentials (use basic_auth)"),
                 ),
                 _ if b.protocol == ReadProtocol::ThanosStore => {
-                    if let Err(e) = crate::source::thanos_store::validate_url(&b.url) {
+                    if let Err(e) = validate_url(&b.url) {
                         problems.push(format!("{at}.{e}"));
                     }
                 }
@@ -466,13 +414,6 @@ impl Config {
         }
         problems
     }
-}
-
-/// True for a legacy Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The query cache: instant queries on a time grid with single flight, range

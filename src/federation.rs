@@ -3,6 +3,7 @@
 
 pub mod dedup;
 pub mod health;
+pub mod observe;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -355,7 +356,7 @@ impl Federation {
         let answers = join_all(
             plans
                 .iter()
-                .map(|(b, s)| crate::limits::observe_select(&b.name, b.source.select(s))),
+                .map(|(b, s)| observe::observe_select(&b.name, b.source.select(s))),
         )
         .await;
 

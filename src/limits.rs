@@ -3,7 +3,7 @@
 //!
 //! A query runs inside [`Limits::run`]: it waits for a slot, then evaluates
 //! with a [`QueryContext`] in a task-local scope. The federation reports each
-//! backend answer to [`observe_select`], which records the backend's latency
+//! backend answer to `federation::observe::observe_select`, which records the backend's latency
 //! and charges the answer to the query's budget. Code that moves an
 //! evaluation to another task must carry the context with [`scope`]: the
 //! context holds the query's admission slot, deadline and budget, so work
@@ -14,8 +14,11 @@
 pub mod memory;
 pub mod meter;
 
+pub mod error;
 pub mod fetched;
 pub mod shares;
+
+pub use error::{AdmissionError, ChargeError, QueryFailure, QueryTextError};
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,8 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::{ApiError, ErrorType};
-use crate::source::{SelectOutput, SourceError};
+use crate::model::Series;
 
 /// Prometheus's message when a query would load more than `--query.max-samples`.
 pub const TOO_MANY_SAMPLES: &str =
@@ -51,7 +53,7 @@ pub struct LimitsConfig {
     /// may only shorten it (a Prometheus duration; default `2m`).
     #[serde(
         default = "default_query_timeout",
-        deserialize_with = "crate::config::de_duration"
+        deserialize_with = "crate::model::time::de_duration"
     )]
     pub query_timeout: Duration,
     /// Most queries (`/api/v1/query`, `/api/v1/query_range`) evaluated at
@@ -256,10 +258,10 @@ impl Limits {
 
     /// Refuses query text (parameter `param`) that is too long, nests too
     /// deep or chains too many operators, before anything parses it.
-    pub fn check_query_text(&self, param: &str, query: &str) -> Result<(), ApiError> {
+    pub fn check_query_text(&self, param: &str, query: &str) -> Result<(), QueryTextError> {
         let c = &self.config;
         if query.len() > c.max_query_length {
-            return Err(ApiError::invalid_param(
+            return Err(QueryTextError::new(
                 param,
                 format!(
                     "query is {} bytes long, more than the limit of {} bytes (limits.max_query_length)",
@@ -270,7 +272,7 @@ impl Limits {
         }
         let shape = QueryShape::remembered(query);
         if shape.depth > c.max_query_depth {
-            return Err(ApiError::invalid_param(
+            return Err(QueryTextError::new(
                 param,
                 format!(
                     "query nests {} levels deep, more than the limit of {} (limits.max_query_depth)",
@@ -279,7 +281,7 @@ impl Limits {
             ));
         }
         if shape.operators > c.max_query_operators {
-            return Err(ApiError::invalid_param(
+            return Err(QueryTextError::new(
                 param,
                 format!(
                     "query has {} operators, more than the limit of {} (limits.max_query_operators)",
@@ -295,7 +297,7 @@ impl Limits {
     async fn admit(
         &self,
         deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, ApiError> {
+    ) -> Result<OwnedSemaphorePermit, AdmissionError> {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return self.room_for(p, deadline).await;
         }
@@ -303,26 +305,17 @@ impl Limits {
         let _queued = Queued(&self.queued);
         if before >= self.config.max_queued_queries {
             crate::telemetry::query_refused("queue_full");
-            return Err(ApiError::new(
-                ErrorType::Unavailable,
-                format!(
-                    "too many queries: {} running and {} waiting (limits.max_concurrent_queries, limits.max_queued_queries); try again later",
-                    self.config.max_concurrent_queries, self.config.max_queued_queries
-                ),
-            ));
+            return Err(AdmissionError::QueueFull {
+                running: self.config.max_concurrent_queries,
+                waiting: self.config.max_queued_queries,
+            });
         }
         match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => self.room_for(p, deadline).await,
-            Ok(Err(_)) => Err(ApiError::new(
-                ErrorType::Unavailable,
-                "promfed is shutting down",
-            )),
+            Ok(Err(_)) => Err(AdmissionError::ShuttingDown),
             Err(_) => {
                 crate::telemetry::query_refused("queue_timeout");
-                Err(ApiError::new(
-                    ErrorType::Timeout,
-                    "query timed out in queue waiting for an evaluation slot",
-                ))
+                Err(AdmissionError::QueueTimeout)
             }
         }
     }
@@ -333,15 +326,12 @@ impl Limits {
         &self,
         p: OwnedSemaphorePermit,
         deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, ApiError> {
+    ) -> Result<OwnedSemaphorePermit, AdmissionError> {
         if self.memory.wait_for_room(deadline).await {
             return Ok(p);
         }
         crate::telemetry::query_refused("memory_timeout");
-        Err(ApiError::new(
-            ErrorType::Timeout,
-            "query timed out in queue waiting for memory (limits.max_memory_bytes)",
-        ))
+        Err(AdmissionError::MemoryTimeout)
     }
 
     /// Evaluates `fut` as one query of `kind` (`instant` or `range`): waits
@@ -349,13 +339,13 @@ impl Limits {
     /// time included), records metrics and the query log. The slot and the
     /// in-flight count belong to the query's context: work that carries the
     /// context on (a single flight) holds them until it ends.
-    pub async fn run<T>(
+    pub async fn run<T, E: From<AdmissionError> + QueryFailure>(
         &self,
         kind: &'static str,
         query: &str,
         timeout: Duration,
-        fut: impl Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let slot = self.admit(deadline).await?;
@@ -368,10 +358,7 @@ impl Limits {
         let evaluated = tokio::time::timeout_at(deadline, scope(ctx.clone(), fut)).await;
         let result = match evaluated {
             Ok(r) => r,
-            Err(_) => Err(ApiError::new(
-                ErrorType::Timeout,
-                "query timed out in expression evaluation",
-            )),
+            Err(_) => Err(AdmissionError::Deadline.into()),
         };
         crate::telemetry::query_done(&crate::telemetry::QueryRecord {
             kind,
@@ -380,7 +367,7 @@ impl Limits {
             samples: ctx.samples(),
             backends: ctx.backends(),
             cache: ctx.cache(),
-            error: result.as_ref().err().map(|e| e.kind.as_str()),
+            error: result.as_ref().err().map(|e| e.error_type()),
         });
         result
     }
@@ -647,33 +634,34 @@ impl QueryContext {
             .unwrap_or_default()
     }
 
-    /// Charges one backend's answer; an error when it breaks a limit.
-    fn charge(&self, backend: &str, out: &SelectOutput) -> Result<(), SourceError> {
+    /// Charges one backend's answer (`series`); an error when it breaks a
+    /// limit.
+    pub fn charge(&self, backend: &str, series: &[Series]) -> Result<(), ChargeError> {
         if let Ok(mut b) = self.backends.lock() {
             if !b.contains(backend) {
                 b.insert(backend.to_string());
             }
         }
-        let series = out.series.len() as u64;
+        let out = series;
+        let series = out.len() as u64;
         if series > self.max_series_per_backend {
-            return Err(SourceError::Limit(format!(
-                "backend {backend} returned {series} series for one selector, more than the limit of {} (limits.max_series_per_backend)",
-                self.max_series_per_backend
-            )));
+            return Err(ChargeError::SeriesPerBackend {
+                backend: backend.to_string(),
+                series,
+                limit: self.max_series_per_backend,
+            });
         }
         let samples = sample_count(out);
         let total = self.samples.fetch_add(samples, Ordering::AcqRel) + samples;
         if total > self.max_samples {
-            return Err(SourceError::Limit(TOO_MANY_SAMPLES.to_string()));
+            return Err(ChargeError::Samples);
         }
         // The fetched series stay in memory for the rest of the query.
         let bytes: u64 = out
-            .series
             .iter()
             .map(|s| meter::label_bytes(&s.labels) + s.samples.len() as u64 * meter::SAMPLE_BYTES)
             .sum();
-        self.take_bytes(bytes)
-            .map_err(|e| SourceError::Limit(e.to_string()))
+        self.take_bytes(bytes).map_err(ChargeError::Memory)
     }
 }
 
@@ -720,38 +708,15 @@ pub fn current() -> Option<Arc<QueryContext>> {
     QUERY.try_with(Arc::clone).ok()
 }
 
-fn sample_count(out: &SelectOutput) -> u64 {
-    out.series.iter().map(|s| s.samples.len() as u64).sum()
-}
-
-/// Awaits one backend's answer to a select: records its latency, outcome
-/// and samples, and charges it to the current query's budget (an answer
-/// over a limit becomes a [`SourceError::Limit`]).
-pub async fn observe_select(
-    backend: &str,
-    answer: impl Future<Output = Result<SelectOutput, SourceError>>,
-) -> Result<SelectOutput, SourceError> {
-    let started = Instant::now();
-    let mut answer = answer.await;
-    if let (Ok(out), Some(ctx)) = (&answer, current()) {
-        if let Err(e) = ctx.charge(backend, out) {
-            answer = Err(e);
-        }
-    }
-    crate::telemetry::backend_answer(
-        backend,
-        started.elapsed(),
-        match &answer {
-            Ok(out) => Ok(sample_count(out)),
-            Err(e) => Err(e),
-        },
-    );
-    answer
+/// Samples in `series`.
+pub fn sample_count(series: &[Series]) -> u64 {
+    series.iter().map(|s| s.samples.len() as u64).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ApiError, ErrorType};
     use crate::federation::{Backend, Federation, FederationOptions};
     use crate::model::Labels;
     use crate::promql::{EngineError, QueryResult};
@@ -973,16 +938,17 @@ mod tests {
     fn deep_and_long_queries_are_refused() {
         let l = Limits::default();
         let deep = format!("{}up{}", "sum(".repeat(200), ")".repeat(200));
-        let e = l.check_query_text("query", &deep).expect_err("too deep");
+        let e = ApiError::from(l.check_query_text("query", &deep).expect_err("too deep"));
         assert!(
             e.message.contains("limits.max_query_depth"),
             "{}",
             e.message
         );
         let chain = vec!["1"; 1500].join("+");
-        let e = l
-            .check_query_text("query", &chain)
-            .expect_err("too many operators");
+        let e = ApiError::from(
+            l.check_query_text("query", &chain)
+                .expect_err("too many operators"),
+        );
         assert!(
             e.message.contains("limits.max_query_operators"),
             "{}",

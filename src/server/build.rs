@@ -1,11 +1,8 @@
-//! Builds the whole service from a config and serves it.
-
-pub mod connections;
+//! Builds the whole service from a config: the backends, the federation,
+//! the cache and the router.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::cache::QueryCache;
@@ -26,7 +23,7 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
         .backends
         .iter()
         .map(|b| {
-            let (client, redactor) = crate::tls::backend_client(b)?;
+            let (client, redactor) = crate::source::client::backend_client(b)?;
             let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout)
                 .with_max_response_bytes(b.max_response_bytes);
             let source: Arc<dyn Source> = match b.protocol {
@@ -120,15 +117,4 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
         prober,
         warmer,
     })
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then drains the
-/// requests in flight. Over TLS when the config says so; no reloading (see
-/// [`crate::reload::serve`] for that).
-pub async fn serve(
-    cfg: &Config,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    crate::reload::serve(cfg.clone(), None, listener, shutdown).await
 }

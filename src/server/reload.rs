@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::build::{build, Service};
+use super::connections::{self, Registry};
 use crate::config::Config;
-use crate::server::connections::{self, Registry};
-use crate::server::{self, Service};
 use crate::tls::SharedTls;
 
 /// How often the config file is checked for changes, by default.
@@ -43,9 +43,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
+    let current: Current = Arc::new(RwLock::new(Arc::new(build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
-    let registry = crate::server::connections::Registry::new(&cfg.connections);
+    let registry = Registry::new(&cfg.connections);
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls
@@ -324,7 +324,7 @@ fn reload(path: &Path, reason: &str, running: &mut Running) {
                 (Some(t), Some(_)) => Some(crate::tls::server_config(t)?),
                 _ => None,
             };
-            server::build(&cfg).map(|svc| (cfg, svc, tls))
+            build(&cfg).map(|svc| (cfg, svc, tls))
         });
     match built {
         Err(e) => {

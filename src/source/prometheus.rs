@@ -115,7 +115,7 @@ impl PrometheusHttpSource {
         // buffer does not grow by doubling beyond it.
         let announced = resp.content_length().unwrap_or(0) as usize;
         let mut body: Vec<u8> = Vec::with_capacity(announced.min(max));
-        crate::limits::fetched::read_capped(
+        super::body::read_capped(
             &mut resp,
             max,
             |chunk| {
@@ -201,10 +201,10 @@ impl PrometheusHttpSource {
             .iter()
             .map(|m| ("match[]".to_string(), selector_text(m)))
             .collect();
-        if q.start_ms > crate::api::params::MIN_TIME_MS {
+        if q.start_ms > crate::model::time::MIN_TIME_MS {
             params.push(("start".into(), format_api_time(q.start_ms)));
         }
-        if q.end_ms < crate::api::params::MAX_TIME_MS {
+        if q.end_ms < crate::model::time::MAX_TIME_MS {
             params.push(("end".into(), format_api_time(q.end_ms)));
         }
         params

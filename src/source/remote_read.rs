@@ -262,7 +262,8 @@ impl RemoteReadSource {
                     if strict && body.len() + bytes.len() > limit {
                         return Err(BodyError::TooLarge(limit));
                     }
-                    crate::limits::fetched::charge(bytes.len()).map_err(BodyError::Source)?;
+                    crate::limits::fetched::charge(bytes.len())
+                        .map_err(|e| BodyError::Source(e.into()))?;
                     let take = bytes.len().min(limit - body.len());
                     if body.capacity() - body.len() < take {
                         let want = (body.len() + take).max(body.capacity() * 2).min(limit);

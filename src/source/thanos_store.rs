@@ -21,6 +21,7 @@ use super::{
     any_series_matcher, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
     SourceError, StoreInfo,
 };
+use crate::config::grpc_authority;
 use crate::model::{Labels, Sample, Series};
 
 const SERIES: &str = "/thanos.Store/Series";
@@ -254,7 +255,7 @@ impl ThanosStoreSource {
         let mut bytes: usize = 0;
         while let Some(frame) = stream.message().await.map_err(|s| status(SERIES, &s))? {
             let len = prost::Message::encoded_len(&frame);
-            crate::limits::fetched::charge(len).map_err(CallError::Budget)?;
+            crate::limits::fetched::charge(len).map_err(|e| CallError::Budget(e.into()))?;
             bytes = bytes.saturating_add(len);
             if bytes > self.options.max_response_bytes {
                 return Err(CallError::TooLarge {
@@ -435,32 +436,6 @@ impl Source for ThanosStoreSource {
 }
 
 /// `host:port` of a `grpc://host:port` URL.
-fn grpc_authority(url: &str) -> Result<String, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
-    if u.scheme() != "grpc" {
-        return Err(format!(
-            "url {url:?}: a StoreAPI address is grpc://host:port (TLS is set with `tls:`)"
-        ));
-    }
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("url {url:?} has no host"))?;
-    let port = u.port().ok_or_else(|| {
-        format!("url {url:?} has no port (the StoreAPI usually listens on 10901)")
-    })?;
-    if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
-        return Err(format!(
-            "url {url:?}: a StoreAPI address has no path or query"
-        ));
-    }
-    Ok(format!("{host}:{port}"))
-}
-
-/// Checks a `thanos_store` backend URL (for config validation).
-pub fn validate_url(url: &str) -> Result<(), String> {
-    grpc_authority(url).map(|_| ())
-}
-
 /// A connector that dials TCP and completes a TLS handshake (ALPN h2).
 fn tls_connector(
     cfg: Arc<rustls::ClientConfig>,
