@@ -1,10 +1,11 @@
 //! Serves the service: builds it from a config ([`build`]), serves HTTP on
-//! the connection threads and swaps in a new service on reload
-//! ([`reload`]), one connection at a time ([`connections`]).
+//! the connection threads ([`threads`]) one connection at a time
+//! ([`connections`]), and swaps in a new service on reload ([`reload`]).
 
 pub mod build;
 pub mod connections;
 pub mod reload;
+pub mod threads;
 
 use tokio::net::TcpListener;
 
