@@ -199,7 +199,7 @@ impl FloatHistogram {
         for b in self.negative.iter().rev() {
             out.push(clamp(BucketBounds {
                 lower: -self.bound(b.index),
-                upper: -self.bound(b.index - 1),
+                upper: -self.bound(b.index.saturating_sub(1)),
                 lower_inclusive: true,
                 upper_inclusive: false,
                 count: b.count,
@@ -224,7 +224,7 @@ impl FloatHistogram {
             lower: if self.uses_custom_buckets() && b.index == 0 {
                 f64::NEG_INFINITY
             } else {
-                self.bound(b.index - 1)
+                self.bound(b.index.saturating_sub(1))
             },
             upper: self.bound(b.index),
             lower_inclusive: false,
@@ -335,7 +335,7 @@ pub fn bound(index: i32, schema: i32, custom_values: &[f64]) -> f64 {
 /// with the last finite bucket ending at `f64::MAX` as Prometheus defines it.
 pub fn exponential_bound(index: i32, schema: i32) -> f64 {
     if schema < 0 {
-        let exp = i64::from(index) << (-schema).min(62);
+        let exp = i64::from(index) << schema.unsigned_abs().min(62);
         if exp == 1024 {
             return f64::MAX;
         }

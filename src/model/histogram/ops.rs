@@ -56,7 +56,8 @@ pub struct Combined {
 
 /// Index of bucket `idx` of `origin` schema in the smaller `target` schema.
 fn target_index(idx: i32, origin: i32, target: i32) -> i32 {
-    ((idx - 1) >> (origin - target)) + 1
+    // Shifts past 31 bits (invalid schemas) saturate instead of overflowing.
+    (idx.saturating_sub(1) >> origin.saturating_sub(target).clamp(0, 31)).saturating_add(1)
 }
 
 /// Buckets of `origin` schema merged into the smaller `target` schema.
@@ -303,7 +304,7 @@ impl FloatHistogram {
         'outer: loop {
             let mut count = self.zero_count;
             for b in &self.positive {
-                let (lower, upper) = (self.bound(b.index - 1), self.bound(b.index));
+                let (lower, upper) = (self.bound(b.index.saturating_sub(1)), self.bound(b.index));
                 if lower >= larger {
                     break;
                 }
@@ -316,7 +317,7 @@ impl FloatHistogram {
                 }
             }
             for b in &self.negative {
-                let (upper, lower) = (-self.bound(b.index - 1), -self.bound(b.index));
+                let (upper, lower) = (-self.bound(b.index.saturating_sub(1)), -self.bound(b.index));
                 if upper <= -larger {
                     break;
                 }
@@ -338,9 +339,9 @@ impl FloatHistogram {
         let zt = self.zero_threshold;
         let (schema, cv) = (self.schema, Arc::clone(&self.custom_values));
         self.positive
-            .retain(|b| bound(b.index - 1, schema, &cv) >= zt);
+            .retain(|b| bound(b.index.saturating_sub(1), schema, &cv) >= zt);
         self.negative
-            .retain(|b| -bound(b.index - 1, schema, &cv) <= -zt);
+            .retain(|b| -bound(b.index.saturating_sub(1), schema, &cv) <= -zt);
     }
 
     /// Widens the narrower zero bucket of the two to the wider one; returns

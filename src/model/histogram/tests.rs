@@ -162,3 +162,30 @@ fn mul_div_by_scalar() {
     h.div(0.0);
     assert!(h.positive.is_empty() && h.count.is_infinite());
 }
+
+#[test]
+fn hostile_schemas_and_indexes_do_not_panic() {
+    // Values a backend could send; validate() refuses them, but nothing may panic.
+    for schema in [i32::MIN, -100, -5, 9, 100, i32::MAX] {
+        for index in [i32::MIN, -1, 0, 1, i32::MAX] {
+            let _ = exponential_bound(index, schema.max(-5000));
+            let h = FloatHistogram {
+                schema,
+                count: 1.0,
+                positive: vec![Bucket { index, count: 1.0 }],
+                negative: vec![Bucket { index, count: 1.0 }],
+                ..FloatHistogram::default()
+            };
+            let _ = h.all_buckets();
+            let _ = h.validate();
+            let mut a = h.clone();
+            let mut b = h.clone();
+            b.schema = 0;
+            b.zero_threshold = 0.5;
+            let _ = a.add(&b);
+            let _ = b.sub(&h);
+            let _ = h.detect_reset(&b);
+            let _ = b.detect_reset(&h);
+        }
+    }
+}
