@@ -56,7 +56,7 @@ fn testdata_dir() -> PathBuf {
 }
 
 /// The fewest evals that pass today; a change that loses any fails.
-const MIN_PASSED: usize = 1611;
+const MIN_PASSED: usize = 1620;
 
 /// The data loaded so far in one file.
 #[derive(Default)]

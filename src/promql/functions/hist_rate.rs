@@ -105,7 +105,9 @@ fn histogram_rate(
         }
     }
     if counter {
-        let mut prev: &FloatHistogram = first;
+        // From the first histogram, or the empty one standing in for it
+        // when the second already reset.
+        let mut prev: &FloatHistogram = &prev;
         for p in &points[1..] {
             if p.h.detect_reset(prev) {
                 match h.add(prev) {
