@@ -29,6 +29,7 @@ impl Evaluate for Fixed {
                     labels: Labels::empty(),
                     t: t_ms,
                     v: 0.995,
+                    h: None,
                 }]),
                 warnings: vec![],
                 infos: vec![],

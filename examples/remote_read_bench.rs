@@ -163,7 +163,11 @@ async fn http_api_select(
                 v,
             });
         }
-        out.push(Series { labels, samples });
+        out.push(Series {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        });
     }
     Ok((out, body.len()))
 }

@@ -1,5 +1,6 @@
 //! The data every layer shares: label sets, samples and series.
 
+pub mod histogram;
 pub mod time;
 
 use std::fmt;
@@ -159,11 +160,14 @@ pub struct Sample {
     pub v: f64,
 }
 
-/// A series: its labels and its samples in time order.
+/// A series: its labels and its samples in time order. A series may hold
+/// float samples, native histogram samples, or both (never two at one
+/// timestamp); each list is in time order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<histogram::HistogramSample>,
 }
 
 #[cfg(test)]

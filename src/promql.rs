@@ -33,6 +33,7 @@ use std::sync::Arc;
 pub use promql_parser::parser::Expr;
 
 use crate::limits::meter::{self, CancelOnDrop, LimitError, Meter};
+use crate::model::histogram::HistogramSample;
 use crate::model::{Labels, Sample, Series};
 use crate::source::{Source, SourceError};
 use annotations::Annotations;
@@ -236,6 +237,7 @@ impl Engine {
                 bounds,
                 lookback,
                 ann: &mut ann,
+                stats_only: false,
                 canceled: &canceled,
             }
             .eval(&expr)?;
@@ -302,6 +304,7 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                 .enumerate()
                 .map(|(i, v)| Sample { t: grid.ts(i), v })
                 .collect(),
+            histograms: Vec::new(),
         }])),
         Val::String(s) if instant => Ok(Value::String { t, s }),
         Val::Vector(vs) => {
@@ -309,11 +312,14 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                 let mut out: Vec<VectorElem> = Vec::with_capacity(vs.len());
                 for s in vs {
                     meter::tick()?;
-                    if let Some(v) = s.vals.first().copied().flatten() {
+                    let h = s.hist(0).cloned();
+                    let v = s.vals.first().copied().flatten();
+                    if v.is_some() || h.is_some() {
                         out.push(VectorElem {
                             labels: final_labels(s.labels, s.drop_name),
                             t,
-                            v,
+                            v: v.unwrap_or(0.0),
+                            h,
                         });
                     }
                 }
@@ -333,6 +339,17 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                             .enumerate()
                             .filter_map(|(i, v)| v.map(|v| Sample { t: grid.ts(i), v }))
                             .collect(),
+                        histograms: s
+                            .hists
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, h)| {
+                                h.as_ref().map(|h| HistogramSample {
+                                    t: grid.ts(i),
+                                    h: Arc::clone(h),
+                                })
+                            })
+                            .collect(),
                         labels: final_labels(s.labels, s.drop_name),
                     });
                 }
@@ -350,10 +367,17 @@ fn finish(val: Val, grid: Grid, instant: bool) -> Result<Value, EngineError> {
                     .filter(|p| p.t > lo && p.t <= hi)
                     .copied()
                     .collect();
-                if !samples.is_empty() {
+                let histograms: Vec<HistogramSample> = s
+                    .hists
+                    .iter()
+                    .filter(|p| p.t > lo && p.t <= hi)
+                    .cloned()
+                    .collect();
+                if !samples.is_empty() || !histograms.is_empty() {
                     out.push(Series {
                         samples,
                         labels: final_labels(s.labels, s.drop_name),
+                        histograms,
                     });
                 }
             }

@@ -2,6 +2,8 @@
 //! for Prometheus's exact number formats. It sits below the cache, which
 //! stores these bytes, and above the engine whose results it encodes.
 
+mod histogram;
+
 use std::fmt::Write as _;
 
 use crate::limits::meter::{self, LimitError};
@@ -242,8 +244,16 @@ fn write_query_body(
                 }
                 out.push_str("{\"metric\":");
                 push_labels(out, &e.labels);
-                out.push_str(",\"value\":");
-                push_point(out, Sample { t: e.t, v: e.v });
+                match &e.h {
+                    Some(h) => {
+                        out.push_str(",\"histogram\":");
+                        histogram::push_histogram_point(out, e.t, h);
+                    }
+                    None => {
+                        out.push_str(",\"value\":");
+                        push_point(out, Sample { t: e.t, v: e.v });
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -257,15 +267,31 @@ fn write_query_body(
                 }
                 out.push_str("{\"metric\":");
                 push_labels(out, &s.labels);
-                out.push_str(",\"values\":[");
-                for (j, p) in s.samples.iter().enumerate() {
-                    body.item(out)?;
-                    if j > 0 {
-                        out.push(',');
+                // As Prometheus: `values` and `histograms` only when present
+                // (a series holds at least one of them).
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(",\"values\":[");
+                    for (j, p) in s.samples.iter().enumerate() {
+                        body.item(out)?;
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        push_point(out, *p);
                     }
-                    push_point(out, *p);
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(",\"histograms\":[");
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        body.item(out)?;
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        histogram::push_histogram_point(out, p.t, &p.h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -344,6 +370,7 @@ mod tests {
                                 v: 1.5,
                             })
                             .collect(),
+                        histograms: Vec::new(),
                     })
                     .collect(),
             ),
@@ -450,6 +477,7 @@ mod tests {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
                 t: 1_435_781_451_781,
                 v: 1.0,
+                h: None,
             }]),
             warnings: vec!["w".into()],
             infos: vec![],
@@ -460,6 +488,62 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&query_body(&r)).expect("valid JSON");
         assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    }
+
+    /// The expected body is Prometheus v3.8's own (web/api/v1/json_codec_test.go).
+    #[test]
+    fn histogram_matrix_as_prometheus() {
+        use crate::model::histogram::{FloatHistogram, HistogramSample, Span};
+        let spans = |s: &[(i32, u32)]| -> Vec<Span> {
+            s.iter()
+                .map(|&(offset, length)| Span { offset, length })
+                .collect()
+        };
+        let h = FloatHistogram {
+            schema: 2,
+            zero_threshold: 0.001,
+            zero_count: 12.0,
+            count: 10.0,
+            sum: 20.0,
+            positive: FloatHistogram::buckets_from_spans(
+                &spans(&[(3, 2), (1, 3)]),
+                &[1.0, 2.0, 2.0, 1.0, 1.0],
+            )
+            .expect("valid spans"),
+            negative: FloatHistogram::buckets_from_spans(&spans(&[(2, 2)]), &[2.0, 1.0])
+                .expect("valid spans"),
+            ..FloatHistogram::default()
+        };
+        let r = QueryResult {
+            value: Value::Matrix(vec![Series {
+                labels: Labels::from_pairs([("__name__", "foo")]),
+                samples: vec![],
+                histograms: vec![HistogramSample {
+                    t: 1000,
+                    h: std::sync::Arc::new(h.clone()),
+                }],
+            }]),
+            warnings: vec![],
+            infos: vec![],
+        };
+        assert_eq!(
+            query_body(&r),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"foo"},"histograms":[[1,{"count":"10","sum":"20","buckets":[[1,"-1.6817928305074288","-1.414213562373095","1"],[1,"-1.414213562373095","-1.189207115002721","2"],[3,"-0.001","0.001","12"],[0,"1.414213562373095","1.6817928305074288","1"],[0,"1.6817928305074288","2","2"],[0,"2.378414230005442","2.82842712474619","2"],[0,"2.82842712474619","3.3635856610148576","1"],[0,"3.3635856610148576","4","1"]]}]]}]}}"#
+        );
+        // An instant vector element carries it as `histogram`.
+        let r = QueryResult {
+            value: Value::Vector(vec![VectorElem {
+                labels: Labels::empty(),
+                t: 1000,
+                v: 0.0,
+                h: Some(std::sync::Arc::new(h)),
+            }]),
+            warnings: vec![],
+            infos: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&query_body(&r)).expect("valid JSON");
+        assert_eq!(v["data"]["result"][0]["histogram"][1]["count"], "10");
+        assert!(v["data"]["result"][0].get("value").is_none());
     }
 
     #[test]
@@ -487,6 +571,7 @@ mod tests {
                     },
                     Sample { t: 2000, v: 2.0 },
                 ],
+                histograms: Vec::new(),
             }]),
             warnings: vec![],
             infos: vec!["i".into()],

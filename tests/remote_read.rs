@@ -206,6 +206,7 @@ fn oracle() -> Vec<Series> {
         out.push(Series {
             labels: counter(instance, code),
             samples,
+            histograms: Vec::new(),
         });
     }
     let gauge = |site: &str| Labels::from_pairs([("__name__", "rr_temperature"), ("site", site)]);
@@ -232,6 +233,7 @@ fn oracle() -> Vec<Series> {
     out.push(Series {
         labels: gauge("x"),
         samples,
+        histograms: Vec::new(),
     });
     // A short series that only lives in the first ten minutes.
     out.push(Series {
@@ -242,6 +244,7 @@ fn oracle() -> Vec<Series> {
                 v: i as f64,
             })
             .collect(),
+        histograms: Vec::new(),
     });
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out
@@ -363,8 +366,11 @@ fn expected(series: &[Series], sel: &Select) -> Vec<Series> {
                 .filter(|p| (sel.start_ms..=sel.end_ms).contains(&p.t))
                 .copied()
                 .collect();
-            (matches_all(&labels, &sel.matchers) && !samples.is_empty())
-                .then_some(Series { labels, samples })
+            (matches_all(&labels, &sel.matchers) && !samples.is_empty()).then_some(Series {
+                labels,
+                samples,
+                histograms: Vec::new(),
+            })
         })
         .collect()
 }

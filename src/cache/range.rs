@@ -84,6 +84,7 @@ pub fn merge<'a>(pieces: impl IntoIterator<Item = &'a [Series]>, lo: i64, hi: i6
             Series {
                 labels: labels.clone(),
                 samples: out,
+                histograms: Vec::new(),
             }
         })
         .collect()
@@ -191,6 +192,7 @@ pub mod codec {
                 series.push(Series {
                     labels: Labels::from_pairs(pairs),
                     samples,
+                    histograms: Vec::new(),
                 });
             }
             extents.push(Extent { start, end, series });
@@ -252,6 +254,7 @@ mod tests {
                     .take_while(|t| *t <= end)
                     .map(|t| Sample { t, v: t as f64 })
                     .collect(),
+                histograms: Vec::new(),
             })
             .collect();
         Extent { start, end, series }

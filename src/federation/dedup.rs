@@ -33,7 +33,11 @@ pub fn dedup(series: Vec<Series>, replica_labels: &[String], counter_adjust: boo
             } else {
                 merge_replicas(&replicas, counter_adjust)
             };
-            Series { labels, samples }
+            Series {
+                labels,
+                samples,
+                histograms: Vec::new(),
+            }
         })
         .collect()
 }
@@ -134,6 +138,7 @@ mod tests {
         Series {
             labels: Labels::from_pairs([("__name__", "x"), ("replica", name)]),
             samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+            histograms: Vec::new(),
         }
     }
 

@@ -251,6 +251,7 @@ fn arb_series() -> impl Strategy<Value = Vec<Series>> {
                 Series {
                     labels: Labels::from_pairs([("id", id.to_string())]),
                     samples,
+                    histograms: Vec::new(),
                 }
             })
             .collect()

@@ -1,5 +1,7 @@
 //! Aggregation operators (sum, avg, count, topk, quantile, …) with by/without.
 
+mod hist;
+
 use std::collections::HashMap;
 
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
@@ -69,7 +71,9 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
     };
     if let Some(kind) = simple {
         let input = ev.eval_vector(&a.expr)?;
-        return Ok(Val::Vector(simple_agg(kind, &input, &grouping, n)?));
+        return Ok(Val::Vector(simple_agg(
+            kind, &op, &input, &grouping, n, ev.ann,
+        )?));
     }
     let param = a
         .param
@@ -86,7 +90,8 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
         }
         "quantile" => {
             let q = ev.eval_scalar(param)?;
-            let input = ev.eval_vector(&a.expr)?;
+            let mut input = ev.eval_vector(&a.expr)?;
+            hist::ignore_histograms(&mut input, "quantile", ev.ann);
             Ok(Val::Vector(quantile_agg(ev, &q, &input, &grouping, n)?))
         }
         "topk" | "bottomk" | "limitk" => {
@@ -94,7 +99,10 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Eng
             if k.iter().any(|k| k.is_nan()) {
                 return Err(EngineError::Execution("Parameter value is NaN".into()));
             }
-            let input = ev.eval_vector(&a.expr)?;
+            let mut input = ev.eval_vector(&a.expr)?;
+            if op != "limitk" {
+                hist::ignore_histograms(&mut input, &op, ev.ann);
+            }
             k_agg(&op, &k, input, &grouping, n).map(Val::Vector)
         }
         "limit_ratio" => {
@@ -163,9 +171,11 @@ fn charge_cells(cells: usize, bytes: usize) -> Result<(), EngineError> {
 
 fn simple_agg(
     kind: Kind,
+    op: &str,
     input: &[VSeries],
     g: &Grouping,
     n: usize,
+    ann: &mut super::annotations::Annotations,
 ) -> Result<Vec<VSeries>, EngineError> {
     let (ids, groups) = assign_groups(input, g)?;
     charge_cells(groups.len() * n, std::mem::size_of::<Acc>())?;
@@ -178,17 +188,45 @@ fn simple_agg(
                 add(kind, a, v);
             }
         }
+        if matches!(kind, Kind::Count | Kind::Group) {
+            // Histograms count as elements.
+            for (a, h) in row.iter_mut().zip(&s.hists) {
+                if h.is_some() {
+                    add(kind, a, 1.0);
+                }
+            }
+        }
     }
+    let mut hists = hist::aggregate(kind, op, input, &ids, groups.len(), n, ann);
     Ok(groups
         .into_iter()
         .enumerate()
-        .map(|(gi, (labels, drop_name))| VSeries {
-            labels,
-            drop_name,
-            vals: acc[gi * n..(gi + 1) * n]
+        .map(|(gi, (labels, drop_name))| {
+            let mut vals: Vec<Option<f64>> = acc[gi * n..(gi + 1) * n]
                 .iter()
                 .map(|a| finish(kind, a))
-                .collect(),
+                .collect();
+            let mut hs = Vec::new();
+            if let Some(all) = hists.as_mut() {
+                hs = all[gi * n..(gi + 1) * n]
+                    .iter_mut()
+                    .map(Option::take)
+                    .collect();
+                for (v, h) in vals.iter_mut().zip(hs.iter_mut()) {
+                    if v.is_some() && h.is_some() {
+                        // Floats and histograms in one group: no result.
+                        ann.mixed_floats_histograms_agg();
+                        *v = None;
+                        *h = None;
+                    }
+                }
+            }
+            VSeries {
+                labels,
+                drop_name,
+                vals,
+                hists: hs,
+            }
         })
         .filter(|s| !s.is_empty())
         .collect())
@@ -304,6 +342,7 @@ fn quantile_agg(
                     (!vs.is_empty()).then(|| quantile_of(q[step], vs))
                 })
                 .collect(),
+            hists: Vec::new(),
         })
         .filter(|s| !s.is_empty())
         .collect())
@@ -359,6 +398,7 @@ fn count_values(
                         labels,
                         drop_name: false,
                         vals: vec![None; n],
+                        hists: Vec::new(),
                     });
                     out.len() - 1
                 }
@@ -402,7 +442,7 @@ fn k_agg(
             let mut present: Vec<usize> = m
                 .iter()
                 .copied()
-                .filter(|&i| input[i].vals[step].is_some())
+                .filter(|&i| input[i].vals[step].is_some() || input[i].hist(step).is_some())
                 .collect();
             let val = |i: usize| input[i].vals[step].unwrap_or(f64::NAN);
             match op {
@@ -423,9 +463,12 @@ fn k_agg(
     let mut out = Vec::new();
     let mut emit = |i: usize, input: &mut Vec<Option<VSeries>>| {
         if let Some(mut s) = input[i].take() {
-            for (v, &k) in s.vals.iter_mut().zip(&keep[i]) {
+            for (step, (v, &k)) in s.vals.iter_mut().zip(&keep[i]).enumerate() {
                 if !k {
                     *v = None;
+                    if let Some(h) = s.hists.get_mut(step) {
+                        *h = None;
+                    }
                 }
             }
             if !s.is_empty() {
@@ -469,10 +512,13 @@ fn limit_ratio(r: &[f64], mut input: Vec<VSeries>) -> Result<Vec<VSeries>, Engin
     for s in &mut input {
         meter::tick_by(s.vals.len())?;
         let offset = super::hash::labels_hash(&s.labels) as f64 / u64::MAX as f64;
-        for (v, &ratio) in s.vals.iter_mut().zip(r) {
+        for (step, (v, &ratio)) in s.vals.iter_mut().zip(r).enumerate() {
             let add = (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio);
             if !add {
                 *v = None;
+                if let Some(h) = s.hists.get_mut(step) {
+                    *h = None;
+                }
             }
         }
     }

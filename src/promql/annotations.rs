@@ -1,5 +1,9 @@
 //! Annotations (warnings and infos) worded as Prometheus words them.
 
+mod histogram;
+
+pub(crate) use histogram::HistOp;
+
 /// Warnings and infos collected while evaluating one query, without duplicates.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Annotations {

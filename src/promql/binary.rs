@@ -1,15 +1,19 @@
 //! Binary operators: arithmetic, comparison and set operators, with vector matching.
 
+mod hist;
+
 use std::collections::HashMap;
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use super::annotations::Annotations;
 use super::eval::{merge_same_labels, type_error, Evaluator, DUPLICATE_LABELSET};
 use super::labelset::Grouping;
 use super::steps::{VSeries, Val};
 use super::EngineError;
 use crate::limits::meter;
 use crate::model::Labels;
+use hist::Elem;
 
 /// A binary operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,12 +109,22 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Engine
                 })
                 .collect(),
         )),
-        (Val::Vector(v), Val::Scalar(s)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool)))
-        }
-        (Val::Scalar(s), Val::Vector(v)) => {
-            Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool)))
-        }
+        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            false,
+            return_bool,
+            ev.ann,
+        ))),
+        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            true,
+            return_bool,
+            ev.ann,
+        ))),
         (Val::Vector(l), Val::Vector(r)) => {
             let grouping = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
                 Some(LabelModifier::Include(ls)) => Grouping::new(true, &ls.labels),
@@ -135,7 +149,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Engine
                     &grouping,
                     &card,
                     return_bool,
-                    n,
+                    ev,
                 )?)),
             }
         }
@@ -156,9 +170,28 @@ fn vector_scalar(
     s: &[f64],
     swap: bool,
     return_bool: bool,
+    ann: &mut Annotations,
 ) -> Vec<VSeries> {
     let drop = !op.is_comparison() || return_bool;
     for series in &mut v {
+        for (i, hp) in series.hists.iter_mut().enumerate() {
+            let Some(h) = hp.take() else { continue };
+            let sv = Elem::F(s[i]);
+            let hv = Elem::H(h);
+            let (l, r) = if swap { (&sv, &hv) } else { (&hv, &sv) };
+            let Some((res, keep)) = hist::apply(op, l, r, ann) else {
+                continue;
+            };
+            let res = if op.is_comparison() && swap { hv } else { res };
+            if return_bool {
+                series.vals[i] = Some(if keep { 1.0 } else { 0.0 });
+            } else if keep {
+                match res {
+                    Elem::H(h) => *hp = Some(h),
+                    Elem::F(f) => series.vals[i] = Some(f),
+                }
+            }
+        }
         for (x, &sv) in series.vals.iter_mut().zip(s) {
             let Some(xv) = *x else { continue };
             let (l, r) = if swap { (sv, xv) } else { (xv, sv) };
@@ -187,8 +220,8 @@ fn presence<'a>(side: &'a [VSeries], keys: &'a [String], n: usize) -> HashMap<&'
     let mut m: HashMap<&str, Vec<bool>> = HashMap::new();
     for (s, k) in side.iter().zip(keys) {
         let p = m.entry(k.as_str()).or_insert_with(|| vec![false; n]);
-        for (dst, v) in p.iter_mut().zip(&s.vals) {
-            *dst |= v.is_some();
+        for (i, (dst, v)) in p.iter_mut().zip(&s.vals).enumerate() {
+            *dst |= v.is_some() || s.hist(i).is_some();
         }
     }
     m
@@ -205,6 +238,9 @@ fn and_unless(is_and: bool, mut l: Vec<VSeries>, r: &[VSeries], g: &Grouping) ->
             let present = p.is_some_and(|p| p[i]);
             if present != is_and {
                 *v = None;
+                if let Some(h) = s.hists.get_mut(i) {
+                    *h = None;
+                }
             }
         }
     }
@@ -218,9 +254,12 @@ fn or(l: Vec<VSeries>, mut r: Vec<VSeries>, g: &Grouping, n: usize) -> Vec<VSeri
     for s in &mut r {
         let key = g.key(&s.labels);
         if let Some(p) = lp.get(key.as_str()) {
-            for (v, &present) in s.vals.iter_mut().zip(p) {
+            for (i, (v, &present)) in s.vals.iter_mut().zip(p).enumerate() {
                 if present {
                     *v = None;
+                    if let Some(h) = s.hists.get_mut(i) {
+                        *h = None;
+                    }
                 }
             }
         }
@@ -237,8 +276,10 @@ fn vector_vector(
     g: &Grouping,
     card: &VectorMatchCardinality,
     return_bool: bool,
-    n: usize,
+    ev: &mut Evaluator<'_>,
 ) -> Result<Vec<VSeries>, EngineError> {
+    let n = ev.grid.len();
+    let ann = &mut *ev.ann;
     let (swapped, include) = match card {
         VectorMatchCardinality::OneToMany(ls) => (true, Some(&ls.labels)),
         VectorMatchCardinality::ManyToOne(ls) => (false, Some(&ls.labels)),
@@ -269,7 +310,9 @@ fn vector_vector(
     // The "one" side must be unique per match key at every step.
     for idxs in members.iter().filter(|g| g.len() > 1) {
         for step in 0..n {
-            let mut present = idxs.iter().filter(|&&j| one[j].vals[step].is_some());
+            let mut present = idxs
+                .iter()
+                .filter(|&&j| one[j].vals[step].is_some() || one[j].hist(step).is_some());
             if let (Some(&a), Some(&b)) = (present.next(), present.next()) {
                 let side = if swapped { "left" } else { "right" };
                 return Err(EngineError::Execution(format!(
@@ -300,23 +343,49 @@ fn vector_vector(
             meter::charge(cost.0, cost.1)?;
             meter::tick_by(n)?;
             let mut vals: Vec<Option<f64>> = vec![None; n];
+            let mut hists: Vec<Option<std::sync::Arc<crate::model::histogram::FloatHistogram>>> =
+                Vec::new();
             let mut any = false;
             for step in 0..n {
-                let (Some(lv), Some(rv)) = (ls.vals[step], rs.vals[step]) else {
-                    continue;
-                };
-                let (fl, fr) = if swapped { (rv, lv) } else { (lv, rv) };
-                let (v, keep) = op.apply(fl, fr);
-                let v = if return_bool {
-                    if keep {
-                        1.0
+                let lh = ls.hist(step);
+                let rh = rs.hist(step);
+                let (v, h) = if lh.is_none() && rh.is_none() {
+                    let (Some(lv), Some(rv)) = (ls.vals[step], rs.vals[step]) else {
+                        continue;
+                    };
+                    let (fl, fr) = if swapped { (rv, lv) } else { (lv, rv) };
+                    let (v, keep) = op.apply(fl, fr);
+                    if return_bool {
+                        (if keep { 1.0 } else { 0.0 }, None)
+                    } else if keep {
+                        (v, None)
                     } else {
-                        0.0
+                        continue;
                     }
-                } else if keep {
-                    v
                 } else {
-                    continue;
+                    let elem = |f: Option<f64>, h: Option<&std::sync::Arc<_>>| match (f, h) {
+                        (_, Some(h)) => Some(Elem::H(std::sync::Arc::clone(h))),
+                        (Some(f), None) => Some(Elem::F(f)),
+                        (None, None) => None,
+                    };
+                    let (Some(le), Some(re)) = (elem(ls.vals[step], lh), elem(rs.vals[step], rh))
+                    else {
+                        continue;
+                    };
+                    let (el, er) = if swapped { (re, le) } else { (le, re) };
+                    let Some((res, keep)) = hist::apply(op, &el, &er, ann) else {
+                        continue;
+                    };
+                    if return_bool {
+                        (if keep { 1.0 } else { 0.0 }, None)
+                    } else if !keep {
+                        continue;
+                    } else {
+                        match res {
+                            Elem::H(h) => (0.0, Some(h)),
+                            Elem::F(f) => (f, None),
+                        }
+                    }
                 };
                 if track {
                     let m = &mut matched[gi];
@@ -327,7 +396,15 @@ fn vector_vector(
                     }
                     m[step] = true;
                 }
-                vals[step] = Some(v);
+                match h {
+                    Some(h) => {
+                        if hists.is_empty() {
+                            hists = vec![None; n];
+                        }
+                        hists[step] = Some(h);
+                    }
+                    None => vals[step] = Some(v),
+                }
                 any = true;
             }
             if !any {
@@ -345,6 +422,7 @@ fn vector_vector(
                             labels,
                             drop_name,
                             vals,
+                            hists,
                         },
                         i,
                     ));
@@ -352,9 +430,19 @@ fn vector_vector(
                 Some(&o) => {
                     let (existing, from) = &mut out[o];
                     let same_key = mkeys[*from] == mkeys[i];
-                    for (dst, src) in existing.vals.iter_mut().zip(vals) {
+                    if !hists.is_empty() && existing.hists.is_empty() {
+                        existing.hists = vec![None; n];
+                    }
+                    for (step, h) in hists.into_iter().enumerate() {
+                        let Some(h) = h else { continue };
+                        if existing.vals[step].is_some() || existing.hists[step].is_some() {
+                            return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                        }
+                        existing.hists[step] = Some(h);
+                    }
+                    for (step, (dst, src)) in existing.vals.iter_mut().zip(vals).enumerate() {
                         let Some(v) = src else { continue };
-                        if dst.is_some() {
+                        if dst.is_some() || existing.hists.get(step).is_some_and(Option::is_some) {
                             return Err(EngineError::Execution(if same_key && !one_to_one {
                                 "multiple matches for labels: grouping labels must ensure unique matches".into()
                             } else {

@@ -28,6 +28,10 @@ pub(crate) struct Evaluator<'a> {
     pub ann: &'a mut Annotations,
     /// Set when the caller stopped waiting: evaluation ends at the next node.
     pub canceled: &'a AtomicBool,
+    /// Selectors read histograms as count and sum only, with counter resets
+    /// detected while reading (inside histogram_count/sum/avg, as
+    /// Prometheus's HistogramStatsIterator).
+    pub stats_only: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -58,6 +62,11 @@ impl<'a> Evaluator<'a> {
                         s.drop_name = true;
                         for v in s.vals.iter_mut().flatten() {
                             *v = -*v;
+                        }
+                        for h in s.hists.iter_mut().flatten() {
+                            let mut n = (**h).clone();
+                            n.mul(-1.0);
+                            *h = Arc::new(n);
                         }
                     }
                     Ok(Val::Vector(vs))
@@ -120,6 +129,7 @@ impl<'a> Evaluator<'a> {
                 bounds: self.bounds,
                 lookback: self.lookback,
                 ann: &mut *self.ann,
+                stats_only: false,
                 canceled: self.canceled,
             };
             sub.eval(&sq.expr)?
@@ -139,11 +149,13 @@ impl<'a> Evaluator<'a> {
                 let mut out = Vec::with_capacity(vs.len());
                 for s in vs {
                     let samples = to_samples(&s.vals)?;
-                    if !samples.is_empty() {
+                    let hists = subquery_histograms(&s.hists, inner);
+                    if !samples.is_empty() || !hists.is_empty() {
                         out.push(RSeries {
                             samples: Arc::new(samples),
                             labels: s.labels,
                             drop_name: s.drop_name,
+                            hists: Arc::new(hists),
                         });
                     }
                 }
@@ -158,6 +170,7 @@ impl<'a> Evaluator<'a> {
                         .map(|(i, &v)| Sample { t: inner.ts(i), v })
                         .collect(),
                 ),
+                hists: Default::default(),
             }],
             other => return Err(type_error("instant vector", &other)),
         };
@@ -177,6 +190,32 @@ impl<'a> Evaluator<'a> {
             range_ms,
         }))
     }
+}
+
+/// The histogram points of a subquery's inner vector as samples. Their
+/// CounterReset/NotCounterReset hints become Unknown, as in Prometheus: the
+/// subquery may skip or repeat samples, so only detection can be trusted.
+fn subquery_histograms(
+    hists: &[Option<Arc<crate::model::histogram::FloatHistogram>>],
+    inner: Grid,
+) -> Vec<crate::model::histogram::HistogramSample> {
+    use crate::model::histogram::CounterResetHint;
+    hists
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let h = h.as_ref()?;
+            let h = match h.counter_reset_hint {
+                CounterResetHint::CounterReset | CounterResetHint::NotCounterReset => {
+                    let mut c = (**h).clone();
+                    c.counter_reset_hint = CounterResetHint::Unknown;
+                    Arc::new(c)
+                }
+                _ => Arc::clone(h),
+            };
+            Some(crate::model::histogram::HistogramSample { t: inner.ts(i), h })
+        })
+        .collect()
 }
 
 /// Samples and bytes a value holds: points of instant vectors, samples a

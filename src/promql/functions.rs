@@ -1,10 +1,13 @@
 //! PromQL functions: the one table from a function's name to its
 //! implementation, and the helpers the families share.
 
+mod hist_over_time;
+mod hist_rate;
 mod histogram;
 mod info;
 mod labels;
 mod math;
+mod native;
 mod over_time;
 mod rate;
 mod time;
@@ -256,11 +259,11 @@ static FUNCTIONS: &[(&str, Impl)] = &[
         "histogram_fraction",
         Impl::Call(histogram::histogram_fraction),
     ),
-    ("histogram_count", Impl::Call(histogram::native_only)),
-    ("histogram_sum", Impl::Call(histogram::native_only)),
-    ("histogram_avg", Impl::Call(histogram::native_only)),
-    ("histogram_stddev", Impl::Call(histogram::native_only)),
-    ("histogram_stdvar", Impl::Call(histogram::native_only)),
+    ("histogram_count", Impl::Call(native::histogram_count)),
+    ("histogram_sum", Impl::Call(native::histogram_sum)),
+    ("histogram_avg", Impl::Call(native::histogram_avg)),
+    ("histogram_stddev", Impl::Call(native::histogram_stddev)),
+    ("histogram_stdvar", Impl::Call(native::histogram_stdvar)),
 ];
 
 /// Looks a function up in the table.
@@ -274,16 +277,70 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, EngineError>
     let imp = lookup(name)
         .ok_or_else(|| EngineError::Execution(format!("function {name:?} is not supported")))?;
     let args = &c.args.args[..];
-    match imp {
+    let res = match imp {
         Impl::Map(f) => {
             let v = ev.eval_vector(arg(args, 0)?)?;
-            Ok(Val::Vector(map_values(v, |_, x| Some(f(x)))))
+            Val::Vector(map_values(v, |_, x| Some(f(x))))
         }
         Impl::Window { f, keep_name } => {
             let m = ev.eval_matrix(arg(args, 0)?)?;
-            Ok(Val::Vector(map_windows(&m, keep_name, |_, s, w| f(s, w))?))
+            let mut out = map_windows(&m, keep_name, |_, s, w| f(s, w))?;
+            hist_over_time::add_histogram_windows(name, &m, keep_name, &mut out, ev.ann)?;
+            Val::Vector(out)
         }
-        Impl::Call(f) => f(ev, args),
+        Impl::Call(f) => {
+            // Inside histogram_count/sum/avg selectors read statistics
+            // only; histogram_quantile/fraction need whole histograms.
+            let outer = ev.stats_only;
+            ev.stats_only = match name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                "histogram_quantile" | "histogram_fraction" => false,
+                _ => outer,
+            };
+            let res = f(ev, args);
+            ev.stats_only = outer;
+            res?
+        }
+    };
+    Ok(if KEEPS_HISTOGRAMS.contains(&name) {
+        res
+    } else {
+        without_histograms(res)
+    })
+}
+
+/// Functions whose result may hold native histograms; every other
+/// function drops histogram points (Prometheus skips them).
+const KEEPS_HISTOGRAMS: &[&str] = &[
+    "label_replace",
+    "label_join",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "info",
+    "last_over_time",
+    "first_over_time",
+    "sum_over_time",
+    "avg_over_time",
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+];
+
+/// A value without its histogram points (series left empty are dropped).
+fn without_histograms(v: Val) -> Val {
+    match v {
+        Val::Vector(mut vs) => {
+            if vs.iter().any(|s| !s.hists.is_empty()) {
+                for s in &mut vs {
+                    s.hists = Vec::new();
+                }
+                vs.retain(|s| !s.is_empty());
+            }
+            Val::Vector(vs)
+        }
+        other => other,
     }
 }
 
@@ -349,6 +406,7 @@ pub(crate) fn map_windows(
                 labels: s.labels.clone(),
                 drop_name: s.drop_name || !keep_name,
                 vals,
+                hists: Vec::new(),
             });
         } else {
             meter::release(cost.0, cost.1);

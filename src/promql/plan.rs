@@ -256,6 +256,8 @@ pub(crate) fn matcher_sets_with_default(
 pub(crate) struct FetchedSeries {
     pub labels: Labels,
     pub samples: Arc<Vec<Sample>>,
+    /// Native histogram samples in time order.
+    pub histograms: Arc<Vec<crate::model::histogram::HistogramSample>>,
     /// Whether any sample is a staleness marker.
     pub has_stale: bool,
 }
@@ -389,6 +391,7 @@ pub(crate) async fn fetch(
                     has_stale: s.samples.iter().any(|p| is_stale_nan(p.v)),
                     labels: s.labels,
                     samples: Arc::new(s.samples),
+                    histograms: Arc::new(s.histograms),
                 })
                 .collect()
         })

@@ -1,5 +1,7 @@
 //! Instant and range vector selectors: lookback, staleness, offset and `@`.
 
+mod stats;
+
 use std::sync::Arc;
 
 use promql_parser::parser::{MatrixSelector, VectorSelector};
@@ -72,32 +74,65 @@ fn instant_series(
         meter::charge(cost.0, cost.1)?;
         meter::tick_by(times.len())?;
         let samples = &s.samples;
+        let stats_owned;
+        let hsamples: &[crate::model::histogram::HistogramSample] = if ev.stats_only {
+            stats_owned = stats::stats_histograms(&s.histograms);
+            &stats_owned
+        } else {
+            &s.histograms
+        };
         let mut vals = Vec::with_capacity(times.len());
+        let mut hists = Vec::new();
+        if !hsamples.is_empty() && !timestamps {
+            hists.reserve(times.len());
+        }
         let mut any = false;
         let mut idx = 0usize; // number of samples with t <= current time
+        let mut hidx = 0usize; // number of histogram samples with t <= current time
         let mut prev_t = i64::MIN;
         for &t in &times {
             if t < prev_t {
                 idx = 0;
+                hidx = 0;
             }
             prev_t = t;
             while idx < samples.len() && samples[idx].t <= t {
                 idx += 1;
             }
-            let v = match idx.checked_sub(1).map(|i| samples[i]) {
-                Some(p) if p.t > t - lookback && !is_stale_nan(p.v) => {
-                    any = true;
-                    Some(if timestamps { p.t as f64 / 1000.0 } else { p.v })
+            while hidx < hsamples.len() && hsamples[hidx].t <= t {
+                hidx += 1;
+            }
+            let f = idx.checked_sub(1).map(|i| samples[i]);
+            let h = hidx.checked_sub(1).map(|i| &hsamples[i]);
+            // The newer of the float and the histogram sample counts.
+            let (v, hv) = match (f, h) {
+                (_, Some(h)) if h.t > t - lookback && f.is_none_or(|f| f.t < h.t) => {
+                    if is_stale_nan(h.h.sum) {
+                        (None, None)
+                    } else if timestamps {
+                        (Some(h.t as f64 / 1000.0), None)
+                    } else {
+                        (None, Some(Arc::clone(&h.h)))
+                    }
                 }
-                _ => None,
+                (Some(p), _) if p.t > t - lookback && !is_stale_nan(p.v) => (
+                    Some(if timestamps { p.t as f64 / 1000.0 } else { p.v }),
+                    None,
+                ),
+                _ => (None, None),
             };
+            any |= v.is_some() || hv.is_some();
             vals.push(v);
+            if !hsamples.is_empty() && !timestamps {
+                hists.push(hv);
+            }
         }
         if any {
             out.push(VSeries {
                 labels: s.labels.clone(),
                 drop_name: false,
                 vals,
+                hists,
             });
         } else {
             meter::release(cost.0, cost.1);
@@ -132,8 +167,26 @@ pub(crate) fn range(ev: &Evaluator<'_>, ms: &MatrixSelector) -> Val {
             } else {
                 Arc::clone(&s.samples)
             },
+            hists: if ev.stats_only {
+                Arc::new(
+                    stats::stats_histograms(&s.histograms)
+                        .into_iter()
+                        .filter(|h| !is_stale_nan(h.h.sum))
+                        .collect(),
+                )
+            } else if s.histograms.iter().any(|h| is_stale_nan(h.h.sum)) {
+                Arc::new(
+                    s.histograms
+                        .iter()
+                        .filter(|h| !is_stale_nan(h.h.sum))
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                Arc::clone(&s.histograms)
+            },
         })
-        .filter(|s| !s.samples.is_empty())
+        .filter(|s| !s.samples.is_empty() || !s.hists.is_empty())
         .collect();
     Val::Matrix(RangeVec {
         series,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::limits::meter::{self, LimitError};
+use crate::model::histogram::{FloatHistogram, HistogramSample};
 use crate::model::{Labels, Sample};
 
 /// The evaluation grid: timestamps `start, start+step, …, end` (ms).
@@ -43,11 +44,19 @@ pub(crate) struct VSeries {
     pub drop_name: bool,
     /// One value per step; `None` where the series has no point.
     pub vals: Vec<Option<f64>>,
+    /// Native histogram points: empty when the series has none, else one
+    /// entry per step. A step holds a float or a histogram, never both.
+    pub hists: Vec<Option<Arc<FloatHistogram>>>,
 }
 
 impl VSeries {
     pub fn is_empty(&self) -> bool {
-        self.vals.iter().all(Option::is_none)
+        self.vals.iter().all(Option::is_none) && self.hists.iter().all(Option::is_none)
+    }
+
+    /// The histogram at step `i`, if that step holds one.
+    pub fn hist(&self, i: usize) -> Option<&Arc<FloatHistogram>> {
+        self.hists.get(i).and_then(Option::as_ref)
     }
 }
 
@@ -58,6 +67,8 @@ pub(crate) struct RSeries {
     pub drop_name: bool,
     /// Shared with the fetched data when no staleness marker had to be dropped.
     pub samples: Arc<Vec<Sample>>,
+    /// Native histogram samples, in time order (shared with the fetched data).
+    pub hists: Arc<Vec<HistogramSample>>,
 }
 
 /// A range vector over all steps: the series plus, per step, the window

@@ -548,6 +548,7 @@ fn a_canceled_evaluation_stops_with_canceled() {
         bounds: Bounds { start: 0, end: 0 },
         lookback: 300_000,
         ann: &mut ann,
+        stats_only: false,
         canceled: &canceled,
     }
     .eval(&expr);

@@ -55,7 +55,11 @@ pub(crate) fn random_series(
                 };
                 samples.push(Sample { t, v: x });
             }
-            Series { labels, samples }
+            Series {
+                labels,
+                samples,
+                histograms: Vec::new(),
+            }
         })
         .collect()
 }

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 
 use super::{matches_all, Select, SelectOutput, Source, SourceError};
+use crate::model::histogram::{FloatHistogram, HistogramSample};
 use crate::model::{Labels, Sample, Series};
 
 /// Series held in memory, keyed (and so sorted) by label set.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySource {
     series: BTreeMap<Labels, Vec<Sample>>,
+    /// Native histogram samples, by series.
+    histograms: BTreeMap<Labels, Vec<HistogramSample>>,
 }
 
 impl MemorySource {
@@ -21,10 +24,31 @@ impl MemorySource {
     /// Adds a sample; samples of a series may arrive in any order and a
     /// later sample at the same timestamp replaces the earlier one.
     pub fn add(&mut self, labels: Labels, t: i64, v: f64) {
+        if let Some(hs) = self.histograms.get_mut(&labels) {
+            if let Ok(i) = hs.binary_search_by_key(&t, |s| s.t) {
+                hs.remove(i);
+            }
+        }
         let samples = self.series.entry(labels).or_default();
         match samples.binary_search_by_key(&t, |s| s.t) {
             Ok(i) => samples[i].v = v,
             Err(i) => samples.insert(i, Sample { t, v }),
+        }
+    }
+
+    /// Adds a native histogram sample; it replaces a float or histogram
+    /// sample at the same timestamp.
+    pub fn add_histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram) {
+        if let Some(fs) = self.series.get_mut(&labels) {
+            if let Ok(i) = fs.binary_search_by_key(&t, |s| s.t) {
+                fs.remove(i);
+            }
+        }
+        let hs = self.histograms.entry(labels).or_default();
+        let h = std::sync::Arc::new(h);
+        match hs.binary_search_by_key(&t, |s| s.t) {
+            Ok(i) => hs[i].h = h,
+            Err(i) => hs.insert(i, HistogramSample { t, h }),
         }
     }
 
@@ -33,34 +57,56 @@ impl MemorySource {
         for s in series.samples {
             self.add(series.labels.clone(), s.t, s.v);
         }
+        for s in series.histograms {
+            self.add_histogram(series.labels.clone(), s.t, (*s.h).clone());
+        }
     }
 
     /// Drops everything.
     pub fn clear(&mut self) {
         self.series.clear();
+        self.histograms.clear();
     }
 
     /// Number of series held.
     pub fn len(&self) -> usize {
         self.series.len()
+            + self
+                .histograms
+                .keys()
+                .filter(|l| !self.series.contains_key(*l))
+                .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.series.is_empty() && self.histograms.is_empty()
     }
 
     /// Synchronous select, for callers that hold the source directly.
     pub fn select_sync(&self, sel: &Select) -> SelectOutput {
-        let series = self
+        let empty_f: Vec<Sample> = Vec::new();
+        let empty_h: Vec<HistogramSample> = Vec::new();
+        let mut names: Vec<&Labels> = self
             .series
-            .iter()
-            .filter(|(labels, _)| matches_all(labels, &sel.matchers))
-            .filter_map(|(labels, samples)| {
-                let lo = samples.partition_point(|s| s.t < sel.start_ms);
-                let hi = samples.partition_point(|s| s.t <= sel.end_ms);
-                (lo < hi).then(|| Series {
+            .keys()
+            .chain(self.histograms.keys())
+            .filter(|labels| matches_all(labels, &sel.matchers))
+            .collect();
+        names.sort();
+        names.dedup();
+        let series = names
+            .into_iter()
+            .filter_map(|labels| {
+                let fs = self.series.get(labels).unwrap_or(&empty_f);
+                let hs = self.histograms.get(labels).unwrap_or(&empty_h);
+                let lo = fs.partition_point(|s| s.t < sel.start_ms);
+                let hi = fs.partition_point(|s| s.t <= sel.end_ms);
+                let hlo = hs.partition_point(|s| s.t < sel.start_ms);
+                let hhi = hs.partition_point(|s| s.t <= sel.end_ms);
+                (lo < hi || hlo < hhi).then(|| Series {
                     labels: labels.clone(),
-                    samples: samples[lo..hi].to_vec(),
+                    samples: fs[lo..hi].to_vec(),
+                    histograms: hs[hlo..hhi].to_vec(),
                 })
             })
             .collect();

@@ -90,7 +90,11 @@ impl PrometheusHttpSource {
                 samples.push(Sample { t, v });
             }
             if !samples.is_empty() {
-                series.push(Series { labels, samples });
+                series.push(Series {
+                    labels,
+                    samples,
+                    histograms: Vec::new(),
+                });
             }
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -113,6 +113,7 @@ impl CountingEval {
                     labels: s.labels.clone(),
                     t,
                     v: p.v,
+                    h: None,
                 })
             })
             .collect();
@@ -148,6 +149,7 @@ impl CountingEval {
                 out.push(Series {
                     labels: s.labels.clone(),
                     samples,
+                    histograms: Vec::new(),
                 });
             }
         }

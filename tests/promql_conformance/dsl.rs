@@ -1,12 +1,15 @@
 //! Reads Prometheus's promqltest files (`load`, `clear`, `eval` commands).
 
+use std::sync::Arc;
+
+use promfed::model::histogram::FloatHistogram;
 use promfed::model::Labels;
 
-/// One value slot of a series: a float, a native histogram (not evaluated), or nothing.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One value slot of a series: a float, a native histogram, or a staleness marker.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Point {
     Float(f64),
-    Histogram,
+    Histogram(Arc<FloatHistogram>),
     Stale,
 }
 
@@ -188,16 +191,9 @@ fn expand_item(item: &str, out: &mut Vec<Option<Point>>) -> Result<(), String> {
     }
     if item.starts_with("{{") {
         // Native histogram, optionally `{{…}}xN` or `{{…}}+{{…}}xN`.
-        let n = match item.rfind("}}x") {
-            Some(p) => {
-                item[p + 3..]
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad item {item}"))?
-                    + 1
-            }
-            None => 1,
-        };
-        out.extend(std::iter::repeat_n(Some(Point::Histogram), n));
+        for h in super::histogram::expand(item)? {
+            out.push(Some(Point::Histogram(Arc::new(h))));
+        }
         return Ok(());
     }
     // `0x59` is 60 zeros here, not hex: only whole items without an `x` repeat are plain numbers.
@@ -540,7 +536,7 @@ pub fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                         .vals
                         .iter()
                         .enumerate()
-                        .filter_map(|(k, v)| v.map(|p| (k as i64 * step, p)))
+                        .filter_map(|(k, v)| v.clone().map(|p| (k as i64 * step, p)))
                         .collect();
                     series.push((s.labels, pts));
                 }

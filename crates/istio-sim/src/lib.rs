@@ -444,6 +444,7 @@ impl Simulation {
                 Series {
                     labels,
                     samples: s.samples.clone(),
+                    histograms: Vec::new(),
                 }
             })
             .collect();

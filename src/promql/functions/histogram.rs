@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{arg, Args};
+use super::{arg, native, Args};
 use crate::model::Labels;
 use crate::promql::eval::Evaluator;
 use crate::promql::labelset::full_key;
@@ -51,6 +51,10 @@ fn group_buckets(ev: &mut Evaluator<'_>, v: &[VSeries]) -> Groups {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for (i, s) in v.iter().enumerate() {
+        if s.vals.iter().all(Option::is_none) {
+            // Only native histogram points: not a classic bucket.
+            continue;
+        }
         let le = s.labels.get(BUCKET_LABEL).unwrap_or("");
         let Some(upper) = parse_le(le) else {
             let name = s.labels.metric_name().unwrap_or("").to_string();
@@ -101,6 +105,7 @@ fn evaluate(
             labels,
             drop_name: true,
             vals,
+            hists: Vec::new(),
         });
     }
     out.retain(|s| !s.is_empty());
@@ -115,11 +120,24 @@ pub(crate) fn histogram_quantile(ev: &mut Evaluator<'_>, args: &Args) -> Result<
             ev.ann.invalid_quantile(q);
         }
     }
-    let out = evaluate(ev, &v, |step, b, forced| {
+    let mut out = evaluate(ev, &v, |step, b, forced| {
         let (r, f) = bucket_quantile(q[step], b);
         *forced |= f;
         r
     });
+    let native = native::map_histograms(
+        &without_mixed(ev, &v, &mut out),
+        |step, h, l, ann| {
+            Some(native::quantile(
+                q[step],
+                h,
+                l.metric_name().unwrap_or(""),
+                ann,
+            ))
+        },
+        ev.ann,
+    );
+    out.extend(native);
     Ok(Val::Vector(out))
 }
 
@@ -127,14 +145,49 @@ pub(crate) fn histogram_fraction(ev: &mut Evaluator<'_>, args: &Args) -> Result<
     let lo = ev.eval_scalar(arg(args, 0)?)?;
     let hi = ev.eval_scalar(arg(args, 1)?)?;
     let v = ev.eval_vector(arg(args, 2)?)?;
-    let out = evaluate(ev, &v, |step, b, _| bucket_fraction(lo[step], hi[step], b));
+    let mut out = evaluate(ev, &v, |step, b, _| bucket_fraction(lo[step], hi[step], b));
+    let native = native::map_histograms(
+        &without_mixed(ev, &v, &mut out),
+        |step, h, l, ann| {
+            Some(native::fraction(
+                lo[step],
+                hi[step],
+                h,
+                l.metric_name().unwrap_or(""),
+                ann,
+            ))
+        },
+        ev.ann,
+    );
+    out.extend(native);
     Ok(Val::Vector(out))
 }
 
-/// Native-histogram-only functions give nothing on float samples.
-pub(crate) fn native_only(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
-    let _ = ev.eval_vector(arg(args, 0)?)?;
-    Ok(Val::Vector(Vec::new()))
+/// The series of `v` holding native histograms, without the points where
+/// classic buckets of the same labels (a result in `classic`) exist too:
+/// those are warned about and both left out, as Prometheus does.
+fn without_mixed(
+    ev: &mut Evaluator<'_>,
+    v: &[VSeries],
+    classic: &mut Vec<VSeries>,
+) -> Vec<VSeries> {
+    let mut out = Vec::new();
+    for s in v.iter().filter(|s| s.hists.iter().any(Option::is_some)) {
+        let mut s = s.clone();
+        if let Some(c) = classic.iter_mut().find(|c| c.labels == s.labels) {
+            for (i, h) in s.hists.iter_mut().enumerate() {
+                if h.is_some() && c.vals.get(i).copied().flatten().is_some() {
+                    *h = None;
+                    c.vals[i] = None;
+                    ev.ann
+                        .mixed_classic_native(s.labels.metric_name().unwrap_or(""));
+                }
+            }
+        }
+        out.push(s);
+    }
+    classic.retain(|c| !c.is_empty());
+    out
 }
 
 fn sort_and_coalesce(b: &mut Vec<Bucket>) {
@@ -360,6 +413,7 @@ mod tests {
                         ),
                     ]),
                     samples: Vec::new(),
+                    histograms: Vec::new(),
                 })
                 .collect();
             for k in 0..10 {

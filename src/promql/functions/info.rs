@@ -112,6 +112,7 @@ pub(crate) fn info(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineErr
                     labels,
                     drop_name: s.drop_name,
                     vals: vec![None; n],
+                    hists: Vec::new(),
                 });
                 out.len() - 1
             });

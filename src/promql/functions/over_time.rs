@@ -147,6 +147,7 @@ pub(crate) fn resets(s: &[Sample], _: &Window) -> Option<f64> {
 pub(crate) fn quantile_over_time(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
     let q = ev.eval_scalar(arg(args, 0)?)?;
     let m = ev.eval_matrix(arg(args, 1)?)?;
+    super::hist_over_time::note_mixed_ranges(&m, ev.ann);
     let out = map_windows(&m, false, |i, s, _| {
         let mut v: Vec<f64> = s.iter().map(|p| p.v).collect();
         Some(quantile(q[i], &mut v))

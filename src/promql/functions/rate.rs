@@ -1,6 +1,6 @@
 //! rate, increase and delta (one extrapolating implementation), irate and idelta.
 
-use super::{arg, map_windows, Args, Window};
+use super::{arg, hist_rate, map_windows, Args, Window};
 use crate::model::Sample;
 use crate::promql::eval::Evaluator;
 use crate::promql::steps::Val;
@@ -33,7 +33,7 @@ fn extrapolated(
     per_second: bool,
 ) -> Result<Val, EngineError> {
     let m = ev.eval_matrix(arg(args, 0)?)?;
-    let out = map_windows(&m, false, |_, s, w| {
+    let mut out = map_windows(&m, false, |_, s, w| {
         extrapolated_rate(s, w, counter, per_second)
     })?;
     if counter {
@@ -48,6 +48,7 @@ fn extrapolated(
             }
         }
     }
+    hist_rate::add_extrapolated(&m, counter, per_second, &mut out, ev.ann)?;
     Ok(Val::Vector(out))
 }
 
@@ -98,9 +99,9 @@ pub(crate) fn extrapolated_rate(
 
 fn instant(ev: &mut Evaluator<'_>, args: &Args, per_second: bool) -> Result<Val, EngineError> {
     let m = ev.eval_matrix(arg(args, 0)?)?;
-    Ok(Val::Vector(map_windows(&m, false, |_, s, _| {
-        instant_value(s, per_second)
-    })?))
+    let mut out = map_windows(&m, false, |_, s, _| instant_value(s, per_second))?;
+    hist_rate::add_instant(&m, per_second, &mut out, ev.ann)?;
+    Ok(Val::Vector(out))
 }
 
 /// Prometheus's instantValue: from the last two samples of the window.

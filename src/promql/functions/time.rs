@@ -59,6 +59,7 @@ fn calendar(
                 .timestamps()
                 .map(|t| Some(of(t as f64 / 1000.0)))
                 .collect(),
+            hists: Vec::new(),
         }]));
     }
     let v = ev.eval_vector(arg(args, 0)?)?;
@@ -183,6 +184,7 @@ mod tests {
                         },
                     })
                     .collect(),
+                histograms: Vec::new(),
             })
             .collect();
         let src = source(&data);

@@ -49,6 +49,7 @@ pub(crate) fn deriv(s: &[Sample], _: &Window) -> Option<f64> {
 
 pub(crate) fn predict_linear(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineError> {
     let m = ev.eval_matrix(arg(args, 0)?)?;
+    super::hist_over_time::note_mixed_ranges(&m, ev.ann);
     let d = ev.eval_scalar(arg(args, 1)?)?;
     let grid = ev.grid;
     Ok(Val::Vector(map_windows(&m, false, |i, s, _| {
@@ -65,6 +66,7 @@ pub(crate) fn double_exponential_smoothing(
     args: &Args,
 ) -> Result<Val, EngineError> {
     let m = ev.eval_matrix(arg(args, 0)?)?;
+    super::hist_over_time::note_mixed_ranges(&m, ev.ann);
     let sf = ev.eval_scalar(arg(args, 1)?)?;
     let tf = ev.eval_scalar(arg(args, 2)?)?;
     for (&sf, &tf) in sf.iter().zip(&tf) {

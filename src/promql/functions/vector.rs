@@ -15,6 +15,7 @@ pub(crate) fn vector(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineE
         labels: Labels::empty(),
         drop_name: false,
         vals: s.into_iter().map(Some).collect(),
+        hists: Vec::new(),
     }]))
 }
 
@@ -75,7 +76,7 @@ pub(crate) fn absent(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineE
         _ => None,
     };
     let vals: Vec<Option<f64>> = (0..n)
-        .map(|i| (!v.iter().any(|s| s.vals[i].is_some())).then_some(1.0))
+        .map(|i| (!v.iter().any(|s| s.vals[i].is_some() || s.hist(i).is_some())).then_some(1.0))
         .collect();
     Ok(Val::Vector(one_series(absent_labels(vs), vals)))
 }
@@ -91,6 +92,11 @@ pub(crate) fn absent_over_time(ev: &mut Evaluator<'_>, args: &Args) -> Result<Va
     let mut present = vec![false; n];
     for s in &m.series {
         m.for_each_window(s, |i, w| present[i] |= !w.is_empty())?;
+        if !s.hists.is_empty() {
+            for (i, &(lo, hi)) in m.windows.iter().enumerate() {
+                present[i] |= s.hists.iter().any(|h| h.t > lo && h.t <= hi);
+            }
+        }
     }
     let vals = present.into_iter().map(|p| (!p).then_some(1.0)).collect();
     Ok(Val::Vector(one_series(absent_labels(vs), vals)))
@@ -101,6 +107,7 @@ fn one_series(labels: Labels, vals: Vec<Option<f64>>) -> Vec<VSeries> {
         labels,
         drop_name: false,
         vals,
+        hists: Vec::new(),
     };
     if s.is_empty() {
         Vec::new()

@@ -189,7 +189,11 @@ impl Collector {
                     samples.sort_by_key(|s| s.t);
                     samples.dedup_by_key(|s| s.t);
                 }
-                (!samples.is_empty()).then_some(Series { labels, samples })
+                (!samples.is_empty()).then_some(Series {
+                    labels,
+                    samples,
+                    histograms: Vec::new(),
+                })
             })
             .collect();
         SelectOutput {
