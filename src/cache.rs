@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{encode, ApiError, ErrorType, DEFAULT_QUERY_TIMEOUT};
 use crate::config::{CacheConfig, CacheStoreKind};
+use crate::limits::Limits;
 use crate::promql::{Engine, EngineError, QueryOptions, QueryResult, Value};
 use flight::Flights;
 use key::Canonical;
@@ -446,6 +447,13 @@ impl QueryCache {
     /// Starts evaluating the configured warm queries at every grid tick;
     /// `None` when there are none. Abort the handle to stop.
     pub fn spawn_warmer(&self) -> Option<JoinHandle<()>> {
+        self.spawn_admitted_warmer(None)
+    }
+
+    /// [`spawn_warmer`](Self::spawn_warmer) whose queries, given `limits`,
+    /// each wait for an admission slot and run under the query deadline
+    /// and budget, as a client's query does.
+    pub fn spawn_admitted_warmer(&self, limits: Option<Arc<Limits>>) -> Option<JoinHandle<()>> {
         if self.inner.settings.warm_queries.is_empty() {
             return None;
         }
@@ -465,23 +473,43 @@ impl QueryCache {
                 let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..spread);
                 let wait = key::round_down(now, grid) + grid - now + jitter;
                 tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
-                me.warm_once().await;
+                me.warm_admitted(limits.as_deref()).await;
             }
         }))
     }
 
     /// Evaluates every warm query for the current grid cell.
     pub async fn warm_once(&self) {
+        self.warm_admitted(None).await
+    }
+
+    /// Evaluates every warm query for the current grid cell; under
+    /// `limits`, each as a query of kind `warm` (admission slot, deadline,
+    /// budget, query log).
+    pub async fn warm_admitted(&self, limits: Option<&Limits>) {
         let now = (self.inner.clock)();
         let opts = QueryOptions::default();
         let variant = Variant::default();
         let runs = self.inner.settings.warm_queries.iter().map(|q| {
             let (opts, variant) = (&opts, &variant);
             async move {
-                if let Err(e) = self
-                    .instant_as("warm", q, now, opts, variant, DEFAULT_QUERY_TIMEOUT)
-                    .await
-                {
+                let warmed = match limits {
+                    Some(l) => {
+                        let timeout = l.timeout_for(None);
+                        l.run(
+                            "warm",
+                            q,
+                            timeout,
+                            self.instant_as("warm", q, now, opts, variant, timeout),
+                        )
+                        .await
+                    }
+                    None => {
+                        self.instant_as("warm", q, now, opts, variant, DEFAULT_QUERY_TIMEOUT)
+                            .await
+                    }
+                };
+                if let Err(e) = warmed {
                     tracing::warn!(query = %q, error = %e.message, "warm query failed");
                 }
             }
