@@ -20,9 +20,9 @@ const SELECTORS: usize = 1000;
 /// ones, cluster 2 every third; some are in both, some in neither.
 fn holds(c: usize, i: usize) -> bool {
     if c == 1 {
-        i % 2 == 0
+        i.is_multiple_of(2)
     } else {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
 }
 
