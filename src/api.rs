@@ -169,6 +169,10 @@ impl FromRequest<Arc<AppState>> for Params {
         if let Some(q) = req.uri().query() {
             p.add_urlencoded(q.as_bytes());
         }
+        // A GET's query string too long for the URI (`server::long_uri`).
+        if let Some(params::LongTarget::Query(q)) = req.extensions().get::<params::LongTarget>() {
+            p.add_urlencoded(q);
+        }
         let is_form = req
             .headers()
             .get(header::CONTENT_TYPE)

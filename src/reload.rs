@@ -45,7 +45,8 @@ pub async fn serve(
 ) -> Result<(), String> {
     let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
-    let registry = crate::server::connections::Registry::new(&cfg.connections);
+    let registry =
+        crate::server::connections::Registry::new(&cfg.connections, cfg.limits.max_body_bytes);
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls

@@ -1,6 +1,7 @@
 //! Builds the whole service from a config and serves it.
 
 pub mod connections;
+pub mod long_uri;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
