@@ -500,5 +500,16 @@ async fn an_answer_whose_encoding_outlives_the_deadline_gets_the_timeout_error()
         took < deadline + Duration::from_millis(700),
         "answered {took:?} after a deadline of {deadline:?}"
     );
+    // And the encoding stopped there: it does not go on writing the rest
+    // of the body for nobody (it had (whole - eval) / 2 of work left).
+    let cpu_before = cpu_seconds(&p);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cpu_after = cpu_seconds(&p);
+    eprintln!("{:.2} s of CPU after the deadline", cpu_after - cpu_before);
+    assert!(
+        cpu_after - cpu_before < 0.25,
+        "{:.2} s of CPU in the 1.5 s after the deadline",
+        cpu_after - cpu_before
+    );
     alive(&mut p);
 }
