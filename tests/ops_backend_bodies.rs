@@ -159,3 +159,99 @@ async fn bodies_declaring_more_than_the_cap_are_refused_unread() {
     let r = c.get(p.url("/-/healthy")).send().await.expect("alive");
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// A remote-read backend streaming `total` bytes of chunked frames (whose
+/// chunks lie outside any select's range, so only bytes count).
+fn streaming(total: u64) -> axum::Router {
+    use prost::Message;
+    axum::Router::new().route(
+        "/api/v1/read",
+        axum::routing::post(move || async move {
+            use promfed::source::remote_read::prompb;
+            let msg = prompb::ChunkedReadResponse {
+                chunked_series: vec![prompb::ChunkedSeries {
+                    labels: vec![prompb::Label {
+                        name: "__name__".into(),
+                        value: "up".into(),
+                    }],
+                    chunks: vec![prompb::Chunk {
+                        min_time_ms: -20_000_000,
+                        max_time_ms: -10_000_000,
+                        r#type: 1,
+                        data: vec![0u8; 60_000].into(),
+                    }],
+                }],
+                query_index: 0,
+            };
+            let mut frame = Vec::new();
+            promfed::source::remote_read::frame::encode_frame(&msg.encode_to_vec(), &mut frame);
+            let piece = Bytes::from(frame.repeat(16));
+            let n = total / piece.len() as u64;
+            let body =
+                futures::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(piece.clone())));
+            Response::builder()
+                .header(
+                    "content-type",
+                    "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+                )
+                .body(Body::from_stream(body))
+                .expect("response")
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nine_backends_streaming_gigabytes_are_each_cut_at_the_default_cap() {
+    // The scale: nine backends streaming 2 GiB each, under the
+    // default 128 MiB cap a body (the query's byte budget raised so that
+    // every backend reaches its own cap).
+    let mut backends = Vec::new();
+    for _ in 0..9 {
+        backends.push(AppBackend::start(streaming(2 * GIB)).await);
+    }
+    let mut cfg = String::from(
+        "partial_response: warn\nlimits: {max_fetched_bytes: 2147483648, query_timeout: 100s}\nbackends:\n",
+    );
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push_str(&format!(
+            "  - name: s{i}\n    url: {}\n    timeout: 90s\n",
+            b.url()
+        ));
+    }
+    let p = Promfed::start("nine-streams", &cfg);
+    let pid = p.child.id();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let r = c
+        .post(p.url("/api/v1/query"))
+        .form(&[("query", "up"), ("time", "1000")])
+        .send()
+        .await
+        .expect("send");
+    let took = started.elapsed();
+    let (status, body) = json(r).await;
+    assert_eq!(status, 200, "{body}");
+    let warnings = body["warnings"].to_string();
+    for i in 0..9 {
+        assert!(
+            warnings.contains(&format!("backend s{i}")),
+            "s{i} cut: {warnings}"
+        );
+    }
+    assert!(
+        warnings.matches("max_response_bytes").count() >= 9,
+        "every backend cut at its byte cap: {warnings}"
+    );
+    let peak_mb = status_kb(pid, "VmHWM") / 1024;
+    eprintln!("nine streams cut after {took:?}, peak RSS {peak_mb} MB");
+    assert!(
+        peak_mb < 300,
+        "peak RSS {peak_mb} MB reading nine 2 GiB streams"
+    );
+    let r = c.get(p.url("/-/healthy")).send().await.expect("alive");
+    assert_eq!(r.status().as_u16(), 200);
+}
