@@ -47,7 +47,7 @@ impl Federation {
             }
             let mut answers = Vec::with_capacity(outs.len());
             for (&i, out) in idx.iter().zip(outs) {
-                let out = crate::limits::observed_select(&b.name, started, out);
+                let out = super::observe::observed_select(&b.name, started, out);
                 if let Err(e) = &out {
                     if !self.tolerates(&sels[i], e) {
                         return Err(e.clone());
