@@ -491,17 +491,18 @@ async fn an_answer_whose_encoding_outlives_the_deadline_gets_the_timeout_error()
         whole > eval + Duration::from_millis(600),
         "encoding took under 0.6 s ({whole:?} against {eval:?}): no deadline falls inside it"
     );
-    // A deadline halfway through the encoding.
-    let deadline = eval + (whole - eval) / 2;
+    // A deadline a quarter into the encoding (the machine is shared: a
+    // later run may be faster or slower than these two).
+    let deadline = eval + (whole - eval) / 4;
     let (took, status, body) =
         range_headers_after(&p, every, &format!("{}ms", deadline.as_millis())).await;
     assert_error(status, &body, 503, "timeout", "query timed out");
     assert!(
-        took < deadline + Duration::from_millis(700),
+        took < deadline + Duration::from_millis(1500),
         "answered {took:?} after a deadline of {deadline:?}"
     );
     // And the encoding stopped there: it does not go on writing the rest
-    // of the body for nobody (it had (whole - eval) / 2 of work left).
+    // of the body for nobody (it had most of its work left).
     let cpu_before = cpu_seconds(&p);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu_after = cpu_seconds(&p);
