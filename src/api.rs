@@ -43,8 +43,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The query cache, when configured.
     pub cache: Option<QueryCache>,
-    /// Query admission and budgets (`limits:` in the config).
-    pub limits: crate::limits::Limits,
+    /// Query admission and budgets (`limits:` in the config); the cache's
+    /// warmer shares them.
+    pub limits: Arc<crate::limits::Limits>,
     /// The worker pool (the runtime the state was built in) where requests
     /// are evaluated; `None` outside a runtime (then they run in place).
     pub workers: Option<tokio::runtime::Handle>,
@@ -79,7 +80,7 @@ impl AppState {
             federation,
             ready: AtomicBool::new(false),
             cache,
-            limits: crate::limits::Limits::new(limits),
+            limits: Arc::new(crate::limits::Limits::new(limits)),
             workers: tokio::runtime::Handle::try_current().ok(),
         })
     }
@@ -161,6 +162,10 @@ impl FromRequest<Arc<AppState>> for Params {
         let mut p = Params::default();
         if let Some(q) = req.uri().query() {
             p.add_urlencoded(q.as_bytes());
+        }
+        // A GET's query string too long for the URI (`server::long_uri`).
+        if let Some(params::LongTarget::Query(q)) = req.extensions().get::<params::LongTarget>() {
+            p.add_urlencoded(q);
         }
         let is_form = req
             .headers()

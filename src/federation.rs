@@ -1,6 +1,7 @@
 //! Fans one select out to every backend, adds each backend's external
 //! labels, and merges the answers by label set.
 
+mod batch;
 pub mod dedup;
 pub mod health;
 pub mod observe;
@@ -344,71 +345,23 @@ impl Federation {
     }
 
     async fn select_all(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
-        // Route: skip backends whose external labels contradict a matcher, and
-        // drop matchers that the external labels alone satisfy (the backend's
-        // own storage does not hold its external labels).
-        let read = self.resolved(&sel.read);
-        let plans: Vec<(&Backend, Select)> = self
-            .backends
-            .iter()
-            .filter_map(|b| backend_select(b, sel, &read).map(|s| (b, s)))
-            .collect();
-        let answers = join_all(
-            plans
-                .iter()
-                .map(|(b, s)| observe::observe_select(&b.name, b.source.select(s))),
-        )
-        .await;
-
-        let partial = sel
-            .read
-            .partial_response
-            .unwrap_or(self.opts.partial_response);
-        let mut warnings = Vec::new();
-        let mut all: Vec<Series> = Vec::new();
-        for ((b, _), answer) in plans.iter().zip(answers) {
-            let out = match answer {
-                Ok(out) => out,
-                Err(e) if partial && !matches!(e, SourceError::Limit(_)) => {
-                    warnings.push(format!(
-                        "partial response: backend {} left out: {e}",
-                        b.name
-                    ));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            warnings.extend(out.warnings);
-            let labels = b.labels();
-            for mut s in out.series {
-                for (k, v) in labels.iter() {
-                    if s.labels.get(k).is_none() {
-                        s.labels.set(k, v);
-                    }
-                }
-                // Re-check the full matchers: a series may carry its own value
-                // for a label that is also external.
-                if matches_all(&s.labels, &sel.matchers) {
-                    all.push(s);
-                }
-            }
-        }
-        let mut series = merge_series(all);
-        if let Some(replica_labels) = self.dedup_labels(&sel.read) {
-            let counter = sel
-                .hints
-                .func
-                .as_deref()
-                .is_some_and(|f| COUNTER_FUNCS.contains(&f));
-            series = dedup::dedup(series, replica_labels, counter);
-        }
-        Ok(SelectOutput { series, warnings })
+        self.select_batch(std::slice::from_ref(sel))
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(SelectOutput::default()))
     }
 }
 
 impl Source for Federation {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(self.select_all(sel))
+    }
+
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        Box::pin(self.select_batch(sels))
     }
 
     fn series<'a>(

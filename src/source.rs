@@ -149,6 +149,25 @@ pub trait Source: Send + Sync {
     /// Selects the series matching `sel`.
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>>;
 
+    /// Selects for every select of `sels` (one query's), one answer each in
+    /// their order. Sources that answer several selects in one request
+    /// (remote read) batch them, up to [`Source::batch_limit`] a request;
+    /// the others ask for each one at once, as `select` would.
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        Box::pin(futures::future::join_all(
+            sels.iter().map(|s| self.select(s)),
+        ))
+    }
+
+    /// The most selects one request of this source carries (1: a request
+    /// per select).
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
     /// The label sets of the series matching any of `q.matchers`, sorted and unique.
     fn series<'a>(
         &'a self,
@@ -273,6 +292,22 @@ impl Source for WithReadOptions {
             let mut sel = sel.clone();
             sel.read = self.read.clone();
             self.inner.select(&sel).await
+        })
+    }
+
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        Box::pin(async move {
+            let sels: Vec<Select> = sels
+                .iter()
+                .map(|s| Select {
+                    read: self.read.clone(),
+                    ..s.clone()
+                })
+                .collect();
+            self.inner.select_many(&sels).await
         })
     }
 }

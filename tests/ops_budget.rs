@@ -436,3 +436,81 @@ async fn cached_evaluations_keep_their_slot_and_deadline_and_stop_when_it_passes
     );
     alive(&mut p);
 }
+
+/// POSTs a range query of `every_series_every_second` shape and returns
+/// the time until the answer's headers arrived (the body is encoded before
+/// they are sent), the status and, for errors, the JSON body.
+async fn range_headers_after(
+    p: &Promfed,
+    query: &str,
+    timeout: &str,
+) -> (Duration, u16, serde_json::Value) {
+    let mut form = every_series_every_second();
+    form[0].1 = query.to_string();
+    let mut form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    form.push(("timeout", timeout));
+    let started = Instant::now();
+    let r = client()
+        .post(p.url("/api/v1/query_range"))
+        .form(&form)
+        .send()
+        .await
+        .expect("promfed answers");
+    let took = started.elapsed();
+    let status = r.status().as_u16();
+    if status == 200 {
+        // Read, not parsed: parsing 100 MB here would take longer than
+        // promfed took to write it.
+        let n = r.bytes().await.map(|b| b.len()).unwrap_or(0);
+        return (took, status, serde_json::json!({ "bytes": n }));
+    }
+    let (_, body) = json(r).await;
+    (took, status, body)
+}
+
+#[tokio::test]
+async fn an_answer_whose_encoding_outlives_the_deadline_gets_the_timeout_error() {
+    // Row 3 again, with no response limit in the way: the answer's JSON
+    // (over 100 MB) is written inside the query's deadline, so a deadline
+    // that passes while it is written gives 503, never a late 200.
+    let mut p = promfed(
+        "encode-deadline",
+        "max_samples: 50000000, max_query_bytes: 1073741824, max_response_bytes: 1073741824, query_timeout: 120s",
+        "",
+    );
+    baseline(&p).await;
+    // The whole answer, and the same evaluation with an empty answer (no
+    // value is -1): their difference is the time the JSON takes.
+    let every = "{__name__=~\".+\"}";
+    let (whole, status, body) = range_headers_after(&p, every, "120s").await;
+    assert_eq!(status, 200, "{body}");
+    let (eval, status, body) = range_headers_after(&p, "{__name__=~\".+\"} == -1", "120s").await;
+    assert_eq!(status, 200, "{body}");
+    eprintln!("whole answer after {whole:?}, evaluation alone {eval:?}");
+    assert!(
+        whole > eval + Duration::from_millis(600),
+        "encoding took under 0.6 s ({whole:?} against {eval:?}): no deadline falls inside it"
+    );
+    // A deadline a quarter into the encoding (the machine is shared: a
+    // later run may be faster or slower than these two).
+    let deadline = eval + (whole - eval) / 4;
+    let (took, status, body) =
+        range_headers_after(&p, every, &format!("{}ms", deadline.as_millis())).await;
+    assert_error(status, &body, 503, "timeout", "query timed out");
+    assert!(
+        took < deadline + Duration::from_millis(1500),
+        "answered {took:?} after a deadline of {deadline:?}"
+    );
+    // And the encoding stopped there: it does not go on writing the rest
+    // of the body for nobody (it had most of its work left).
+    let cpu_before = cpu_seconds(&p);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cpu_after = cpu_seconds(&p);
+    eprintln!("{:.2} s of CPU after the deadline", cpu_after - cpu_before);
+    assert!(
+        cpu_after - cpu_before < 0.25,
+        "{:.2} s of CPU in the 1.5 s after the deadline",
+        cpu_after - cpu_before
+    );
+    alive(&mut p);
+}

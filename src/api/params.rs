@@ -194,6 +194,25 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     parse_prometheus_duration(s).map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
+/// What the connection layer took out of a request whose target was
+/// longer than the HTTP stack parses (`server::long_uri`).
+#[derive(Debug, Clone)]
+pub enum LongTarget {
+    /// The query string (URL-encoded), read as the URL's parameters.
+    Query(axum::body::Bytes),
+    /// A target of `len` bytes or more, over `max` (`limits.max_body_bytes`).
+    TooLong { len: usize, max: usize },
+}
+
+impl LongTarget {
+    /// The answer to a request whose target was too long to read.
+    pub fn too_long(len: usize, max: usize) -> super::ApiError {
+        super::ApiError::bad_data(format!(
+            "error parsing form values: the request target is {len} bytes or more, over the limit of {max} bytes (limits.max_body_bytes)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

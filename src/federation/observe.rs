@@ -17,7 +17,17 @@ pub async fn observe_select(
     answer: impl Future<Output = Result<SelectOutput, SourceError>>,
 ) -> Result<SelectOutput, SourceError> {
     let started = Instant::now();
-    let mut answer = answer.await;
+    let answer = answer.await;
+    observed_select(backend, started, answer)
+}
+
+/// [`observe_select`] of an answer already received, asked for at
+/// `started` (one of a batch of selects).
+pub fn observed_select(
+    backend: &str,
+    started: Instant,
+    mut answer: Result<SelectOutput, SourceError>,
+) -> Result<SelectOutput, SourceError> {
     if let (Ok(out), Some(ctx)) = (&answer, current()) {
         if let Err(e) = ctx.charge(backend, &out.series) {
             answer = Err(SourceError::Limit(e.to_string()));

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::try_join_all;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
@@ -363,7 +362,15 @@ pub(crate) async fn fetch(
             ));
         }
     }
-    let outs = try_join_all(selects.iter().map(|(_, s)| source.select(s))).await?;
+    // One call for every select: a backend that reads several selects in
+    // one request (remote read) gets few requests, not one per select.
+    let batch: Vec<Select> = selects.iter().map(|(_, s)| s.clone()).collect();
+    let outs = source
+        .select_many(&batch)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(batch);
     let mut per_read: Vec<Vec<Series>> = (0..reads.len()).map(|_| Vec::new()).collect();
     let mut warnings = Vec::new();
     for ((i, _), out) in selects.iter().zip(outs) {

@@ -101,7 +101,11 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
     )?;
     crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
     // Background tasks start only once nothing more can fail.
-    let warmer = state.cache.as_ref().and_then(QueryCache::spawn_warmer);
+    // Warm queries are admitted, timed out and budgeted as any query.
+    let warmer = state
+        .cache
+        .as_ref()
+        .and_then(|c| c.spawn_admitted_warmer(Some(state.limits.clone())));
     // Health probes run in the background; they are shown, never gated on.
     let prober = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);

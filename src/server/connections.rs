@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::long_uri::{LongTarget, LongUri};
 use crate::config::ConnectionsConfig;
 
 /// File descriptors kept for everything but client connections (backend
@@ -38,6 +39,8 @@ pub const RESERVED_FDS: usize = 256;
 /// The open client connections of the whole process (every HTTP thread).
 pub struct Registry {
     max_open: usize,
+    /// The longest request target taken (`limits.max_body_bytes` at start).
+    max_target: usize,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     epoch: Instant,
@@ -72,7 +75,7 @@ pub fn open_files_limit() -> Option<usize> {
 impl Registry {
     /// The registry of `cfg`, its cap lowered to what the open-file limit
     /// allows (with [`RESERVED_FDS`] kept for the rest).
-    pub fn new(cfg: &ConnectionsConfig) -> Arc<Self> {
+    pub fn new(cfg: &ConnectionsConfig, max_target: usize) -> Arc<Self> {
         let mut max_open = cfg.max_open;
         if let Some(fds) = open_files_limit() {
             let fits = fds.saturating_sub(RESERVED_FDS).max(16);
@@ -87,6 +90,7 @@ impl Registry {
         }
         Arc::new(Registry {
             max_open,
+            max_target,
             header_read_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
             epoch: Instant::now(),
@@ -342,20 +346,41 @@ async fn connection<I, H, F>(
 {
     let registry = slot.registry.clone();
     let state = slot.state.clone();
-    let io = TokioIo::new(Tracked {
-        inner: io,
-        state: state.clone(),
-        registry: registry.clone(),
-    });
+    let handoff = Arc::new(Mutex::new(None));
+    let idle = {
+        let state = state.clone();
+        move || state.busy.load(Ordering::Acquire) == 0 && !state.reading.load(Ordering::Acquire)
+    };
+    let io = TokioIo::new(LongUri::new(
+        Tracked {
+            inner: io,
+            state: state.clone(),
+            registry: registry.clone(),
+        },
+        registry.max_target,
+        handoff.clone(),
+        idle,
+    ));
     let svc = {
         let (state, registry) = (state.clone(), registry.clone());
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let busy = Busy::enter(&state, &registry);
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
-            let answer = handle(req);
+            let answer = match handoff.lock().ok().and_then(|mut h| h.take()) {
+                Some(LongTarget::TooLong { len, max }) => Err(LongTarget::too_long(len, max)),
+                long => {
+                    if let Some(long) = long {
+                        req.extensions_mut().insert(long);
+                    }
+                    Ok(handle(req))
+                }
+            };
             async move {
-                let resp = answer.await;
+                let resp = match answer {
+                    Ok(answer) => answer.await,
+                    Err(e) => axum::response::IntoResponse::into_response(e),
+                };
                 Ok::<_, Infallible>(resp.map(|inner| BusyBody { inner, _busy: busy }))
             }
         })
@@ -405,10 +430,13 @@ mod tests {
     use super::*;
 
     fn registry(max_open: usize) -> Arc<Registry> {
-        Registry::new(&ConnectionsConfig {
-            max_open,
-            ..ConnectionsConfig::default()
-        })
+        Registry::new(
+            &ConnectionsConfig {
+                max_open,
+                ..ConnectionsConfig::default()
+            },
+            4 << 20,
+        )
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let current: Current = Arc::new(RwLock::new(Arc::new(build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
-    let registry = Registry::new(&cfg.connections);
+    let registry = Registry::new(&cfg.connections, cfg.limits.max_body_bytes);
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls

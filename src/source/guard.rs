@@ -174,14 +174,50 @@ fn clean_meta<T>(r: &Redactor, mut out: MetaOutput<T>) -> MetaOutput<T> {
     out
 }
 
+fn clean_select(r: &Redactor, mut out: SelectOutput) -> SelectOutput {
+    out.warnings = r.clean_all(std::mem::take(&mut out.warnings));
+    out
+}
+
 impl Source for Guarded {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
-        Box::pin(
-            self.gated(self.inner.select(sel), |r, mut out: SelectOutput| {
-                out.warnings = r.clean_all(std::mem::take(&mut out.warnings));
-                out
-            }),
-        )
+        Box::pin(self.gated(self.inner.select(sel), clean_select))
+    }
+
+    /// Each request the inner source makes (a batch of at most its
+    /// `batch_limit` selects; one select for sources that do not batch)
+    /// takes one connection slot, as a single select does.
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        let size = self.inner.batch_limit().max(1);
+        Box::pin(async move {
+            let batches = sels.chunks(size).map(|batch| async move {
+                let outs = self
+                    .gated(
+                        async { Ok(self.inner.select_many(batch).await) },
+                        |_, outs| outs,
+                    )
+                    .await
+                    .unwrap_or_else(|e| batch.iter().map(|_| Err(e.clone())).collect());
+                outs.into_iter()
+                    .map(|out| match out {
+                        Ok(out) => Ok(clean_select(&self.redactor, out)),
+                        Err(e) => Err(self.redactor.clean_error(e)),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            futures::future::join_all(batches)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.inner.batch_limit()
     }
 
     fn series<'a>(

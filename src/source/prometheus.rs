@@ -117,8 +117,14 @@ impl PrometheusHttpSource {
         let max = self.max_response_bytes;
         // Reserved for what the answer announces, never past the cap: the
         // buffer does not grow by doubling beyond it.
-        let announced = resp.content_length().unwrap_or(0) as usize;
-        let mut body: Vec<u8> = Vec::with_capacity(announced.min(max));
+        let announced = resp.content_length().unwrap_or(0);
+        // An answer that declares more than the cap is refused unread.
+        if announced > max as u64 {
+            return Err(self.err(format!(
+                "answer to {what} declares {announced} bytes, over the limit of {max} bytes (backends[].max_response_bytes)"
+            )));
+        }
+        let mut body: Vec<u8> = Vec::with_capacity(announced as usize);
         super::body::read_capped(
             &mut resp,
             max,
@@ -332,6 +338,17 @@ pub struct SamplesVia<S> {
 impl<S: Source> Source for SamplesVia<S> {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         self.samples.select(sel)
+    }
+
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        self.samples.select_many(sels)
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.samples.batch_limit()
     }
 
     fn series<'a>(

@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 128 << 20;
 /// 800 MB; Prometheus's own remote-read sample limit is the same number).
 pub const DEFAULT_MAX_SAMPLES: usize = 50_000_000;
 
+/// The most selects one remote-read request carries: a query of 1000
+/// `or`-joined selectors makes 10 requests to each backend, not 1000.
+pub const MAX_QUERIES_PER_READ: usize = 100;
+
 /// Which response types a source asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResponseMode {
@@ -180,8 +184,10 @@ impl RemoteReadSource {
         }
     }
 
-    async fn exchange(&self, sel: &Select) -> Result<SelectOutput, SourceError> {
-        let request = build_request(sel, self.options.mode).encode_to_vec();
+    /// One request for every select of `sels`: one answer each, in order
+    /// (the request's failure fails them all).
+    async fn exchange(&self, sels: &[Select]) -> Result<Vec<SelectOutput>, SourceError> {
+        let request = build_batch_request(sels, self.options.mode).encode_to_vec();
         let body = snap::raw::Encoder::new()
             .compress_vec(&request)
             .map_err(|e| self.error(format!("compressing remote read request: {e}")))?;
@@ -198,7 +204,9 @@ impl RemoteReadSource {
 
         let status = response.status();
         if !status.is_success() {
-            let quote = self.read_body(&mut response, ERROR_BODY_QUOTE, false).await;
+            let quote = self
+                .read_body(&mut response, ERROR_BODY_QUOTE, false, |_| Ok(true))
+                .await;
             let text = match quote {
                 Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
                 Err(e) => format!("(body unreadable: {e})"),
@@ -217,8 +225,8 @@ impl RemoteReadSource {
         let max_samples = usize::try_from(left).map_or(self.options.max_samples, |left| {
             left.min(self.options.max_samples)
         });
-        let mut out = Collector::new(sel.start_ms, sel.end_ms, max_samples);
-        out.budget_binds = max_samples < self.options.max_samples;
+        let mut out = Collectors::new(sels, max_samples);
+        let budget_binds = max_samples < self.options.max_samples;
         if content_type.starts_with(STREAMED_CONTENT_TYPE) {
             if !content_type.contains(STREAMED_PROTO) {
                 return Err(self.error(format!(
@@ -226,33 +234,44 @@ impl RemoteReadSource {
                 )));
             }
             self.stats.chunked_responses.fetch_add(1, Ordering::Relaxed);
-            self.read_chunks(&mut response, &mut out).await?;
+            self.read_chunks(&mut response, &mut out, budget_binds)
+                .await?;
         } else {
             // One byte over the limit tells a body at the limit from a longer one.
             let limit = self.options.max_response_bytes;
-            let body = match self.read_body(&mut response, limit, true).await {
+            let body = match self
+                .read_body(&mut response, limit, true, declared_len_within(limit))
+                .await
+            {
                 Ok(body) => body,
                 Err(BodyError::Source(e)) => return Err(e),
                 Err(e) => return Err(self.error(e.to_string())),
             };
             self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
-            self.decode_samples(&body, &content_type, &mut out)?;
+            self.decode_samples(body, &content_type, &mut out, budget_binds)?;
         }
         Ok(out.finish(&self.name))
     }
 
     /// Reads the body, at most `limit` bytes of it: more is left unread,
-    /// or with `strict` an error. Every piece read is charged to the
-    /// current query; the buffer is reserved for what the answer announces
-    /// and never grows past `limit`.
+    /// or with `strict` an error (at once when the answer's Content-Length
+    /// declares more). Every piece read is charged to the current query;
+    /// the buffer is reserved for what the answer announces and never grows
+    /// past `limit`. `head` is shown the bytes read so far until it answers
+    /// `Ok(true)` (it has seen enough) or refuses the body.
     async fn read_body(
         &self,
         response: &mut reqwest::Response,
         limit: usize,
         strict: bool,
+        mut head: impl FnMut(&[u8]) -> Result<bool, BodyError>,
     ) -> Result<Vec<u8>, BodyError> {
-        let announced = response.content_length().unwrap_or(0) as usize;
-        let mut body = Vec::with_capacity(announced.min(limit));
+        let announced = response.content_length().unwrap_or(0);
+        if strict && announced > limit as u64 {
+            return Err(BodyError::TooLarge(limit));
+        }
+        let mut body = Vec::with_capacity((announced as usize).min(limit));
+        let mut head_seen = false;
         while body.len() < limit || strict {
             match response.chunk().await {
                 Ok(Some(bytes)) => {
@@ -270,6 +289,9 @@ impl RemoteReadSource {
                         body.reserve_exact(want - body.len());
                     }
                     body.extend_from_slice(&bytes[..take]);
+                    if !head_seen {
+                        head_seen = head(&body)?;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err(BodyError::Read(chain(e))),
@@ -282,7 +304,8 @@ impl RemoteReadSource {
     async fn read_chunks(
         &self,
         response: &mut reqwest::Response,
-        out: &mut Collector,
+        out: &mut Collectors,
+        budget_binds: bool,
     ) -> Result<(), SourceError> {
         let mut frames = FrameReader::new(self.options.max_frame_bytes);
         let mut total: usize = 0;
@@ -310,16 +333,19 @@ impl RemoteReadSource {
                 let msg = prompb::ChunkedReadResponse::decode(data).map_err(|e| {
                     self.error(format!("remote read stream: bad ChunkedReadResponse: {e}"))
                 })?;
-                if msg.query_index != 0 {
-                    return Err(self.error(format!(
-                        "remote read stream answers query {} of a one-query request",
-                        msg.query_index
-                    )));
-                }
-                for series in msg.chunked_series {
-                    out.add_chunked(series).map_err(|e| {
-                        self.collect_error("remote read stream", e, out.budget_binds)
+                let query = usize::try_from(msg.query_index)
+                    .ok()
+                    .filter(|&i| i < out.len())
+                    .ok_or_else(|| {
+                        self.error(format!(
+                            "remote read stream answers query {} of a {}-query request",
+                            msg.query_index,
+                            out.len()
+                        ))
                     })?;
+                for series in msg.chunked_series {
+                    out.add_chunked(query, series)
+                        .map_err(|e| self.collect_error("remote read stream", e, budget_binds))?;
                 }
             }
         }
@@ -328,67 +354,122 @@ impl RemoteReadSource {
             .map_err(|e| self.error(format!("remote read stream: {e}")))
     }
 
-    /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`.
+    /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`, one
+    /// result per query. The compressed body is freed once decompressed.
     fn decode_samples(
         &self,
-        body: &[u8],
+        body: Vec<u8>,
         content_type: &str,
-        out: &mut Collector,
+        out: &mut Collectors,
+        budget_binds: bool,
     ) -> Result<(), SourceError> {
         let bad = |what: String| {
             self.error(format!(
                 "remote read response (content type {content_type:?}) is not a snappy-compressed ReadResponse: {what}"
             ))
         };
-        let len = snap::raw::decompress_len(body).map_err(|e| bad(e.to_string()))?;
+        let len = snap::raw::decompress_len(&body).map_err(|e| bad(e.to_string()))?;
         if len > self.options.max_response_bytes {
-            return Err(self.error(format!(
-                "remote read response decompresses to {len} bytes, over the limit of {}",
-                self.options.max_response_bytes
-            )));
+            return Err(self.error(
+                BodyError::Declared {
+                    len,
+                    limit: self.options.max_response_bytes,
+                }
+                .to_string(),
+            ));
         }
         let raw = snap::raw::Decoder::new()
-            .decompress_vec(body)
+            .decompress_vec(&body)
             .map_err(|e| bad(e.to_string()))?;
+        drop(body);
         let response =
             prompb::ReadResponse::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
-        if response.results.len() > 1 {
+        drop(raw);
+        // Every query is answered (an empty answer stands for none).
+        if !response.results.is_empty() && response.results.len() != out.len() {
             return Err(self.error(format!(
-                "remote read answered {} results to a one-query request",
-                response.results.len()
+                "remote read answered {} results to a {}-query request",
+                response.results.len(),
+                out.len()
             )));
         }
-        for result in response.results {
+        for (query, result) in response.results.into_iter().enumerate() {
             for ts in result.timeseries {
-                out.add_samples(ts)
-                    .map_err(|e| self.collect_error("remote read response", e, out.budget_binds))?;
+                out.add_samples(query, ts)
+                    .map_err(|e| self.collect_error("remote read response", e, budget_binds))?;
             }
         }
         Ok(())
+    }
+
+    /// Answers `sels` in requests of at most [`MAX_QUERIES_PER_READ`]
+    /// selects, each under this backend's deadline.
+    async fn select_batches(&self, sels: &[Select]) -> Vec<Result<SelectOutput, SourceError>> {
+        let batches = sels.chunks(MAX_QUERIES_PER_READ).map(|batch| async move {
+            match tokio::time::timeout(self.timeout, self.exchange(batch)).await {
+                Ok(Ok(outs)) => outs.into_iter().map(Ok).collect(),
+                Ok(Err(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
+                Err(_) => {
+                    let e = SourceError::Timeout {
+                        backend: self.name.clone(),
+                        timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    batch.iter().map(|_| Err(e.clone())).collect::<Vec<_>>()
+                }
+            }
+        });
+        futures::future::join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
 impl Source for RemoteReadSource {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(async move {
-            match tokio::time::timeout(self.timeout, self.exchange(sel)).await {
-                Ok(result) => result,
-                Err(_) => Err(SourceError::Timeout {
-                    backend: self.name.clone(),
-                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
-            }
+            self.select_batches(std::slice::from_ref(sel))
+                .await
+                .pop()
+                .unwrap_or_else(|| Ok(SelectOutput::default()))
         })
+    }
+
+    /// A query's selects go in few requests: `ReadRequest` carries several
+    /// queries, and each result (or streamed frame, by its `query_index`)
+    /// is split back to its select.
+    fn select_many<'a>(
+        &'a self,
+        sels: &'a [Select],
+    ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
+        Box::pin(self.select_batches(sels))
+    }
+
+    fn batch_limit(&self) -> usize {
+        MAX_QUERIES_PER_READ
     }
 }
 
 /// The `ReadRequest` for one select: its matchers, its time range, and the
 /// engine's hints.
 pub fn build_request(sel: &Select, mode: ResponseMode) -> prompb::ReadRequest {
+    build_batch_request(std::slice::from_ref(sel), mode)
+}
+
+/// The `ReadRequest` for several selects: one query each, in order.
+pub fn build_batch_request(sels: &[Select], mode: ResponseMode) -> prompb::ReadRequest {
     let accepted = match mode {
         ResponseMode::Chunks => vec![ResponseType::StreamedXorChunks, ResponseType::Samples],
         ResponseMode::Samples => vec![ResponseType::Samples],
     };
+    prompb::ReadRequest {
+        queries: sels.iter().map(query_of).collect(),
+        accepted_response_types: accepted.into_iter().map(i32::from).collect(),
+    }
+}
+
+fn query_of(sel: &Select) -> prompb::Query {
     let hints = prompb::ReadHints {
         step_ms: sel.hints.step_ms,
         func: sel.hints.func.clone().unwrap_or_default(),
@@ -400,14 +481,11 @@ pub fn build_request(sel: &Select, mode: ResponseMode) -> prompb::ReadRequest {
         by: false,
         range_ms: sel.hints.range_ms,
     };
-    prompb::ReadRequest {
-        queries: vec![prompb::Query {
-            start_timestamp_ms: sel.start_ms,
-            end_timestamp_ms: sel.end_ms,
-            matchers: sel.matchers.iter().map(to_label_matcher).collect(),
-            hints: Some(hints),
-        }],
-        accepted_response_types: accepted.into_iter().map(i32::from).collect(),
+    prompb::Query {
+        start_timestamp_ms: sel.start_ms,
+        end_timestamp_ms: sel.end_ms,
+        matchers: sel.matchers.iter().map(to_label_matcher).collect(),
+        hints: Some(hints),
     }
 }
 
@@ -425,6 +503,19 @@ fn to_label_matcher(m: &Matcher) -> prompb::LabelMatcher {
     }
 }
 
+/// A check of a SAMPLES body's first bytes: the decompressed length its
+/// snappy header declares must be within `limit`, so a body that would
+/// decompress past the cap is refused before the rest of it is read.
+fn declared_len_within(limit: usize) -> impl FnMut(&[u8]) -> Result<bool, BodyError> {
+    move |head: &[u8]| match snap::raw::decompress_len(head) {
+        Ok(len) if len > limit => Err(BodyError::Declared { len, limit }),
+        Ok(_) => Ok(true),
+        // The header is a varint of at most 5 bytes: wait for all of it;
+        // a malformed one is left to the decoder's error.
+        Err(_) => Ok(head.len() >= 5),
+    }
+}
+
 /// The error text of a response over the byte cap.
 fn too_large(limit: usize) -> String {
     format!("remote read response exceeds {limit} bytes (backends[].max_response_bytes)")
@@ -435,6 +526,8 @@ fn too_large(limit: usize) -> String {
 enum BodyError {
     #[error("{}", too_large(*.0))]
     TooLarge(usize),
+    #[error("remote read response declares {len} bytes decompressed, over the limit of {limit} bytes (backends[].max_response_bytes)")]
+    Declared { len: usize, limit: usize },
     #[error("reading remote read response: {0}")]
     Read(String),
     /// The query's own budget is spent.
@@ -449,9 +542,64 @@ enum CollectError {
     Chunk(#[from] chunk::ChunkError),
     #[error("more than {0} samples selected")]
     TooManySamples(usize),
+    #[error("answers query {0}, which was not asked")]
+    NoSuchQuery(usize),
 }
 
-/// Gathers the series of one response, clipped to the selection's range.
+/// Gathers a batch's series per query, under one sample budget for all.
+struct Collectors {
+    each: Vec<Collector>,
+    max_samples: usize,
+    /// Samples gathered so far by all of them.
+    total: usize,
+}
+
+impl Collectors {
+    fn new(sels: &[Select], max_samples: usize) -> Self {
+        Collectors {
+            each: sels
+                .iter()
+                .map(|s| Collector::new(s.start_ms, s.end_ms, max_samples))
+                .collect(),
+            max_samples,
+            total: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    /// Runs `add` on query `i`'s collector with what is left of the budget.
+    fn with<T>(
+        &mut self,
+        i: usize,
+        add: impl FnOnce(&mut Collector) -> Result<T, CollectError>,
+    ) -> Result<T, CollectError> {
+        let Some(c) = self.each.get_mut(i) else {
+            return Err(CollectError::NoSuchQuery(i));
+        };
+        let before = c.total;
+        c.max_samples = self.max_samples.saturating_sub(self.total - before);
+        let r = add(c);
+        self.total = self.total - before + c.total;
+        r
+    }
+
+    fn add_chunked(&mut self, i: usize, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
+        self.with(i, |c| c.add_chunked(series))
+    }
+
+    fn add_samples(&mut self, i: usize, ts: prompb::TimeSeries) -> Result<(), CollectError> {
+        self.with(i, |c| c.add_samples(ts))
+    }
+
+    fn finish(self, backend: &str) -> Vec<SelectOutput> {
+        self.each.into_iter().map(|c| c.finish(backend)).collect()
+    }
+}
+
+/// Gathers the series of one query's answer, clipped to its range.
 struct Collector {
     start_ms: i64,
     end_ms: i64,
@@ -462,8 +610,6 @@ struct Collector {
     histogram_chunks: usize,
     histogram_samples: usize,
     unknown_chunks: usize,
-    /// `max_samples` is what is left of the query's budget.
-    budget_binds: bool,
 }
 
 impl Collector {
@@ -477,7 +623,6 @@ impl Collector {
             histogram_chunks: 0,
             histogram_samples: 0,
             unknown_chunks: 0,
-            budget_binds: false,
         }
     }
 
