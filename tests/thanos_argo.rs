@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use common::argo::measure;
 use common::{harness_config, Promfed};
-use promfed::sim::Canary;
+use istio_sim::Canary;
 use thanos_support::{store_backend, Sidecars, HOLE_SECS};
 
 /// The sidecar harness over the `canary` run, and promfed (no cache) over

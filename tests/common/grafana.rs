@@ -32,7 +32,7 @@ use super::HarnessError;
 pub const SCRAPE_SECS: f64 = 15.0;
 /// The panels' range-query expressions (`$__rate_interval` = 1m).
 pub const PANELS: [&str; 4] = [
-    promfed::sim::SUCCESS_RATE_QUERY,
+    istio_sim::SUCCESS_RATE_QUERY,
     "sum by (cluster) (rate(istio_requests_total{reporter=\"source\"}[1m]))",
     "sum by (destination_version) (rate(istio_requests_total{reporter=\"destination\",response_code=~\"5..\"}[1m]))",
     "histogram_quantile(0.99, sum by (cluster, le) (rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\"}[1m])))",
