@@ -98,7 +98,7 @@ enum CallError {
         code: tonic::Code,
         message: String,
     },
-    #[error("{method}: answer exceeds {limit} bytes")]
+    #[error("{method}: answer exceeds {limit} bytes (backends[].max_response_bytes)")]
     TooLarge { method: &'static str, limit: usize },
     #[error("series {labels}: {problem}")]
     Chunk { labels: String, problem: String },
@@ -168,6 +168,19 @@ impl ThanosStoreSource {
         self
     }
 
+    /// [`status`], except that a frame refused for its size when frames
+    /// are capped by `max_response_bytes` is that limit's error.
+    fn status(&self, method: &'static str, s: &tonic::Status) -> CallError {
+        let limit = self.options.max_response_bytes;
+        if s.code() == tonic::Code::OutOfRange
+            && self.options.max_frame_bytes >= limit
+            && s.message().contains("message length too large")
+        {
+            return CallError::TooLarge { method, limit };
+        }
+        status(method, s)
+    }
+
     fn error(&self, e: CallError) -> SourceError {
         match e {
             CallError::Budget(e) => e,
@@ -233,7 +246,7 @@ impl ThanosStoreSource {
         grpc.unary(self.request(req), PathAndQuery::from_static(path), codec)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| status(path, &s))
+            .map_err(|s| self.status(path, &s))
     }
 
     /// Streams one `Series` call, handing each series to `on_series`;
@@ -249,11 +262,15 @@ impl ThanosStoreSource {
         let mut stream = grpc
             .server_streaming(self.request(req), PathAndQuery::from_static(SERIES), codec)
             .await
-            .map_err(|s| status(SERIES, &s))?
+            .map_err(|s| self.status(SERIES, &s))?
             .into_inner();
         let mut warnings = Vec::new();
         let mut bytes: usize = 0;
-        while let Some(frame) = stream.message().await.map_err(|s| status(SERIES, &s))? {
+        while let Some(frame) = stream
+            .message()
+            .await
+            .map_err(|s| self.status(SERIES, &s))?
+        {
             let len = prost::Message::encoded_len(&frame);
             crate::limits::fetched::charge(len).map_err(|e| CallError::Budget(e.into()))?;
             bytes = bytes.saturating_add(len);

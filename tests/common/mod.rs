@@ -28,6 +28,7 @@ pub mod client;
 pub mod compare;
 pub mod differential;
 pub mod gateway;
+pub mod grafana;
 pub mod peers;
 pub mod process;
 
