@@ -57,6 +57,12 @@ pub struct Config {
     /// Require clients to authenticate (see `auth.rs`).
     #[serde(default)]
     pub auth: Option<crate::auth::AuthConfig>,
+    /// How often every backend is probed for `/api/v1/stores` and the
+    /// `promfed_backend_up` gauge (a Prometheus duration; default 15s).
+    /// Between probes, each request a backend fails turns its gauge to 0
+    /// at once and each one it answers turns it back to 1.
+    #[serde(default = "default_probe_interval", deserialize_with = "de_duration")]
+    pub probe_interval: Duration,
 }
 
 /// `connections:`: limits on clients' HTTP connections, so that clients
@@ -202,6 +208,10 @@ impl Config {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_listen() -> String {
@@ -381,6 +391,7 @@ impl Config {
                 self.connections.header_read_timeout,
             ),
             ("connections.idle_timeout", self.connections.idle_timeout),
+            ("probe_interval", self.probe_interval),
         ] {
             if d.is_zero() {
                 problems.push(format!("{name}: must be greater than 0"));

@@ -165,6 +165,7 @@ impl Federation {
         let mut ok = Vec::new();
         let mut warnings = Vec::new();
         for (b, answer) in asked {
+            self.observe(b, &answer);
             match answer {
                 Ok(v) => ok.push((b, v)),
                 Err(e) if partial => warnings.push(format!(
@@ -366,6 +367,7 @@ impl Federation {
         let mut warnings = Vec::new();
         let mut all: Vec<Series> = Vec::new();
         for ((b, _), answer) in plans.iter().zip(answers) {
+            self.observe(b, &answer);
             let out = match answer {
                 Ok(out) => out,
                 Err(e) if partial && !matches!(e, SourceError::Limit(_)) => {

@@ -17,9 +17,6 @@ use crate::source::remote_read::RemoteReadSource;
 use crate::source::thanos_store::ThanosStoreSource;
 use crate::source::Source;
 
-/// How often backends are probed for `/api/v1/stores` and `/metrics`.
-pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Builds the federation of every configured backend.
 pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
     let backends = cfg
@@ -106,8 +103,9 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
     // Background tasks start only once nothing more can fail.
     let warmer = state.cache.as_ref().and_then(QueryCache::spawn_warmer);
     // Health probes run in the background; they are shown, never gated on.
+    let every = cfg.probe_interval;
     let prober = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             fed.probe_all().await;
