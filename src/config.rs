@@ -163,6 +163,15 @@ pub struct BackendConfig {
     /// `limits.max_fetched_bytes`.
     #[serde(default = "default_backend_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Ask this backend to gzip its answers to metadata and pass-through
+    /// calls (series, labels, label values, metadata, rules, ...; default
+    /// false). A Prometheus spends about a millisecond gzipping each
+    /// answer, more than a small answer saves on a fast link: turn it on
+    /// for slow links and large label sets. Sample reads are not affected
+    /// (remote read is snappy-compressed; `query_api` reads always offer
+    /// gzip).
+    #[serde(default)]
+    pub metadata_gzip: bool,
     /// How raw samples are read: `remote_read` (Prometheus's
     /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
     /// Thanos sidecars), `query_api` (`/api/v1/query` of a range selector,

@@ -381,15 +381,22 @@ impl Federation {
             };
             warnings.extend(out.warnings);
             let labels = b.labels();
+            // Re-check the matchers on external labels: a series may carry
+            // its own value for a label that is also external. The backend
+            // applied every other matcher itself.
+            let recheck: Vec<Matcher> = sel
+                .matchers
+                .iter()
+                .filter(|m| labels.contains_key(&m.name))
+                .cloned()
+                .collect();
             for mut s in out.series {
                 for (k, v) in labels.iter() {
                     if s.labels.get(k).is_none() {
                         s.labels.set(k, v);
                     }
                 }
-                // Re-check the full matchers: a series may carry its own value
-                // for a label that is also external.
-                if matches_all(&s.labels, &sel.matchers) {
+                if matches_all(&s.labels, &recheck) {
                     all.push(s);
                 }
             }
@@ -410,6 +417,14 @@ impl Federation {
 impl Source for Federation {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(self.select_all(sel))
+    }
+
+    fn replica_labels(&self, read: &ReadOptions) -> Option<Vec<String>> {
+        Some(
+            self.dedup_labels(read)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        )
     }
 
     fn series<'a>(

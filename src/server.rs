@@ -25,7 +25,8 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
         .map(|b| {
             let (client, redactor) = crate::tls::backend_client(b)?;
             let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout)
-                .with_max_response_bytes(b.max_response_bytes);
+                .with_max_response_bytes(b.max_response_bytes)
+                .with_metadata_gzip(b.metadata_gzip);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
                 ReadProtocol::ThanosStore => Arc::new(
