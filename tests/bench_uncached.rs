@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::HarnessError;
-use promfed::sim::{Canary, SimConfig, SUCCESS_RATE_QUERY};
+use istio_sim::{Canary, SimConfig, SUCCESS_RATE_QUERY};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -96,7 +96,7 @@ impl Federation {
     /// per backend every [`LOG_EVERY`], counting the ones left out); an
     /// answer turns it back to 1. The error has been redacted by the
     /// backend's guard.
-    pub(crate) fn observe<T>(&self, b: &Backend, outcome: &Result<T, SourceError>) {
+    pub(crate) fn record_outcome<T>(&self, b: &Backend, outcome: &Result<T, SourceError>) {
         let Some(i) = self.backends.iter().position(|x| std::ptr::eq(x, b)) else {
             return;
         };
