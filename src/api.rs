@@ -417,9 +417,12 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
             }?;
             let has_warnings = !r.warnings.is_empty();
             // Encoding is part of the query: within its deadline and budget.
-            let body = crate::limits::meter::blocking("response encoding", move || {
-                crate::wire::query_body_checked(&r)
-            })
+            let small = small_answer(&r.value);
+            let body = crate::limits::meter::blocking_unless_small(
+                "response encoding",
+                small,
+                move || crate::wire::query_body_checked(&r),
+            )
             .await?;
             // The answer stays counted against the memory of all queries
             // until it has been sent.
@@ -431,6 +434,17 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
         query_response(body, has_warnings, held),
         &backends,
     ))
+}
+
+/// Whether an answer is small enough to encode on the current thread
+/// rather than hop to a blocking one (about a millisecond of work at most).
+fn small_answer(v: &crate::promql::Value) -> bool {
+    use crate::promql::Value;
+    match v {
+        Value::Scalar { .. } | Value::String { .. } => true,
+        Value::Vector(v) => v.len() <= 1000,
+        Value::Matrix(m) => m.iter().map(|s| s.samples.len() + 1).sum::<usize>() <= 10_000,
+    }
 }
 
 /// The backends the current query has read from so far.

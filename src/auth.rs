@@ -411,6 +411,7 @@ pub fn protect(router: axum::Router, cfg: Option<&AuthConfig>) -> Result<axum::R
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
+    /// The user name sent.
     pub username: String,
     /// The password inline (prefer `password_file`).
     #[serde(default)]

@@ -66,6 +66,12 @@ pub struct Config {
     /// Require clients to authenticate (see `auth.rs`).
     #[serde(default)]
     pub auth: Option<crate::auth::AuthConfig>,
+    /// How often every backend is probed for `/api/v1/stores` and the
+    /// `promfed_backend_up` gauge (a Prometheus duration; default 15s).
+    /// Between probes, each request a backend fails turns its gauge to 0
+    /// at once and each one it answers turns it back to 1.
+    #[serde(default = "default_probe_interval", deserialize_with = "de_duration")]
+    pub probe_interval: Duration,
 }
 
 /// `connections:`: limits on clients' HTTP connections, so that clients
@@ -166,6 +172,15 @@ pub struct BackendConfig {
     /// `limits.max_fetched_bytes`.
     #[serde(default = "default_backend_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Ask this backend to gzip its answers to metadata and pass-through
+    /// calls (series, labels, label values, metadata, rules, ...; default
+    /// false). A Prometheus spends about a millisecond gzipping each
+    /// answer, more than a small answer saves on a fast link: turn it on
+    /// for slow links and large label sets. Sample reads are not affected
+    /// (remote read is snappy-compressed; `query_api` reads always offer
+    /// gzip).
+    #[serde(default)]
+    pub metadata_gzip: bool,
     /// How raw samples are read: `remote_read` (Prometheus's
     /// `/api/v1/read`, streamed XOR chunks; the default, for Prometheus and
     /// Thanos sidecars), `query_api` (`/api/v1/query` of a range selector,
@@ -211,6 +226,10 @@ impl Config {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_listen() -> String {
@@ -333,6 +352,7 @@ impl Config {
                 self.connections.header_read_timeout,
             ),
             ("connections.idle_timeout", self.connections.idle_timeout),
+            ("probe_interval", self.probe_interval),
         ] {
             if d.is_zero() {
                 problems.push(format!("{name}: must be greater than 0"));

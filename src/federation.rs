@@ -167,6 +167,7 @@ impl Federation {
         let mut ok = Vec::new();
         let mut warnings = Vec::new();
         for (b, answer) in asked {
+            self.record_outcome(b, &answer);
             match answer {
                 Ok(v) => ok.push((b, v)),
                 Err(e) if partial => warnings.push(format!(
@@ -362,6 +363,14 @@ impl Source for Federation {
         sels: &'a [Select],
     ) -> BoxFuture<'a, Vec<Result<SelectOutput, SourceError>>> {
         Box::pin(self.select_batch(sels))
+    }
+
+    fn replica_labels(&self, read: &ReadOptions) -> Option<Vec<String>> {
+        Some(
+            self.dedup_labels(read)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        )
     }
 
     fn series<'a>(

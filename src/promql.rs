@@ -21,6 +21,7 @@ mod eval;
 mod functions;
 mod hash;
 mod labelset;
+mod memo;
 mod plan;
 mod selector;
 mod steps;
@@ -113,6 +114,10 @@ impl From<LimitError> for EngineError {
     }
 }
 
+/// Most samples an instant query may have fetched to be evaluated on the
+/// async worker that fetched them (well under a millisecond of work).
+const INLINE_EVAL_SAMPLES: usize = 20_000;
+
 /// Evaluates PromQL over one source.
 #[derive(Clone)]
 pub struct Engine {
@@ -136,8 +141,8 @@ impl Engine {
         t_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryResult, EngineError> {
-        let expr = parse(query)?;
-        self.instant_expr(&expr, t_ms, opts).await
+        let expr = memo::parsed(query, parse)?;
+        self.run(expr, Grid::at(t_ms), true, opts).await
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms`.
@@ -149,8 +154,8 @@ impl Engine {
         step_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryResult, EngineError> {
-        let expr = parse(query)?;
-        self.range_expr(&expr, start_ms, end_ms, step_ms, opts)
+        let expr = memo::parsed(query, parse)?;
+        self.range_shared(expr, start_ms, end_ms, step_ms, opts)
             .await
     }
 
@@ -161,18 +166,28 @@ impl Engine {
         t_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryResult, EngineError> {
-        let grid = Grid {
-            start: t_ms,
-            end: t_ms,
-            step: 1,
-        };
-        self.run(expr, grid, true, opts).await
+        // The plan keys selectors by node address: plan over the copy that
+        // the blocking evaluation owns.
+        self.run(Arc::new(expr.clone()), Grid::at(t_ms), true, opts)
+            .await
     }
 
     /// Evaluates a parsed query at every step from `start_ms` to `end_ms`.
     pub async fn range_expr(
         &self,
         expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, EngineError> {
+        self.range_shared(Arc::new(expr.clone()), start_ms, end_ms, step_ms, opts)
+            .await
+    }
+
+    async fn range_shared(
+        &self,
+        expr: Arc<Expr>,
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
@@ -196,9 +211,11 @@ impl Engine {
         self.run(expr, grid, false, opts).await
     }
 
+    /// Evaluates `expr` on `grid`. The plan keys selectors by node address:
+    /// `expr` is shared with the blocking evaluation, never copied.
     async fn run(
         &self,
-        expr: &Expr,
+        expr: Arc<Expr>,
         grid: Grid,
         instant: bool,
         opts: &QueryOptions,
@@ -212,15 +229,15 @@ impl Engine {
         } else {
             QueryOptions::default().lookback_delta_ms
         };
-        // The plan keys selectors by node address: plan over the copy that
-        // the blocking evaluation owns.
-        let expr = Arc::new(expr.clone());
         let (fetched, mut warnings) =
             plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
-        // Evaluation is CPU-bound: keep it off the async workers. If this
-        // future is dropped (timeout, client gone), the guard stops it; the
-        // meter charges what it builds to the query and stops it at the
-        // query's deadline.
+        let small = fetched.sample_count() <= INLINE_EVAL_SAMPLES;
+        // Evaluation is CPU-bound: keep it off the async workers, unless it
+        // is small (an instant query over few samples), where the hop to a
+        // blocking thread and back costs more than the work. If this future
+        // is dropped (timeout, client gone), the guard stops it; the meter
+        // charges what it builds to the query and stops it at the query's
+        // deadline.
         let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let canceled = Arc::clone(&guard.0);
         let meter = Meter::new(
@@ -228,7 +245,7 @@ impl Engine {
             Some(Arc::clone(&canceled)),
             "expression evaluation",
         );
-        let (value, ann) = tokio::task::spawn_blocking(move || {
+        let evaluate = move || {
             let _metered = meter.enter();
             let mut ann = Annotations::default();
             let val = Evaluator {
@@ -242,9 +259,14 @@ impl Engine {
             }
             .eval(&expr)?;
             finish(val, grid, instant).map(|v| (v, ann))
-        })
-        .await
-        .map_err(|e| EngineError::Execution(format!("evaluation aborted: {e}")))??;
+        };
+        let (value, ann) = if instant && small {
+            evaluate()?
+        } else {
+            tokio::task::spawn_blocking(evaluate)
+                .await
+                .map_err(|e| EngineError::Execution(format!("evaluation aborted: {e}")))??
+        };
         for w in ann.warnings {
             if !warnings.contains(&w) {
                 warnings.push(w);

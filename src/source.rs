@@ -258,6 +258,17 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// The labels this source merges HA replicas over (its dedup), for the
+    /// request's `read` options: a matcher on one of them must reach the
+    /// source, while a matcher on any other label may instead be applied
+    /// to the series a wider select returns (the engine shares one read
+    /// between selectors that differ only in such matchers). `None` when
+    /// unknown: then no matcher is applied after a select.
+    fn replica_labels(&self, read: &ReadOptions) -> Option<Vec<String>> {
+        let _ = read;
+        None
+    }
+
     /// The `data` of a GET on another API endpoint (metadata, rules,
     /// alerts, exemplars), for sources that have an HTTP API; `None` when
     /// this source has none.
@@ -309,6 +320,10 @@ impl Source for WithReadOptions {
                 .collect();
             self.inner.select_many(&sels).await
         })
+    }
+
+    fn replica_labels(&self, _: &ReadOptions) -> Option<Vec<String>> {
+        self.inner.replica_labels(&self.read)
     }
 }
 

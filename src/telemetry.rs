@@ -51,7 +51,7 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Op
 static BACKEND_UP: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     gauge_vec(
         "promfed_backend_up",
-        "Whether the last health probe of a backend succeeded (1) or not (0).",
+        "Whether the last probe of or request to a backend succeeded (1) or not (0).",
         &["backend"],
     )
 });

@@ -6,6 +6,8 @@ use futures::future::try_join_all;
 
 use super::{backend_select, dedup, merge_series, Backend, Federation, COUNTER_FUNCS};
 use crate::model::Series;
+use promql_parser::label::Matcher;
+
 use crate::source::{matches_all, Select, SelectOutput, SourceError};
 
 /// One backend's answers to the selects routed to it: the index of each
@@ -48,6 +50,7 @@ impl Federation {
             let mut answers = Vec::with_capacity(outs.len());
             for (&i, out) in idx.iter().zip(outs) {
                 let out = super::observe::observed_select(&b.name, started, out);
+                self.record_outcome(b, &out);
                 if let Err(e) = &out {
                     if !self.tolerates(&sels[i], e) {
                         return Err(e.clone());
@@ -109,15 +112,22 @@ impl Federation {
             };
             warnings.extend(out.warnings);
             let labels = b.labels();
+            // Re-check the matchers on external labels: a series may carry
+            // its own value for a label that is also external. The backend
+            // applied every other matcher itself.
+            let recheck: Vec<Matcher> = sel
+                .matchers
+                .iter()
+                .filter(|m| labels.contains_key(&m.name))
+                .cloned()
+                .collect();
             for mut s in out.series {
                 for (k, v) in labels.iter() {
                     if s.labels.get(k).is_none() {
                         s.labels.set(k, v);
                     }
                 }
-                // Re-check the full matchers: a series may carry its own value
-                // for a label that is also external.
-                if matches_all(&s.labels, &sel.matchers) {
+                if matches_all(&s.labels, &recheck) {
                     all.push(s);
                 }
             }

@@ -288,6 +288,21 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Like [`blocking`], but when `small` runs `work` right here, metered the
+/// same way: for small work, the hop to a blocking thread and back (two
+/// wake-ups, two context switches) costs more than the work.
+pub async fn blocking_unless_small<T: Send + 'static>(
+    stage: &'static str,
+    small: bool,
+    work: impl FnOnce() -> Result<T, LimitError> + Send + 'static,
+) -> Result<T, LimitError> {
+    if small {
+        let _entered = Meter::new(super::current(), None, stage).enter();
+        return work();
+    }
+    blocking(stage, work).await
+}
+
 /// Sets a flag when dropped: tells blocking work its caller went away.
 pub struct CancelOnDrop(pub Arc<AtomicBool>);
 

@@ -1,6 +1,8 @@
 //! Plans a query's reads: finds every selector with the time range it needs,
 //! then fetches them all from the source at once.
 
+mod narrow;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -270,6 +272,12 @@ pub(crate) struct Fetched {
 }
 
 impl Fetched {
+    /// Samples held over every read (a read shared by selectors, or
+    /// narrowed from another, counted each time).
+    pub fn sample_count(&self) -> usize {
+        self.sets.iter().flatten().map(|s| s.samples.len()).sum()
+    }
+
     pub fn get(&self, vs: &VectorSelector) -> &[FetchedSeries] {
         self.by_node
             .get(&node_id(vs))
@@ -347,8 +355,26 @@ pub(crate) async fn fetch(
             }),
         }
     }
+    // Selectors that differ from another only in matchers the engine can
+    // apply itself are taken from its series (the seed's two halves).
+    let replicas = source.replica_labels(&Default::default());
+    let narrowed = narrow::narrow(
+        &reads
+            .iter()
+            .map(|r| narrow::ReadShape {
+                func: r.hints.func.as_deref().unwrap_or(""),
+                sets: &r.sets,
+                mint: r.mint,
+                maxt: r.maxt,
+            })
+            .collect::<Vec<_>>(),
+        replicas.as_deref(),
+    );
     let mut selects = Vec::new();
     for (i, r) in reads.iter().enumerate() {
+        if narrowed[i].is_some() {
+            continue;
+        }
         for m in &r.sets {
             selects.push((
                 i,
@@ -389,7 +415,7 @@ pub(crate) async fn fetch(
             entry.dedup_by(|a, b| a.labels == b.labels);
         }
     }
-    let sets = per_read
+    let mut sets: Vec<Vec<FetchedSeries>> = per_read
         .into_iter()
         .map(|series| {
             series
@@ -403,6 +429,27 @@ pub(crate) async fn fetch(
                 .collect()
         })
         .collect();
+    for (i, n) in narrowed.iter().enumerate() {
+        let Some(n) = n else { continue };
+        // Bases are never narrowed themselves; the samples are shared.
+        let kept: Vec<FetchedSeries> = sets
+            .get(n.base)
+            .map(|base| {
+                base.iter()
+                    .filter(|s| n.keeps(&s.labels))
+                    .map(|s| FetchedSeries {
+                        labels: s.labels.clone(),
+                        samples: Arc::clone(&s.samples),
+                        histograms: Arc::clone(&s.histograms),
+                        has_stale: s.has_stale,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(slot) = sets.get_mut(i) {
+            *slot = kept;
+        }
+    }
     let by_node = reads
         .iter()
         .enumerate()
@@ -515,6 +562,45 @@ mod tests {
         let got = selects("x - x offset 5m", 600_000, 900_000, 15_000).await;
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].1, got[0].2), (600_000 - 300_000 - 300_000, 900_000));
+    }
+
+    /// A recorder that says no replicas are merged (as the federation
+    /// without `replica_labels`), so matchers may be applied after a select.
+    #[derive(Default)]
+    struct NoReplicas(Recorder);
+
+    impl Source for NoReplicas {
+        fn select<'a>(
+            &'a self,
+            sel: &'a Select,
+        ) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
+            self.0.select(sel)
+        }
+
+        fn replica_labels(&self, _: &crate::source::ReadOptions) -> Option<Vec<String>> {
+            Some(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_selector_with_one_more_matcher_is_read_with_the_wider_one() {
+        let q = r#"sum(irate(x{a="1",code!~"5.*"}[40s])) / sum(irate(x{a="1"}[40s]))"#;
+        let rec = Arc::new(NoReplicas::default());
+        Engine::new(rec.clone())
+            .instant(q, 600_000, &QueryOptions::default())
+            .await
+            .expect("query");
+        let got: Vec<_> = rec
+            .0
+             .0
+            .lock()
+            .map(|v| v.iter().map(describe).collect())
+            .unwrap_or_default();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, strs(&["__name__=x", "a=1"]));
+        // A source that does not say which labels it dedups over is asked
+        // for both.
+        assert_eq!(selects(q, 600_000, 600_000, 1).await.len(), 2);
     }
 
     #[tokio::test]

@@ -16,6 +16,15 @@ pub(crate) struct Grid {
 }
 
 impl Grid {
+    /// The one step of an instant query at `t`.
+    pub fn at(t: i64) -> Grid {
+        Grid {
+            start: t,
+            end: t,
+            step: 1,
+        }
+    }
+
     /// Number of steps.
     pub fn len(&self) -> usize {
         if self.end < self.start {

@@ -14,9 +14,6 @@ use crate::source::remote_read::RemoteReadSource;
 use crate::source::thanos_store::ThanosStoreSource;
 use crate::source::Source;
 
-/// How often backends are probed for `/api/v1/stores` and `/metrics`.
-pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Builds the federation of every configured backend.
 pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
     let backends = cfg
@@ -25,7 +22,8 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
         .map(|b| {
             let (client, redactor) = crate::source::client::backend_client(b)?;
             let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout)
-                .with_max_response_bytes(b.max_response_bytes);
+                .with_max_response_bytes(b.max_response_bytes)
+                .with_metadata_gzip(b.metadata_gzip);
             let source: Arc<dyn Source> = match b.protocol {
                 ReadProtocol::QueryApi => Arc::new(api),
                 ReadProtocol::ThanosStore => Arc::new(
@@ -107,8 +105,9 @@ pub fn build(cfg: &Config) -> Result<Service, String> {
         .as_ref()
         .and_then(|c| c.spawn_admitted_warmer(Some(state.limits.clone())));
     // Health probes run in the background; they are shown, never gated on.
+    let every = cfg.probe_interval;
     let prober = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             fed.probe_all().await;

@@ -121,6 +121,11 @@ impl Source for MemorySource {
     fn select<'a>(&'a self, sel: &'a Select) -> BoxFuture<'a, Result<SelectOutput, SourceError>> {
         Box::pin(async move { Ok(self.select_sync(sel)) })
     }
+
+    /// No replicas are merged: any matcher may be applied after a select.
+    fn replica_labels(&self, _: &super::ReadOptions) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 #[cfg(test)]

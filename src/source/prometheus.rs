@@ -27,6 +27,8 @@ pub struct PrometheusHttpSource {
     client: reqwest::Client,
     timeout: Duration,
     max_response_bytes: usize,
+    /// Whether metadata and other API answers may come gzipped.
+    metadata_gzip: bool,
 }
 
 impl PrometheusHttpSource {
@@ -38,7 +40,15 @@ impl PrometheusHttpSource {
             client,
             timeout,
             max_response_bytes: MAX_RESPONSE_BYTES,
+            metadata_gzip: false,
         }
+    }
+
+    /// Lets metadata and other API answers (not sample reads) come gzipped
+    /// (`backends[].metadata_gzip`).
+    pub fn with_metadata_gzip(mut self, on: bool) -> Self {
+        self.metadata_gzip = on;
+        self
     }
 
     /// Sets the largest answer body read (`backends[].max_response_bytes`).
@@ -189,6 +199,12 @@ impl PrometheusHttpSource {
             self.client.post(url).form(params)
         } else {
             self.client.get(url).query(params)
+        };
+        // The client offers gzip unless a request says otherwise.
+        let req = if self.metadata_gzip {
+            req
+        } else {
+            req.header(reqwest::header::ACCEPT_ENCODING, "identity")
         };
         let (data, warnings) = self.exchange::<serde_json::Value>(req, path).await?;
         Ok(ApiData {

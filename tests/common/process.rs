@@ -438,4 +438,26 @@ impl PromServer {
     pub fn stop(&mut self) {
         self.proc.stop();
     }
+
+    /// Starts the stopped server again on the same address, config and
+    /// TSDB (as a restarted pod behind the same Service), and waits until
+    /// it is ready.
+    pub fn restart(&mut self, tools: &super::Tools) -> Result<(), HarnessError> {
+        self.proc.stop();
+        let log = File::create(&self.log_path)
+            .map_err(io_err(format!("creating {}", self.log_path.display())))?;
+        let log2 = log.try_clone().map_err(io_err("cloning log file"))?;
+        let child = Command::new(&tools.prometheus)
+            .arg(format!("--config.file={}", self.config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", self.data_dir.display()))
+            .arg(format!("--web.listen-address={}", self.addr))
+            .arg("--storage.tsdb.retention.time=3650d")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(io_err(format!("starting {}", tools.prometheus.display())))?;
+        self.proc = Managed::new(child);
+        self.wait_ready(super::READY_TIMEOUT)
+    }
 }
