@@ -8,6 +8,9 @@
 //!   Argo Rollouts AnalysisTemplate with Argo's rules.
 //! - [`ui`]: the web UI at `/` (pages that call the API).
 //! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
+//! - [`storeapi`]: the Thanos StoreAPI (Info, Series, LabelNames,
+//!   LabelValues) answered from the federation, for Thanos Query or
+//!   another promfed.
 //! - [`cache`]: instant answers on a time grid with single flight, range
 //!   answers as step-aligned extents; in memory or shared through Redis.
 //! - [`promql`]: the engine: parse, fetch selectors, evaluate.
@@ -39,6 +42,7 @@ pub mod reload;
 pub mod server;
 pub mod sim;
 pub mod source;
+pub mod storeapi;
 pub mod telemetry;
 pub mod tls;
 pub mod ui;

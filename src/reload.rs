@@ -53,6 +53,7 @@ pub async fn serve(
         .map(crate::tls::server_config)
         .transpose()?
         .map(|c| Arc::new(RwLock::new(c)));
+    let grpc = start_grpc(&cfg, tls.clone(), current.clone()).await?;
     // The SIGHUP handler is in place before the first request is served.
     let reloader = watch.map(|w| {
         let hup = hangups();
@@ -72,7 +73,31 @@ pub async fn serve(
     if let Some(r) = reloader {
         r.abort();
     }
+    if let Some(g) = grpc {
+        g.stop().await;
+    }
     served
+}
+
+/// Starts the StoreAPI listener of `grpc_listen`, if set, answering with
+/// the service in force; prints `grpc listening on ADDR` (tests and
+/// scripts read it when the port is 0).
+async fn start_grpc(
+    cfg: &Config,
+    tls: Option<SharedTls>,
+    current: Current,
+) -> Result<Option<server::grpc::GrpcServer>, String> {
+    let Some(addr) = &cfg.grpc_listen else {
+        return Ok(None);
+    };
+    let states: server::grpc::States = Arc::new(move || match current.read() {
+        Ok(g) => g.state.clone(),
+        Err(poisoned) => poisoned.into_inner().state.clone(),
+    });
+    let g = server::grpc::GrpcServer::start(addr, tls, states, &cfg.connections).await?;
+    tracing::info!(addr = %g.addr, "promfed StoreAPI listening");
+    println!("grpc listening on {}", g.addr);
+    Ok(Some(g))
 }
 
 /// Serves `app` on `n` threads, each running its own current-thread
@@ -285,6 +310,7 @@ async fn watch_config(w: Watch, mut hup: Hangups, mut running: Running) {
 #[derive(Debug, Clone, PartialEq)]
 struct StartOnly {
     listen: String,
+    grpc_listen: Option<String>,
     io_threads: Option<usize>,
     connections: crate::config::ConnectionsConfig,
 }
@@ -293,6 +319,7 @@ impl StartOnly {
     fn of(cfg: &Config) -> Self {
         StartOnly {
             listen: cfg.listen.clone(),
+            grpc_listen: cfg.grpc_listen.clone(),
             io_threads: cfg.io_threads,
             connections: cfg.connections.clone(),
         }
@@ -303,6 +330,9 @@ impl StartOnly {
         let mut out = Vec::new();
         if self.listen != new.listen {
             out.push("listen");
+        }
+        if self.grpc_listen != new.grpc_listen {
+            out.push("grpc_listen");
         }
         if self.io_threads != new.io_threads {
             out.push("io_threads");

@@ -1,6 +1,7 @@
 //! Builds the whole service from a config and serves it.
 
 pub mod connections;
+pub mod grpc;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -337,6 +337,7 @@ impl ThanosStoreSource {
                         end: q.end_ms,
                         matchers,
                         without_replica_labels: self.strip_replicas(&q.read),
+                        limit: i64::try_from(q.limit).unwrap_or(0),
                     },
                 )
                 .await?;
@@ -369,6 +370,7 @@ impl ThanosStoreSource {
                         end: q.end_ms,
                         matchers,
                         without_replica_labels: self.strip_replicas(&q.read),
+                        limit: i64::try_from(q.limit).unwrap_or(0),
                     },
                 )
                 .await?;
@@ -583,6 +585,7 @@ pub fn series_request(sel: &Select) -> storepb::SeriesRequest {
         // Replica labels stay: deduplication (the penalty rule) needs the
         // replicas told apart, which stripping them would undo.
         without_replica_labels: Vec::new(),
+        limit: 0,
         response_batch_size: RESPONSE_BATCH_SIZE,
     }
 }

@@ -1,0 +1,409 @@
+//! promfed as a Thanos StoreAPI server (`grpc_listen`), with real Thanos:
+//! a real `thanos query` whose only endpoint is promfed (over Prometheus
+//! 3.8 clusters by remote read, k8s-2 an HA pair with a hole), promfed
+//! over promfed, and `thanos query` over promfed and a sidecar at once
+//! all answer the differential query set as the union Prometheus 3.8
+//! does. Plus the limits and the deadline of a `Series` call, seen by a
+//! gRPC client.
+//!
+//! Peers from `scripts/peers` (Prometheus 3.8, Thanos v0.42.4); run with
+//! `PROMFED_PEERS_DIR=... cargo test --test storeapi_server`.
+
+mod common;
+mod thanos_support;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::compare::assert_same;
+use common::differential::{queries, range_queries};
+use common::{query, query_range, HarnessError, Promfed};
+use promfed::source::thanos_store::storepb::{self, series_response::Result as Frame};
+use thanos_support::{sidecars, store_backend, Sidecars, ThanosProc, HOLE_SECS};
+
+type R = Result<(), HarnessError>;
+
+/// The remote-read backends of the Prometheus servers called `names`,
+/// each with the external labels its own config carries.
+fn remote_read_backends(h: &Sidecars, names: &[&str]) -> String {
+    let mut y = String::new();
+    for n in names {
+        let labels = match *n {
+            "k8s-1" => "{cluster: k8s-1}",
+            "k8s-2-a" => "{cluster: k8s-2, replica: a}",
+            "k8s-2-b" => "{cluster: k8s-2, replica: b}",
+            other => panic!("no cluster {other}"),
+        };
+        y.push_str(&format!(
+            "  - name: {n}\n    url: {}\n    timeout: 20s\n    external_labels: {labels}\n",
+            h.prom(n).url
+        ));
+    }
+    y
+}
+
+fn start_promfed(cfg: &str) -> Promfed {
+    match Promfed::start(cfg) {
+        Ok(mut p) => {
+            p.stop_on_exit();
+            p
+        }
+        Err(e) => panic!("promfed could not start: {e}\n{cfg}"),
+    }
+}
+
+/// A promfed serving the StoreAPI over the Prometheus servers `names`.
+fn store_promfed(h: &Sidecars, names: &[&str], extra: &str) -> Promfed {
+    let cfg = format!(
+        "listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\nreplica_labels: [replica]\n{extra}backends:\n{}",
+        remote_read_backends(h, names)
+    );
+    start_promfed(&cfg)
+}
+
+fn grpc_of(p: &Promfed) -> SocketAddr {
+    match p.grpc_addr() {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The lower promfed: every cluster (k8s-1, k8s-2's two replicas).
+fn lower() -> &'static Promfed {
+    static P: OnceLock<Promfed> = OnceLock::new();
+    P.get_or_init(|| store_promfed(sidecars(), &["k8s-1", "k8s-2-a", "k8s-2-b"], ""))
+}
+
+/// `thanos query --query.replica-label=replica` over `endpoints`, once it
+/// has taken all of them in (their Info answered).
+async fn thanos_query(name: &str, endpoints: &[SocketAddr]) -> ThanosProc {
+    let h = sidecars();
+    let mut args = vec!["query".to_string(), "--query.replica-label=replica".into()];
+    args.extend(endpoints.iter().map(|e| format!("--endpoint={e}")));
+    let mut q = match ThanosProc::start(name, &args, h.dir.path()) {
+        Ok(q) => q,
+        Err(e) => panic!("thanos query {name}: {e}"),
+    };
+    q.stop_on_exit();
+    let t0 = Instant::now();
+    loop {
+        let up = stores_up(&q).await;
+        if up == endpoints.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "thanos query {name}: {up} of {} endpoints up after 60 s; log {}",
+            endpoints.len(),
+            q.log_path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    q
+}
+
+/// How many of Thanos Query's stores answer (no `lastError`).
+async fn stores_up(q: &ThanosProc) -> usize {
+    let Ok((200, body)) = common::client::get_text(&q.http_url, "/api/v1/stores").await else {
+        return 0;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]
+        .as_object()
+        .map(|groups| {
+            groups
+                .values()
+                .filter_map(|g| g.as_array())
+                .flatten()
+                .filter(|s| s["lastError"].is_null())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Instant-query times: each rollout step's middle, inside and around
+/// replica b's hole, the counter reset.
+fn times(h: &Sidecars) -> Vec<f64> {
+    let s = &h.schedule;
+    let mut ts: Vec<f64> = s.steps.iter().map(|x| x.mid()).collect();
+    ts.push(s.counter_reset.at as f64 + 7.5);
+    let s0 = s.start as f64;
+    ts.extend([
+        s0 + HOLE_SECS.0 as f64 + 3.3,
+        s0 + HOLE_SECS.0 as f64 + 301.0,
+        s0 + HOLE_SECS.1 as f64 + 45.0,
+    ]);
+    ts
+}
+
+/// Every query of the differential set, instant and range, through `url`
+/// equals the union's answer.
+async fn differential_set_matches_the_union(url: &str, what: &str) -> R {
+    let h = sidecars();
+    let mut with_data = 0;
+    for t in times(h) {
+        for q in queries() {
+            let got = query(url, q, t).await?;
+            let want = query(&h.union.url, q, t).await?;
+            if assert_same(&format!("{what}: {q} at {t}"), &got, &want) {
+                with_data += 1;
+            }
+        }
+    }
+    let end = h.schedule.start as f64 + HOLE_SECS.1 as f64 + 300.0;
+    for (q, range, step) in range_queries() {
+        let got = query_range(url, q, end - range, end, step).await?;
+        let want = query_range(&h.union.url, q, end - range, end, step).await?;
+        assert!(
+            assert_same(&format!("{what}: range {q}"), &got, &want),
+            "{what}: range {q}: no data"
+        );
+    }
+    // Most instant queries have data (a few are empty by design, e.g. absent()).
+    assert!(
+        with_data > times(h).len() * queries().len() / 2,
+        "{what}: {with_data} answers with data"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn thanos_query_over_promfed_alone_answers_as_the_union() -> R {
+    let p = lower();
+    let q = thanos_query("query-over-promfed", &[grpc_of(p)]).await;
+    differential_set_matches_the_union(&q.http_url, "thanos query over promfed").await?;
+    // Thanos Query sees one store, the query-like promfed, with the
+    // backends' external labels.
+    let (_, stores) = common::client::get_text(&q.http_url, "/api/v1/stores").await?;
+    let v: serde_json::Value = serde_json::from_str(&stores).unwrap_or_default();
+    let listed = v["data"]["query"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{stores}");
+    let sets = listed[0]["labelSets"].to_string();
+    for l in ["k8s-1", "k8s-2"] {
+        assert!(sets.contains(l), "{sets}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn promfed_over_promfed_answers_as_the_union() -> R {
+    let lower = lower();
+    let cfg = format!(
+        "listen: 127.0.0.1:0\nreplica_labels: [replica]\nbackends:\n{}",
+        store_backend(
+            "regional",
+            &format!("grpc://{}", grpc_of(lower)),
+            &[],
+            "20s"
+        )
+    );
+    let upper = start_promfed(&cfg);
+    differential_set_matches_the_union(&upper.url, "promfed over promfed").await
+}
+
+#[tokio::test]
+async fn thanos_query_over_promfed_and_a_sidecar_answers_as_the_union() -> R {
+    let h = sidecars();
+    // promfed holds k8s-2 (its HA pair); k8s-1 comes from its sidecar.
+    let p = store_promfed(h, &["k8s-2-a", "k8s-2-b"], "");
+    let q = thanos_query(
+        "query-over-promfed-and-sidecar",
+        &[grpc_of(&p), h.sidecar("k8s-1").grpc],
+    )
+    .await;
+    differential_set_matches_the_union(&q.http_url, "thanos query over promfed + sidecar").await
+}
+
+/// A gRPC client of promfed's StoreAPI.
+async fn client(addr: SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect().await,
+        Err(e) => panic!("endpoint: {e}"),
+    };
+    match channel {
+        Ok(c) => tonic::client::Grpc::new(c),
+        Err(e) => panic!("connecting to {addr}: {e}"),
+    }
+}
+
+/// Calls `Series`, returning the frames received and how the stream ended.
+async fn series_call(
+    addr: SocketAddr,
+    req: storepb::SeriesRequest,
+    timeout: Option<Duration>,
+) -> (
+    Vec<storepb::SeriesResponse>,
+    Result<(), tonic::Status>,
+    Duration,
+) {
+    let mut grpc = client(addr).await;
+    if let Err(e) = grpc.ready().await {
+        panic!("not ready: {e}");
+    }
+    let codec =
+        tonic_prost::ProstCodec::<storepb::SeriesRequest, storepb::SeriesResponse>::default();
+    let mut r = tonic::Request::new(req);
+    if let Some(t) = timeout {
+        // The header alone: the client does not give up by itself, so
+        // the call ends when promfed ends it.
+        let v = format!("{}m", t.as_millis());
+        match v.parse() {
+            Ok(v) => {
+                r.metadata_mut().insert("grpc-timeout", v);
+            }
+            Err(e) => panic!("grpc-timeout {v}: {e}"),
+        }
+    }
+    let t0 = Instant::now();
+    let path = http::uri::PathAndQuery::from_static("/thanos.Store/Series");
+    let mut stream = match grpc.server_streaming(r, path, codec).await {
+        Ok(s) => s.into_inner(),
+        Err(s) => return (Vec::new(), Err(s), t0.elapsed()),
+    };
+    let mut frames = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => return (frames, Ok(()), t0.elapsed()),
+            Err(s) => return (frames, Err(s), t0.elapsed()),
+        }
+    }
+}
+
+fn every_istio_series(h: &Sidecars, batch: i64) -> storepb::SeriesRequest {
+    storepb::SeriesRequest {
+        min_time: h.schedule.start * 1000,
+        max_time: h.schedule.end * 1000,
+        matchers: vec![storepb::LabelMatcher {
+            r#type: storepb::MatcherType::Eq.into(),
+            name: "__name__".into(),
+            value: "istio_requests_total".into(),
+        }],
+        aggregates: vec![storepb::Aggr::Raw.into()],
+        response_batch_size: batch,
+        ..Default::default()
+    }
+}
+
+fn series_in(frames: &[storepb::SeriesResponse]) -> Vec<&storepb::Series> {
+    frames
+        .iter()
+        .flat_map(|f| match &f.result {
+            Some(Frame::Series(s)) => vec![s],
+            Some(Frame::Batch(b)) => b.series.iter().collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn series_streams_chunks_of_at_most_120_samples_in_batches() -> R {
+    let h = sidecars();
+    let addr = grpc_of(lower());
+    let (frames, end, _) = series_call(addr, every_istio_series(h, 7), None).await;
+    assert!(end.is_ok(), "{end:?}");
+    let series = series_in(&frames);
+    assert!(series.len() > 20, "{} series", series.len());
+    // Batches of 7 (the last may be smaller).
+    for f in &frames {
+        if let Some(Frame::Batch(b)) = &f.result {
+            assert!(!b.series.is_empty() && b.series.len() <= 7);
+        }
+    }
+    // Deduplicated on request: ask for the replica label to go.
+    let mut req = every_istio_series(h, 1);
+    req.without_replica_labels = vec!["replica".into()];
+    let (frames, end, _) = series_call(addr, req, None).await;
+    assert!(end.is_ok(), "{end:?}");
+    let series = series_in(&frames);
+    let mut prev: Option<Vec<(String, String)>> = None;
+    for s in &series {
+        assert!(s.labels.iter().all(|l| l.name != "replica"));
+        let labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        if let Some(p) = &prev {
+            assert!(
+                p < &labels,
+                "series out of order or repeated: {p:?} then {labels:?}"
+            );
+        }
+        prev = Some(labels);
+        for c in &s.chunks {
+            let raw = c.raw.as_ref().expect("raw chunk");
+            let n = u16::from_be_bytes([raw.data[0], raw.data[1]]);
+            assert!((1..=120).contains(&n), "{n} samples in a chunk");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_limit_hit_mid_stream_ends_it_with_a_clear_status() -> R {
+    let h = sidecars();
+    let p = store_promfed(
+        h,
+        &["k8s-1", "k8s-2-a", "k8s-2-b"],
+        "limits:\n  max_response_bytes: 60000\n",
+    );
+    let (frames, end, _) = series_call(grpc_of(&p), every_istio_series(h, 1), None).await;
+    let status = end.expect_err("the answer is larger than 60000 bytes");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limits.max_response_bytes"),
+        "{}",
+        status.message()
+    );
+    // Mid-stream: some series came before the cut.
+    assert!(
+        !series_in(&frames).is_empty(),
+        "nothing was sent before the cut"
+    );
+
+    // The sample limit ends the call before anything is sent.
+    let p = store_promfed(h, &["k8s-1"], "limits:\n  max_samples: 1000\n");
+    let (frames, end, _) = series_call(grpc_of(&p), every_istio_series(h, 1), None).await;
+    let status = end.expect_err("more than 1000 samples");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too many samples"),
+        "{}",
+        status.message()
+    );
+    assert!(series_in(&frames).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_requests_deadline_is_honoured() -> R {
+    let h = sidecars();
+    // A backend that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| HarnessError::Io {
+        what: "binding a silent backend".into(),
+        source,
+    })?;
+    let silent_addr = silent.local_addr().map_err(|source| HarnessError::Io {
+        what: "silent backend address".into(),
+        source,
+    })?;
+    let cfg = format!(
+        "listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\nbackends:\n  - name: silent\n    url: http://{silent_addr}\n    timeout: 60s\n    external_labels: {{cluster: k8s-9}}\n"
+    );
+    let p = start_promfed(&cfg);
+    let (_, end, took) = series_call(
+        grpc_of(&p),
+        every_istio_series(h, 1),
+        Some(Duration::from_millis(800)),
+    )
+    .await;
+    drop(silent);
+    let status = end.expect_err("the silent backend cannot answer in time");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    // promfed itself ended the call (not the client giving up).
+    assert!(status.message().starts_with("promfed:"), "{status:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    Ok(())
+}
