@@ -523,3 +523,158 @@ async fn the_requests_deadline_is_honoured() -> R {
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     Ok(())
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate,
+/// as PEM files in `dir`.
+fn pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+    };
+    let key = || KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+    let params = |names: Vec<String>| {
+        CertificateParams::new(names).unwrap_or_else(|e| panic!("certificate params: {e}"))
+    };
+    let ca_key = key();
+    let mut ca = params(Vec::new());
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "storeapi test CA");
+    let ca_cert = ca
+        .self_signed(&ca_key)
+        .unwrap_or_else(|e| panic!("CA: {e}"));
+    write("ca.pem", ca_cert.pem());
+    let server_key = key();
+    let mut server = params(vec!["127.0.0.1".into(), "localhost".into()]);
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap_or_else(|e| panic!("server certificate: {e}"));
+    write("server.pem", server_cert.pem());
+    write("server.key", server_key.serialize_pem());
+    let client_key = key();
+    let mut client = params(Vec::new());
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "global promfed");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .unwrap_or_else(|e| panic!("client certificate: {e}"));
+    write("client.pem", client_cert.pem());
+    write("client.key", client_key.serialize_pem());
+}
+
+/// A child process killed (by its pid) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A promfed serving HTTPS and the StoreAPI over mutual TLS; its process
+/// and the gRPC address it printed.
+fn start_tls_promfed(cfg_path: &std::path::Path) -> (Killed, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("serve")
+        .arg("--config")
+        .arg(cfg_path)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting promfed: {e}"));
+    let out = child.stdout.take();
+    let child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Some(out) = out else { return };
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("grpc listening on ") {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)).map(|a| a.parse()) {
+        Ok(Ok(a)) => (child, a),
+        other => panic!("no gRPC address from the TLS promfed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn promfed_over_promfed_over_mutual_tls() -> R {
+    let h = sidecars();
+    let dir = common::TempDir::new("promfed-storeapi-tls")?;
+    let d = dir.path();
+    pki(d);
+    let p = |f: &str| d.join(f).display().to_string();
+    let lower_cfg = format!(
+        "listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\ntls:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\nbackends:\n{}",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem"),
+        remote_read_backends(h, &["k8s-1"])
+    );
+    let cfg_path = d.join("lower.yaml");
+    common::write_file(&cfg_path, &lower_cfg)?;
+    let (lower, grpc) = start_tls_promfed(&cfg_path);
+    let upper_cfg = |client_cert: bool| {
+        let mut y = format!(
+            "listen: 127.0.0.1:0\nbackends:\n  - name: region\n    url: grpc://{grpc}\n    protocol: thanos_store\n    timeout: 10s\n    tls:\n      ca_file: {}\n",
+            p("ca.pem")
+        );
+        if client_cert {
+            y.push_str(&format!(
+                "      cert_file: {}\n      key_file: {}\n",
+                p("client.pem"),
+                p("client.key")
+            ));
+        }
+        y
+    };
+    let t = h.schedule.steps[2].mid();
+    let q = "sum by (cluster) (rate(istio_requests_total{reporter=\"source\"}[5m]))";
+    let want = query(&h.union.url, q, t).await?;
+    let with_cert = start_promfed(&upper_cfg(true));
+    let got = query(&with_cert.url, q, t).await?;
+    let without = start_promfed(&upper_cfg(false));
+    let refused = query(&without.url, q, t).await?;
+    drop(lower);
+    // Over mutual TLS the global promfed sees k8s-1 as the union does
+    // (the union also holds k8s-2: compare k8s-1's sample only).
+    let k1 = |r: &common::ApiResponse| {
+        r.vector()
+            .into_iter()
+            .find(|(l, _)| l.get("cluster").map(String::as_str) == Some("k8s-1"))
+            .map(|(_, v)| v)
+    };
+    assert!(got.is_success(), "{}", got.body);
+    assert_eq!(got.vector().len(), 1, "{}", got.body);
+    let (g, w) = (k1(&got), k1(&want));
+    assert!(
+        matches!((g, w), (Some(a), Some(b)) if common::compare::same_value(a, b)),
+        "over mutual TLS: {g:?} vs the union's {w:?}"
+    );
+    // Without a client certificate the handshake is refused, named.
+    assert!(
+        !refused.is_success(),
+        "answered without a client certificate: {}",
+        refused.body
+    );
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("region"),
+        "{}",
+        refused.body
+    );
+    Ok(())
+}
