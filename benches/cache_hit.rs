@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::future::BoxFuture;
+use istio_sim::SUCCESS_RATE_QUERY;
 use promfed::cache::key::Canonical;
 use promfed::cache::{CacheStatus, Evaluate, QueryCache, Variant};
 use promfed::model::Labels;
 use promfed::promql::{EngineError, QueryOptions, QueryResult, Value, VectorElem};
-use promfed::sim::SUCCESS_RATE_QUERY;
 
 /// Answers every query with one sample (only misses reach it).
 struct Fixed;

@@ -1,6 +1,5 @@
 //! The Prometheus HTTP API: routes, parameter handling and responses.
 
-pub mod encode;
 pub mod error;
 pub mod params;
 pub mod read;
@@ -25,18 +24,13 @@ pub use error::{ApiError, ErrorType};
 pub use params::Params;
 
 /// The instant query endpoint.
+pub use crate::model::time::{DEFAULT_QUERY_TIMEOUT, MAX_POINTS_PER_SERIES};
+
 const QUERY_PATH: &str = "/api/v1/query";
 
 /// Response header listing the backends a query's evaluation read from
 /// (comma-separated; absent when nothing was evaluated, e.g. a cache hit).
 pub const BACKENDS_HEADER: &str = "x-promfed-backends";
-
-/// Most points a range query may return per series, as Prometheus.
-pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
-
-/// Default and largest query timeout (Prometheus's default is 2 m); the
-/// config's `limits.query_timeout` replaces it.
-pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Largest request body accepted by default, bytes (`limits.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -373,14 +367,6 @@ fn cache_variant(st: &AppState, read: ReadOptions) -> Variant {
     }
 }
 
-/// The error of a query that ran past its deadline.
-pub(crate) fn timeout_error() -> ApiError {
-    ApiError::new(
-        ErrorType::Timeout,
-        "query timed out in expression evaluation",
-    )
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -404,7 +390,7 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
     if let Some(c) = &st.cache {
         let v = cache_variant(st, read);
         let (a, backends) = (st.limits)
-            .run(kind, q, timeout, async {
+            .run::<_, ApiError>(kind, q, timeout, async {
                 let a = match ask {
                     Ask::Instant { t } => c.instant(q, t, &opts, &v, timeout).await?,
                     Ask::Range { start, end, step } => {
@@ -419,7 +405,7 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
     }
     let engine = st.engine_for(read);
     let (body, has_warnings, held, backends) = (st.limits)
-        .run(kind, q, timeout, async {
+        .run::<_, ApiError>(kind, q, timeout, async {
             let r = match ask {
                 Ask::Instant { t } => engine.instant(q, t, &opts).await,
                 Ask::Range { start, end, step } => engine.range(q, start, end, step, &opts).await,
@@ -427,7 +413,7 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
             let has_warnings = !r.warnings.is_empty();
             // Encoding is part of the query: within its deadline and budget.
             let body = crate::limits::meter::blocking("response encoding", move || {
-                encode::query_body_checked(&r)
+                crate::wire::query_body_checked(&r)
             })
             .await?;
             // The answer stays counted against the memory of all queries
@@ -551,7 +537,10 @@ async fn buildinfo() -> Response {
         "buildDate": option_env!("PROMFED_BUILD_DATE").unwrap_or("unknown"),
         "goVersion": "none (promfed is written in Rust)",
     });
-    json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
+    json_response(
+        StatusCode::OK,
+        crate::wire::success_body(&data.to_string(), &[]),
+    )
 }
 
 async fn metrics() -> Response {
@@ -590,48 +579,4 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::memory::MemorySource;
-
-    fn state() -> Arc<AppState> {
-        let fed = Federation::new(
-            vec![crate::federation::Backend {
-                name: "a".into(),
-                external_labels: Default::default(),
-                source: Arc::new(MemorySource::default()),
-            }],
-            Default::default(),
-        );
-        AppState::new(Arc::new(fed))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn work_sent_to_the_workers_runs_there_and_a_panic_is_an_internal_error() {
-        let st = state();
-        assert!(st.workers.is_some());
-        // Called from a thread outside the pool (as a connection thread
-        // is), the work runs on a pool worker.
-        let st2 = st.clone();
-        let (caller, ran_on) = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let ran_on = rt.block_on(on_workers(&st2, async {
-                std::thread::current().name().map(str::to_string)
-            }));
-            (std::thread::current().id(), ran_on)
-        })
-        .join()
-        .expect("thread");
-        assert_ne!(caller, std::thread::current().id());
-        assert_eq!(ran_on.expect("answer").as_deref(), Some("tokio-rt-worker"));
-        let e = on_workers(&st, async {
-            panic!("boom");
-        })
-        .await
-        .expect_err("a panic");
-        assert_eq!(e.kind, ErrorType::Internal);
-    }
-}
+mod tests;

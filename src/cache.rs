@@ -11,28 +11,31 @@
 //! newest points (`max_freshness`) are never stored.
 
 pub mod cells;
+pub mod error;
 pub mod flight;
+pub mod instant;
 pub mod key;
+pub mod lease;
 pub mod metrics;
 pub mod range;
+pub mod range_query;
 pub mod store;
+pub mod warmer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::{join_all, BoxFuture};
+use futures::future::BoxFuture;
 use prometheus::Registry;
-use tokio::task::JoinHandle;
 
-use crate::api::{encode, ApiError, ErrorType, DEFAULT_QUERY_TIMEOUT};
 use crate::config::{CacheConfig, CacheStoreKind};
-use crate::promql::{Engine, EngineError, QueryOptions, QueryResult, Value};
+use crate::model::time::DEFAULT_QUERY_TIMEOUT;
+use crate::promql::{Engine, EngineError, QueryOptions, QueryResult};
+pub use error::CacheError;
 use flight::Flights;
-use key::Canonical;
 use metrics::CacheMetrics;
-use range::Extent;
-use store::{Lease, MemoryStore, RedisStore, Stores};
+use store::{MemoryStore, RedisStore, Stores};
 
 /// Response header naming how the cache answered (`hit`, `miss`,
 /// `coalesced`, `partial`, `bypass`).
@@ -78,10 +81,10 @@ pub struct Answer {
 impl Answer {
     /// Encodes `r` as part of the current query: within its deadline, its
     /// memory budget and `limits.max_response_bytes`.
-    async fn of(r: QueryResult, status: CacheStatus) -> Result<Answer, ApiError> {
+    async fn of(r: QueryResult, status: CacheStatus) -> Result<Answer, CacheError> {
         let has_warnings = !r.warnings.is_empty();
         let body = crate::limits::meter::blocking("response encoding", move || {
-            encode::query_body_checked(&r)
+            crate::wire::query_body_checked(&r)
         })
         .await?;
         Ok(Answer {
@@ -198,25 +201,19 @@ impl From<&CacheConfig> for Settings {
     }
 }
 
-/// How often a replica waiting for another's evaluation looks in Redis.
-const LEASE_POLL: Duration = Duration::from_millis(20);
-
 /// Size bound of the memo of canonical forms (raw text → canonical text).
 const CANON_MEMO_BYTES: usize = 32 << 20;
 
 /// History kept per range key, in steps: as many points as one request may
 /// ask for, so panels over different windows of one query do not evict
 /// each other's extents.
-const RANGE_HISTORY_STEPS: i64 = crate::api::MAX_POINTS_PER_SERIES;
+const RANGE_HISTORY_STEPS: i64 = crate::model::time::MAX_POINTS_PER_SERIES;
 
 /// What a flight yields: the answer as its leader obtained it.
-type Flown = Result<Answer, ApiError>;
+type Flown = Result<Answer, CacheError>;
 
 fn flight_panicked() -> Flown {
-    Err(ApiError::new(
-        ErrorType::Internal,
-        "query evaluation ended unexpectedly",
-    ))
+    Err(CacheError::Ended)
 }
 
 /// The query cache. Cheap to clone; clones share everything.
@@ -312,128 +309,16 @@ impl QueryCache {
         &self.inner.stores
     }
 
-    /// Answers an instant query at `t_ms` (evaluated at `t_ms` rounded down
-    /// to the grid).
-    pub async fn instant(
-        &self,
-        query: &str,
-        t_ms: i64,
-        opts: &QueryOptions,
-        variant: &Variant,
-        timeout: Duration,
-    ) -> Result<Answer, ApiError> {
-        self.instant_as("instant", query, t_ms, opts, variant, timeout)
-            .await
-    }
-
-    async fn instant_as(
-        &self,
-        kind: &'static str,
-        query: &str,
-        t_ms: i64,
-        opts: &QueryOptions,
-        variant: &Variant,
-        timeout: Duration,
-    ) -> Result<Answer, ApiError> {
-        let inner = &self.inner;
-        let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
-        let Some(canon) = inner.canon.get(query) else {
-            inner.count(kind, CacheStatus::Bypass);
-            let r = inner
-                .bounded(timeout, eval.instant(query, t_ms, opts))
-                .await?;
-            return Answer::of(r, CacheStatus::Bypass).await;
-        };
-        let t = key::round_down(t_ms, inner.settings.grid_ms);
-        let key = key::instant_key(&canon, t, opts, &variant.key);
-        if let Some(body) = inner.stores.get(&key, inner.instant_ttl(t)).await {
-            inner.count(kind, CacheStatus::Hit);
-            return Ok(Answer::stored(body));
-        }
-        let (flight, leader) = inner.flights.join_or_start(
-            &key,
-            || {
-                let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
-                async move { inner.evaluate_instant(eval, &key, &canon, t, &opts).await }
-            },
-            flight_panicked,
-        );
-        self.finish(kind, timeout, flight, leader).await
-    }
-
-    /// The answer for an instant query when this process already holds its
-    /// grid cell in memory, without evaluating, waiting or asking Redis;
-    /// `None` sends the caller to [`instant`](Self::instant). For a query
-    /// text seen before (its canonical form memoized) a hit costs a memo
-    /// lookup, a key and a map lookup.
-    pub async fn instant_hit(
-        &self,
-        query: &str,
-        t_ms: i64,
-        opts: &QueryOptions,
-        variant: &Variant,
-    ) -> Option<Answer> {
-        let inner = &self.inner;
-        let canon = inner.canon.get(query)?;
-        let t = key::round_down(t_ms, inner.settings.grid_ms);
-        let key = key::instant_key(&canon, t, opts, &variant.key);
-        let body = inner.stores.memory().get(&key).await?;
-        inner.metrics.instant_hits.inc();
-        Some(Answer::stored(body))
-    }
-
-    /// Answers a range query from stored extents and evaluations of what
-    /// they lack.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn range(
-        &self,
-        query: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-        opts: &QueryOptions,
-        variant: &Variant,
-        timeout: Duration,
-    ) -> Result<Answer, ApiError> {
-        let inner = &self.inner;
-        let eval = variant.eval.clone().unwrap_or_else(|| inner.eval.clone());
-        let canon = match inner.canon.get(query) {
-            Some(c) if c.range_cacheable && inner.settings.range_enabled && step_ms > 0 => c,
-            _ => {
-                inner.count("range", CacheStatus::Bypass);
-                let r = inner
-                    .bounded(timeout, eval.range(query, start_ms, end_ms, step_ms, opts))
-                    .await?;
-                return Answer::of(r, CacheStatus::Bypass).await;
-            }
-        };
-        let rkey = key::range_key(&canon, step_ms, start_ms, opts, &variant.key);
-        let fkey = format!("{rkey}|{start_ms}|{end_ms}");
-        let (flight, leader) = inner.flights.join_or_start(
-            &fkey,
-            || {
-                let (inner, opts) = (self.inner.clone(), opts.clone());
-                async move {
-                    inner
-                        .evaluate_range(eval, &rkey, &canon, start_ms, end_ms, step_ms, &opts)
-                        .await
-                }
-            },
-            flight_panicked,
-        );
-        self.finish("range", timeout, flight, leader).await
-    }
-
     async fn finish(
         &self,
         kind: &'static str,
         timeout: Duration,
         flight: flight::Flight<Flown>,
         leader: bool,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, CacheError> {
         let mut answer = tokio::time::timeout(timeout, flight)
             .await
-            .map_err(|_| crate::api::timeout_error())??;
+            .map_err(|_| CacheError::Timeout)??;
         answer.status = match answer.status {
             CacheStatus::Hit => CacheStatus::Hit,
             s if leader => s,
@@ -441,52 +326,6 @@ impl QueryCache {
         };
         self.inner.count(kind, answer.status);
         Ok(answer)
-    }
-
-    /// Starts evaluating the configured warm queries at every grid tick;
-    /// `None` when there are none. Abort the handle to stop.
-    pub fn spawn_warmer(&self) -> Option<JoinHandle<()>> {
-        if self.inner.settings.warm_queries.is_empty() {
-            return None;
-        }
-        let me = self.clone();
-        Some(tokio::spawn(async move {
-            let grid = me.inner.settings.grid_ms;
-            // Replicas sharing Redis tick together: a random delay early in
-            // the cell lets the first one's answer reach Redis before the
-            // others evaluate (they look there first).
-            let spread = if me.inner.stores.shared().is_some() {
-                (grid / 5).clamp(1, 2_000)
-            } else {
-                1
-            };
-            loop {
-                let now = (me.inner.clock)();
-                let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..spread);
-                let wait = key::round_down(now, grid) + grid - now + jitter;
-                tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
-                me.warm_once().await;
-            }
-        }))
-    }
-
-    /// Evaluates every warm query for the current grid cell.
-    pub async fn warm_once(&self) {
-        let now = (self.inner.clock)();
-        let opts = QueryOptions::default();
-        let variant = Variant::default();
-        let runs = self.inner.settings.warm_queries.iter().map(|q| {
-            let (opts, variant) = (&opts, &variant);
-            async move {
-                if let Err(e) = self
-                    .instant_as("warm", q, now, opts, variant, DEFAULT_QUERY_TIMEOUT)
-                    .await
-                {
-                    tracing::warn!(query = %q, error = %e.message, "warm query failed");
-                }
-            }
-        });
-        join_all(runs).await;
     }
 }
 
@@ -502,244 +341,15 @@ impl Inner {
         self.metrics.not_stored.with_label_values(&[reason]).inc();
     }
 
-    /// TTL of an instant answer at rounded time `t`.
-    fn instant_ttl(&self, t: i64) -> Duration {
-        let now = (self.clock)();
-        if t < now.saturating_sub(self.settings.horizon_ms) {
-            self.settings.old_ttl
-        } else {
-            self.settings.ttl
-        }
-    }
-
     async fn bounded(
         &self,
         timeout: Duration,
         fut: BoxFuture<'_, Result<QueryResult, EngineError>>,
-    ) -> Result<QueryResult, ApiError> {
+    ) -> Result<QueryResult, CacheError> {
         match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(_) => Err(crate::api::timeout_error()),
+            Ok(r) => r.map_err(CacheError::from),
+            Err(_) => Err(CacheError::Timeout),
         }
-    }
-
-    async fn evaluate_instant(
-        &self,
-        eval: Arc<dyn Evaluate>,
-        key: &str,
-        canon: &Canonical,
-        t: i64,
-        opts: &QueryOptions,
-    ) -> Flown {
-        let ttl = self.instant_ttl(t);
-        // A flight that just landed may have stored the answer between this
-        // caller's lookup and its start of this flight.
-        if let Some(body) = self.stores.get(key, ttl).await {
-            return Ok(Answer::stored(body));
-        }
-        // A time still ahead is never stored, so nobody could wait for it.
-        let storable = t <= (self.clock)();
-        let mut lease = None;
-        if let (true, Some(redis)) = (
-            storable && !self.settings.lease.is_zero(),
-            self.stores.shared(),
-        ) {
-            match redis.take_lease(key, self.settings.lease).await {
-                Lease::Ours(token) => {
-                    // Another replica may have stored it and let go since
-                    // this one looked.
-                    if let Some(body) = self.stores.get(key, ttl).await {
-                        redis.release_lease(key, &token).await;
-                        return Ok(Answer::stored(body));
-                    }
-                    lease = Some(token);
-                }
-                Lease::Elsewhere => {
-                    if let Some(body) = self.await_other_replica(redis, key).await {
-                        self.stores.memory().put(key, body.clone(), ttl).await;
-                        return Ok(Answer {
-                            body,
-                            status: CacheStatus::Coalesced,
-                            has_warnings: false,
-                        });
-                    }
-                }
-                Lease::Unavailable => {}
-            }
-        }
-        let answer = self
-            .evaluate_and_store(eval, key, canon, t, opts, storable, ttl)
-            .await;
-        if let (Some(token), Some(redis)) = (lease, self.stores.shared()) {
-            redis.release_lease(key, &token).await;
-        }
-        answer
-    }
-
-    /// Waits while another replica holds the lease on `key`, for its stored
-    /// answer; `None` when it let go without storing one (an error, or
-    /// warnings), the lease ran out, or Redis stopped answering: then this
-    /// replica evaluates itself.
-    async fn await_other_replica(&self, redis: &store::RedisStore, key: &str) -> Option<Bytes> {
-        let deadline = tokio::time::Instant::now() + self.settings.lease;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(LEASE_POLL).await;
-            match redis.entry_or_lease(key).await? {
-                (Some(body), _) => {
-                    self.metrics
-                        .remote_waits
-                        .with_label_values(&["answered"])
-                        .inc();
-                    return Some(body);
-                }
-                (None, true) => {}
-                (None, false) => break,
-            }
-        }
-        self.metrics
-            .remote_waits
-            .with_label_values(&["gave_up"])
-            .inc();
-        None
-    }
-
-    /// Evaluates an instant query and stores the answer when it may be.
-    #[allow(clippy::too_many_arguments)]
-    async fn evaluate_and_store(
-        &self,
-        eval: Arc<dyn Evaluate>,
-        key: &str,
-        canon: &Canonical,
-        t: i64,
-        opts: &QueryOptions,
-        storable: bool,
-        ttl: Duration,
-    ) -> Flown {
-        self.metrics
-            .evaluations
-            .with_label_values(&["instant"])
-            .inc();
-        self.cells.record(&canon.text, t, (self.clock)());
-        let r = self
-            .bounded(query_time_left(), eval.instant(&canon.text, t, opts))
-            .await?;
-        let mut answer = Answer::of(r, CacheStatus::Miss).await?;
-        if answer.has_warnings {
-            self.not_stored("warnings");
-        } else if !storable {
-            // A time still ahead: samples up to it may yet arrive.
-            self.not_stored("fresh");
-        } else {
-            answer.body = self.stores.put_first(key, answer.body, ttl).await;
-        }
-        Ok(answer)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn evaluate_range(
-        &self,
-        eval: Arc<dyn Evaluate>,
-        rkey: &str,
-        canon: &Canonical,
-        start: i64,
-        end: i64,
-        step: i64,
-        opts: &QueryOptions,
-    ) -> Flown {
-        let ttl = self.settings.range_ttl;
-        let extents: Vec<Extent> = match self.stores.get(rkey, ttl).await {
-            Some(b) => range::codec::decode(&b).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let last = range::last_point(start, end, step);
-        let gaps = range::gaps(&extents, start, last, step);
-        if gaps.is_empty() {
-            let series = range::merge(extents.iter().map(|x| x.series.as_slice()), start, last);
-            let r = QueryResult {
-                value: Value::Matrix(series),
-                warnings: Vec::new(),
-                infos: Vec::new(),
-            };
-            return Answer::of(r, CacheStatus::Hit).await;
-        }
-        let status = if gaps == [(start, last)] {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Partial
-        };
-        self.metrics
-            .evaluations
-            .with_label_values(&["range"])
-            .inc_by(gaps.len() as u64);
-        let evals = gaps.iter().map(|&(s, e)| {
-            self.bounded(query_time_left(), eval.range(&canon.text, s, e, step, opts))
-        });
-        let mut pieces = Vec::with_capacity(gaps.len());
-        let (mut warnings, mut infos) = (Vec::new(), Vec::new());
-        for (&(s, e), r) in gaps.iter().zip(join_all(evals).await) {
-            let r = r?;
-            push_unique(&mut warnings, r.warnings);
-            push_unique(&mut infos, r.infos);
-            match r.value {
-                Value::Matrix(series) => pieces.push(Extent {
-                    start: s,
-                    end: e,
-                    series,
-                }),
-                _ => {
-                    // Not a range result: answer the request as sent, uncached.
-                    let r = self
-                        .bounded(
-                            query_time_left(),
-                            eval.range(&canon.text, start, end, step, opts),
-                        )
-                        .await?;
-                    return Answer::of(r, CacheStatus::Bypass).await;
-                }
-            }
-        }
-        let series = range::merge(
-            extents
-                .iter()
-                .chain(pieces.iter())
-                .map(|x| x.series.as_slice()),
-            start,
-            last,
-        );
-        let annotated = !warnings.is_empty() || !infos.is_empty();
-        let r = QueryResult {
-            value: Value::Matrix(series),
-            warnings,
-            infos,
-        };
-        let answer = Answer::of(r, status).await?;
-        if annotated {
-            // Extents carry no annotations: a later hit could not repeat them.
-            self.not_stored("annotations");
-            return Ok(answer);
-        }
-        let cacheable_end = (self.clock)().saturating_sub(self.settings.max_freshness_ms);
-        let new: Vec<Extent> = pieces
-            .into_iter()
-            .filter_map(|p| {
-                let hi = p.end.min(range::last_point(p.start, cacheable_end, step));
-                (hi >= p.start).then(|| Extent {
-                    start: p.start,
-                    end: hi,
-                    series: range::merge([p.series.as_slice()], p.start, hi),
-                })
-            })
-            .collect();
-        if new.is_empty() {
-            self.not_stored("fresh");
-        } else {
-            let keep_from = last.saturating_sub(RANGE_HISTORY_STEPS.saturating_mul(step));
-            let kept = range::insert(extents, new, step, keep_from);
-            self.stores
-                .put(rkey, Bytes::from(range::codec::encode(&kept)), ttl)
-                .await;
-        }
-        Ok(answer)
     }
 }
 

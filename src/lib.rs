@@ -3,30 +3,42 @@
 //! merges them and evaluates PromQL itself.
 //!
 //! # Layout
-//! A query travels through the modules in this order:
+//! The modules are layers: each uses only the ones listed after it
+//! (docs/architecture.md gives the order; `tests/layers.rs` checks it).
+//! A query travels down the first group:
+//! - [`server`]: builds the service from a config ([`server::build`]),
+//!   serves HTTP on the connection threads ([`server::threads`],
+//!   [`server::connections`]) and swaps in a new service on SIGHUP or a
+//!   config file change ([`server::reload`]).
+//! - [`ui`]: the web UI at `/` (pages that call the API).
 //! - [`analyze`]: `promfed analyze`, a client of the API that dry-runs an
 //!   Argo Rollouts AnalysisTemplate with Argo's rules.
-//! - [`ui`]: the web UI at `/` (pages that call the API).
-//! - [`api`]: HTTP routes, parameter parsing, JSON encoding, error mapping.
 //! - [`storeapi`]: the Thanos StoreAPI (Info, Series, LabelNames,
 //!   LabelValues) answered from the federation, for Thanos Query or
-//!   another promfed.
+//!   another promfed (served by [`server::grpc`]).
+//! - [`api`]: HTTP routes, parameter parsing, the one mapping of every
+//!   layer's error to Prometheus's `errorType` and status.
 //! - [`cache`]: instant answers on a time grid with single flight, range
 //!   answers as step-aligned extents; in memory or shared through Redis.
+//! - [`wire`]: Prometheus JSON of answers (what the API sends and the
+//!   cache stores).
 //! - [`promql`]: the engine: parse, fetch selectors, evaluate.
 //! - [`federation`]: fans a select out to every backend, adds external
 //!   labels, merges by label set.
 //! - [`source`]: the `Source` trait and its implementations (Prometheus
 //!   remote read and HTTP API, the Thanos StoreAPI over gRPC, in-memory).
-//! - [`server`]: builds the service from a config and serves it;
-//!   [`reload`] swaps in a new one on SIGHUP or a config file change.
+//!
+//! Services every layer above may use, each only the ones after it:
 //! - [`config`]: the YAML configuration and its validation.
-//! - [`model`]: labels, samples and series, shared by all of the above.
+//! - [`tls`], [`auth`]: HTTPS, backends' TLS, client authentication and
+//!   backends' credentials.
 //! - [`limits`]: query admission, deadlines and the per-query budget.
-//! - [`auth`], [`tls`]: client authentication, HTTPS, backends' TLS and credentials.
 //! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
 //! - [`recent`]: per-thread memos of recent long inputs (query text).
-//! - [`sim`]: simulated Istio canary traffic (the demo's and tests' data).
+//! - [`model`]: labels, samples, series, time bounds and durations.
+//!
+//! The demo's traffic simulator is a crate of its own (`crates/istio-sim`),
+//! not part of this library.
 
 pub mod analyze;
 pub mod api;
@@ -38,11 +50,10 @@ pub mod limits;
 pub mod model;
 pub mod promql;
 pub mod recent;
-pub mod reload;
 pub mod server;
-pub mod sim;
 pub mod source;
 pub mod storeapi;
 pub mod telemetry;
 pub mod tls;
 pub mod ui;
+pub mod wire;

@@ -338,7 +338,7 @@ async fn run(
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("listening on {addr}");
     // SIGHUP always reloads; a zero interval only turns the file watch off.
-    let watch = promfed::reload::Watch {
+    let watch = promfed::server::reload::Watch {
         file_listen,
         path: config,
         interval: if reload_interval.is_zero() {
@@ -347,7 +347,7 @@ async fn run(
             reload_interval
         },
     };
-    promfed::reload::serve(cfg, Some(watch), listener, shutdown_signal()).await
+    promfed::server::reload::serve(cfg, Some(watch), listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

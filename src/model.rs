@@ -1,5 +1,7 @@
 //! The data every layer shares: label sets, samples and series.
 
+pub mod time;
+
 use std::fmt;
 
 /// Bit pattern of Prometheus's staleness marker (a NaN that ends a series).

@@ -1,135 +1,25 @@
-//! Builds the whole service from a config and serves it.
+//! Serves the service: builds it from a config ([`build`]), serves HTTP on
+//! the connection threads ([`threads`]) one connection at a time
+//! ([`connections`]), and swaps in a new service on reload ([`reload`]).
 
+pub mod build;
 pub mod connections;
 pub mod grpc;
-
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+pub mod reload;
+pub mod threads;
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
-use crate::cache::QueryCache;
-use crate::config::{Config, PartialResponse, ReadProtocol};
-use crate::federation::{Backend, Federation, FederationOptions};
-use crate::source::guard::Guarded;
-use crate::source::prometheus::{PrometheusHttpSource, SamplesVia};
-use crate::source::remote_read::RemoteReadSource;
-use crate::source::thanos_store::ThanosStoreSource;
-use crate::source::Source;
-
-/// How often backends are probed for `/api/v1/stores` and `/metrics`.
-pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Builds the federation of every configured backend.
-pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
-    let backends = cfg
-        .backends
-        .iter()
-        .map(|b| {
-            let (client, redactor) = crate::tls::backend_client(b)?;
-            let api = PrometheusHttpSource::new(&b.name, &b.url, client.clone(), b.timeout)
-                .with_max_response_bytes(b.max_response_bytes);
-            let source: Arc<dyn Source> = match b.protocol {
-                ReadProtocol::QueryApi => Arc::new(api),
-                ReadProtocol::ThanosStore => Arc::new(
-                    ThanosStoreSource::new(
-                        &b.name,
-                        &b.url,
-                        b.timeout,
-                        b.tls.as_ref(),
-                        crate::auth::backend_authorization(
-                            b.bearer_token_file.as_ref(),
-                            b.basic_auth.as_ref(),
-                        )
-                        .map_err(|e| format!("backend {}: {e}", b.name))?,
-                    )?
-                    .with_max_response_bytes(b.max_response_bytes),
-                ),
-                ReadProtocol::RemoteRead => Arc::new(SamplesVia {
-                    samples: RemoteReadSource::new(&b.name, &b.url, b.timeout, client.clone())
-                        .with_max_response_bytes(b.max_response_bytes),
-                    api,
-                }),
-            };
-            Ok(Backend {
-                name: b.name.clone(),
-                external_labels: b.external_labels.clone(),
-                source: Arc::new(Guarded::new(source, b.max_connections, redactor)),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Federation::new(
-        backends,
-        FederationOptions {
-            partial_response: cfg.partial_response == PartialResponse::Warn,
-            replica_labels: cfg.replica_labels.clone(),
-        },
-    ))
-}
-
-/// One configuration's running service: its router and the background
-/// tasks that belong to it (stopped when it is dropped).
-pub struct Service {
-    pub router: axum::Router,
-    pub state: Arc<AppState>,
-    prober: tokio::task::JoinHandle<()>,
-    /// Evaluates the cache's warm queries on every grid tick, if any.
-    warmer: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.prober.abort();
-        if let Some(w) = &self.warmer {
-            w.abort();
-        }
-    }
-}
-
-/// Builds the whole service of `cfg` (inside a Tokio runtime); nothing is
-/// changed when it fails, so a reload can keep the running service.
-pub fn build(cfg: &Config) -> Result<Service, String> {
-    let fed = Arc::new(federation_from_config(cfg)?);
-    let cache = match &cfg.cache {
-        Some(c) if c.enabled => Some(QueryCache::new(
-            c,
-            Arc::new(crate::promql::Engine::new(fed.clone())),
-        )?),
-        _ => None,
-    };
-    let state = AppState::build(fed.clone(), cache, cfg.limits.clone());
-    let router = crate::auth::protect(
-        api::router(state.clone()).merge(crate::ui::router(state.clone())),
-        cfg.auth.as_ref(),
-    )?;
-    crate::telemetry::set_query_log(cfg.query_log.as_deref())?;
-    // Background tasks start only once nothing more can fail.
-    let warmer = state.cache.as_ref().and_then(QueryCache::spawn_warmer);
-    // Health probes run in the background; they are shown, never gated on.
-    let prober = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
-        loop {
-            tick.tick().await;
-            fed.probe_all().await;
-        }
-    });
-    state.ready.store(true, Ordering::Release);
-    Ok(Service {
-        router,
-        state,
-        prober,
-        warmer,
-    })
-}
+use crate::config::Config;
+pub use build::{build, Service};
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains the
 /// requests in flight. Over TLS when the config says so; no reloading (see
-/// [`crate::reload::serve`] for that).
+/// [`reload::serve`] for that).
 pub async fn serve(
     cfg: &Config,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    crate::reload::serve(cfg.clone(), None, listener, shutdown).await
+    reload::serve(cfg.clone(), None, listener, shutdown).await
 }

@@ -1,6 +1,8 @@
 //! The `Source` trait: anything that answers "which series match these
 //! matchers, with which samples between these times".
 
+pub mod body;
+pub mod client;
 pub mod guard;
 pub mod memory;
 pub mod prometheus;
@@ -280,4 +282,10 @@ pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
     matchers
         .iter()
         .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
+}
+
+impl From<crate::limits::fetched::FetchLimit> for SourceError {
+    fn from(e: crate::limits::fetched::FetchLimit) -> Self {
+        SourceError::Limit(e.to_string())
+    }
 }

@@ -17,8 +17,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::source::SourceError;
-
 /// The registry every promfed metric is registered in.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -180,8 +178,9 @@ pub fn backend_up(backend: &str, up: bool) {
     }
 }
 
-/// Records one backend's answer to a select: its samples, or why it failed.
-pub fn backend_answer(backend: &str, took: Duration, answer: Result<u64, &SourceError>) {
+/// Records one backend's answer to a select: its samples, or why it failed
+/// (`timeout`, `limit`, `error`).
+pub fn backend_answer(backend: &str, took: Duration, answer: Result<u64, &'static str>) {
     let outcome = match answer {
         Ok(samples) => {
             if let Some(c) = SAMPLES_FETCHED.as_ref() {
@@ -189,9 +188,7 @@ pub fn backend_answer(backend: &str, took: Duration, answer: Result<u64, &Source
             }
             "ok"
         }
-        Err(SourceError::Timeout { .. }) => "timeout",
-        Err(SourceError::Limit(_)) => "limit",
-        Err(_) => "error",
+        Err(outcome) => outcome,
     };
     if outcome != "ok" {
         if let Some(c) = BACKEND_ERRORS.as_ref() {

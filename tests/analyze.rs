@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{config_yaml, shared, Harness, Promfed};
-use promfed::sim::{Canary, SUCCESS_RATE_QUERY};
+use istio_sim::{Canary, SUCCESS_RATE_QUERY};
 use serde::Deserialize;
 
 /// The canary's service, the template's `service` argument.

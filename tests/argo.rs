@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use common::argo::measure;
 use common::{config_yaml, harness, shared, Harness, Promfed};
-use promfed::sim::Canary;
+use istio_sim::Canary;
 
 /// promfed over `h`'s clusters (remote read), with `extra` config.
 fn start_promfed(h: &Harness, extra: &str) -> Promfed {

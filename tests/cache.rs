@@ -11,10 +11,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cache_common::*;
-use promfed::api::{encode, router, AppState};
+use promfed::api::{router, AppState};
 use promfed::cache::{CacheStatus, QueryCache, Variant, CACHE_HEADER};
 use promfed::federation::Federation;
 use promfed::promql::QueryOptions;
+use promfed::wire;
 use rand::{Rng, SeedableRng};
 use tower::ServiceExt;
 
@@ -57,7 +58,7 @@ async fn two_controllers_in_one_grid_cell_get_identical_bytes_from_one_evaluatio
         .eval_instant(Q, cell, &default_opts())
         .await
         .expect("oracle");
-    assert_eq!(a.body, encode::query_body(&oracle).as_bytes());
+    assert_eq!(a.body, wire::query_body(&oracle).as_bytes());
     // Whitespace and matcher order do not make another entry.
     let q2 = r#"istio_requests_total{ cluster="k8s-1", response_code="200" }"#;
     let c = cache
@@ -142,6 +143,7 @@ async fn errors_and_warnings_are_not_stored() {
                 T,
             )
             .await
+            .map_err(promfed::api::ApiError::from)
             .expect_err("the test evaluator refuses aggregations");
         assert!(
             err.message.contains("only evaluates selectors"),
@@ -154,6 +156,7 @@ async fn errors_and_warnings_are_not_stored() {
     let err = cache
         .instant("sum(", t, &default_opts(), &Variant::default(), T)
         .await
+        .map_err(promfed::api::ApiError::from)
         .expect_err("parse error");
     assert_eq!(err.kind, promfed::api::ErrorType::BadData);
 }
@@ -200,6 +203,7 @@ async fn a_short_caller_deadline_times_out_but_the_evaluation_still_fills_the_ca
             Duration::from_millis(50),
         )
         .await
+        .map_err(promfed::api::ApiError::from)
         .expect_err("deadline");
     assert_eq!(err.kind, promfed::api::ErrorType::Timeout);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -272,7 +276,7 @@ async fn range_cache_returns_exactly_the_uncached_answer_for_shifted_and_overlap
             .expect("oracle");
         assert_eq!(
             std::str::from_utf8(&body).expect("utf8"),
-            encode::query_body(&oracle),
+            wire::query_body(&oracle),
             "round {round}: {q} [{start}, {end}] step {step} ({status:?})"
         );
         *statuses.entry(status).or_insert(0) += 1;
@@ -318,7 +322,7 @@ async fn range_cache_reuses_extents_and_never_stores_the_freshest_minute() {
         .eval_range(Q, s2, e2, step, &default_opts())
         .await
         .expect("oracle");
-    assert_eq!(b, encode::query_body(&oracle).as_bytes());
+    assert_eq!(b, wire::query_body(&oracle).as_bytes());
     // `@ start()` makes every step depend on the range: not cached.
     let (_, st) = range_body(&cache, &format!("{Q} @ start()"), s, e, step).await;
     assert_eq!(st, CacheStatus::Bypass);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cache_common::RedisServer;
 use common::{harness, query, Harness, HarnessError, TempDir};
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 
 type R = Result<(), HarnessError>;
 

@@ -14,7 +14,7 @@ use common::{
     config_yaml, harness, query, query_range, render_cluster, start_from_openmetrics, ApiResponse,
     Harness, HarnessError, Promfed,
 };
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 
 type R = Result<(), HarnessError>;
 

@@ -9,8 +9,8 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 use common::{harness, query, query_range, shared, ApiResponse, Harness, HarnessError};
+use istio_sim::{Canary, SUCCESS_RATE_QUERY, SUCCESS_THRESHOLD};
 use promfed::model::METRIC_NAME;
-use promfed::sim::{Canary, SUCCESS_RATE_QUERY, SUCCESS_THRESHOLD};
 
 type R = Result<(), HarnessError>;
 

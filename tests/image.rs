@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::{harness, query, HarnessError, Promfed, TempDir};
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 use serde_json::Value;
 
 /// The chart mounts its ConfigMap here (helm/promfed/templates/deployment.yaml).

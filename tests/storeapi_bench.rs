@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::differential::queries;
 use common::{query, Harness, HarnessError, Promfed};
-use promfed::sim::SimConfig;
+use istio_sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLUSTERS: usize = 8;

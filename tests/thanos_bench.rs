@@ -12,7 +12,7 @@ mod thanos_support;
 use std::time::{Duration, Instant};
 
 use common::{query, query_range, ApiResponse, HarnessError, Promfed};
-use promfed::sim::{Canary, SimConfig, SUCCESS_RATE_QUERY};
+use istio_sim::{Canary, SimConfig, SUCCESS_RATE_QUERY};
 use thanos_support::{store_backend, Sidecars};
 
 /// Rounds of the instant query (each at its own time, both servers).

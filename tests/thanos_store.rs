@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::client::{get_text, post_form};
 use common::compare::assert_same;
 use common::{query, query_range, HarnessError, Promfed};
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 use thanos_support::{sidecars, store_backend, Sidecars, ThanosProc, HOLE_SECS};
 
 type R = Result<(), HarnessError>;

@@ -4,6 +4,8 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::cache::CacheError;
+use crate::limits::{AdmissionError, QueryFailure, QueryTextError};
 use crate::promql::EngineError;
 use crate::source::SourceError;
 
@@ -96,9 +98,42 @@ impl From<SourceError> for ApiError {
     }
 }
 
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        match e {
+            CacheError::Engine(e) => ApiError::from(e),
+            CacheError::Timeout => ApiError::new(ErrorType::Timeout, e.to_string()),
+            CacheError::Ended => ApiError::new(ErrorType::Internal, e.to_string()),
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        let kind = if e.is_unavailable() {
+            ErrorType::Unavailable
+        } else {
+            ErrorType::Timeout
+        };
+        ApiError::new(kind, e.to_string())
+    }
+}
+
+impl From<QueryTextError> for ApiError {
+    fn from(e: QueryTextError) -> Self {
+        ApiError::invalid_param(&e.param, &e.reason)
+    }
+}
+
+impl QueryFailure for ApiError {
+    fn error_type(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = super::encode::error_body(self.kind.as_str(), &self.message);
+        let body = crate::wire::error_body(self.kind.as_str(), &self.message);
         (
             self.kind.status(),
             [(header::CONTENT_TYPE, "application/json")],

@@ -2,7 +2,8 @@
 //! as Prometheus parses them.
 
 use super::error::ApiError;
-use crate::config::parse_prometheus_duration;
+use crate::model::time::parse_prometheus_duration;
+pub use crate::model::time::{MAX_TIME_MS, MIN_TIME_MS};
 
 /// All parameters of a request, URL query first, then the form body, in
 /// the order sent (a request has a handful, so a scan beats hashing).
@@ -151,10 +152,6 @@ static HEX: [u8; 256] = {
     }
     t
 };
-
-/// Smallest and largest times Prometheus accepts (its `minTime`/`maxTime`), ms.
-pub const MIN_TIME_MS: i64 = -9_223_309_901_257_974;
-pub const MAX_TIME_MS: i64 = 9_223_309_901_257_974;
 
 /// Parses a timestamp: float unix seconds (rounded to ms) or RFC3339(Nano).
 pub fn parse_time(s: &str) -> Result<i64, String> {

@@ -14,10 +14,11 @@ use serde_json::{json, Value as Json};
 
 use super::error::{ApiError, ErrorType};
 use super::params::{Params, MAX_TIME_MS, MIN_TIME_MS};
-use super::{encode, json_response, read_options, AppState};
+use super::{json_response, read_options, AppState};
 use crate::model::{Labels, METRIC_NAME};
 use crate::source::prometheus::unescape_label_name;
 use crate::source::{MetaQuery, Source};
+use crate::wire;
 
 /// Parses `match[]` selectors into matcher sets (an `or` selector gives one
 /// set per alternative).
@@ -120,7 +121,7 @@ fn apply_limit<T>(items: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) 
 fn ok(data: Json, warnings: &[String]) -> Response {
     json_response(
         StatusCode::OK,
-        encode::success_body(&data.to_string(), warnings),
+        wire::success_body(&data.to_string(), warnings),
     )
 }
 

@@ -10,7 +10,8 @@ use axum::response::Response;
 use prometheus::core::Collector;
 use serde_json::{json, Value as Json};
 
-use super::{encode, json_response, AppState};
+use super::{json_response, AppState};
+use crate::wire;
 
 /// Every child of a counter vector as `{labels..., "value"}` rows.
 fn counter_rows(c: &prometheus::IntCounterVec) -> Vec<Json> {
@@ -57,5 +58,5 @@ pub(super) async fn cache(State(st): State<Arc<AppState>>) -> Response {
             })
         }
     };
-    json_response(StatusCode::OK, encode::success_body(&data.to_string(), &[]))
+    json_response(StatusCode::OK, wire::success_body(&data.to_string(), &[]))
 }

@@ -1,11 +1,23 @@
 //! The answer bytes one query reads from backends, counted as they arrive.
+//!
+//! The count lives here, in the query's budget, and not in `source`: the
+//! sources charge every piece they read ([`charge`]) without knowing the
+//! query, and the limits layer (below the sources) knows nothing of how a
+//! backend is read. A charge over the limit is a [`FetchLimit`], which the
+//! sources turn into their own `SourceError::Limit`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::source::SourceError;
-
 pub(crate) fn default_max_fetched_bytes() -> u64 {
     512 << 20
+}
+
+/// A query read more answer bytes from backends than its limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the query read more than {max} bytes from backends (limits.max_fetched_bytes)")]
+pub struct FetchLimit {
+    /// `limits.max_fetched_bytes`.
+    pub max: u64,
 }
 
 /// Bytes read so far by one query, and its limit.
@@ -28,13 +40,10 @@ impl FetchedBytes {
         self.read.load(Ordering::Acquire)
     }
 
-    fn charge(&self, n: u64) -> Result<(), SourceError> {
+    fn charge(&self, n: u64) -> Result<(), FetchLimit> {
         let total = self.read.fetch_add(n, Ordering::AcqRel).saturating_add(n);
         if total > self.max {
-            return Err(SourceError::Limit(format!(
-                "the query read more than {} bytes from backends (limits.max_fetched_bytes)",
-                self.max
-            )));
+            return Err(FetchLimit { max: self.max });
         }
         Ok(())
     }
@@ -42,33 +51,11 @@ impl FetchedBytes {
 
 /// Charges `n` bytes just read from a backend to the current query (if
 /// any): an error once the query is over `limits.max_fetched_bytes`.
-pub fn charge(n: usize) -> Result<(), SourceError> {
+pub fn charge(n: usize) -> Result<(), FetchLimit> {
     match super::current() {
         Some(ctx) => ctx.fetched.charge(n as u64),
         None => Ok(()),
     }
-}
-
-/// Reads `response`'s body as it arrives, charging every piece to the
-/// current query and refusing more than `max` bytes (`what` names the cap
-/// in the error); `each` is given every piece.
-pub async fn read_capped(
-    response: &mut reqwest::Response,
-    max: usize,
-    mut each: impl FnMut(&[u8]) -> Result<(), SourceError>,
-    too_large: impl Fn() -> SourceError,
-    failed: impl Fn(reqwest::Error) -> SourceError,
-) -> Result<usize, SourceError> {
-    let mut total: usize = 0;
-    while let Some(bytes) = response.chunk().await.map_err(&failed)? {
-        total = total.saturating_add(bytes.len());
-        if total > max {
-            return Err(too_large());
-        }
-        charge(bytes.len())?;
-        each(&bytes)?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

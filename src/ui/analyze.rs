@@ -14,9 +14,10 @@ use serde_json::json;
 use crate::analyze::measure::{Answer, ApiBody, QueryApi};
 use crate::analyze::run::{run, Window};
 use crate::analyze::template::{parse_arg, Template};
-use crate::api::{encode, params::parse_time, ApiError, AppState, Params};
+use crate::api::{params::parse_time, ApiError, AppState, Params};
 use crate::cache::Variant;
 use crate::promql::QueryOptions;
+use crate::wire;
 
 /// Most measurements one run from the UI may take.
 pub const MAX_MEASUREMENTS: usize = 1000;
@@ -45,12 +46,13 @@ impl QueryApi for LocalApi {
                             Some(c) => c
                                 .instant(q, at_ms, &opts, &Variant::default(), timeout)
                                 .await
-                                .map(|a| a.body.to_vec()),
+                                .map(|a| a.body.to_vec())
+                                .map_err(ApiError::from),
                             None => st
                                 .engine
                                 .instant(q, at_ms, &opts)
                                 .await
-                                .map(|r| encode::query_body(&r).into_bytes())
+                                .map(|r| wire::query_body(&r).into_bytes())
                                 .map_err(ApiError::from),
                         }
                     })

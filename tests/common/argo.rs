@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 use serde::Deserialize;
 
 /// The seed template's `successCondition`.

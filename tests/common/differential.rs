@@ -9,7 +9,7 @@
 //! `istio_request_duration_milliseconds` classic histogram) with an external
 //! `cluster` label per cluster.
 
-use promfed::sim::SUCCESS_RATE_QUERY;
+use istio_sim::SUCCESS_RATE_QUERY;
 
 /// Instant (and range) queries of the differential set. The seed's
 /// success-rate query comes first.

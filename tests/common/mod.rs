@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
+use istio_sim::{Canary, Schedule, SimConfig, Simulation};
 
 // Re-exports for the test binaries; each uses a different part.
 #[allow(unused_imports)]
@@ -86,7 +86,7 @@ pub enum HarnessError {
         tail: String,
     },
     #[error("simulation: {0}")]
-    Sim(#[from] promfed::sim::SimError),
+    Sim(#[from] istio_sim::SimError),
     #[error("query {what}: {message}")]
     Query { what: String, message: String },
 }

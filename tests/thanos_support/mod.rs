@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use promfed::sim::{Canary, Schedule, SimConfig, Simulation};
+use istio_sim::{Canary, Schedule, SimConfig, Simulation};
 
 use crate::common::process::{self, free_port, Managed, PromServer, TempDir, Tools};
 use crate::common::{harness_config, render_cluster, HarnessError, READY_TIMEOUT};

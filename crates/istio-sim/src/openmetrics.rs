@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 
 use super::{ClusterData, Family, Kind};
-use crate::model::Labels;
+use promfed::model::Labels;
 
 /// Writes the families of every part; a part's `Some(cluster)` adds the
 /// `cluster` label to each of its series.

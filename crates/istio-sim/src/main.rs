@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use promfed::sim::{self, Canary, SimConfig, Simulation};
+use istio_sim::{self as sim, Canary, SimConfig, Simulation};
 
 /// Simulated Istio traffic of the helloworld canary, as OpenMetrics files
 /// for `promtool tsdb create-blocks-from openmetrics`.

@@ -10,7 +10,7 @@ use super::{
     ClusterData, Family, Kind, Schedule, SimConfig, SimSeries, CROSS_CLUSTER_SHARE, SHARE_503,
     V1_ERROR_RATE,
 };
-use crate::model::{Labels, Sample};
+use promfed::model::{Labels, Sample};
 
 /// How long the restarted ingress pod is not scraped, seconds.
 pub(super) const RESTART_DOWN_SECS: i64 = 20;

@@ -49,7 +49,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Labels, Sample, Series};
+use promfed::model::{Labels, Sample, Series};
 
 /// 2024-08-18T12:00:00Z, the default start of the simulated run (2 h aligned,
 /// as promtool's blocks are).
@@ -437,7 +437,7 @@ impl Simulation {
             .iter()
             .map(|s| {
                 let mut labels = s.labels.clone();
-                labels.set(crate::model::METRIC_NAME, &s.name);
+                labels.set(promfed::model::METRIC_NAME, &s.name);
                 if with_cluster_label {
                     labels.set("cluster", &c.name);
                 }

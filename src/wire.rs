@@ -1,5 +1,6 @@
 //! Prometheus JSON encoding of query results, written by hand for speed and
-//! for Prometheus's exact number formats.
+//! for Prometheus's exact number formats. It sits below the cache, which
+//! stores these bytes, and above the engine whose results it encodes.
 
 use std::fmt::Write as _;
 

@@ -7,21 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
+use super::build::{build, Service};
+use super::connections::Registry;
+use super::threads::serve_on_threads;
 use crate::config::Config;
-use crate::server::connections::{self, Registry};
-use crate::server::{self, Service};
 use crate::tls::SharedTls;
 
 /// How often the config file is checked for changes, by default.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The service answering new requests.
-type Current = Arc<RwLock<Arc<Service>>>;
+pub(super) type Current = Arc<RwLock<Arc<Service>>>;
 
 /// Where and how often to watch the config file.
 #[derive(Debug, Clone)]
@@ -43,9 +41,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let current: Current = Arc::new(RwLock::new(Arc::new(server::build(&cfg)?)));
+    let current: Current = Arc::new(RwLock::new(Arc::new(build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
-    let registry = crate::server::connections::Registry::new(&cfg.connections);
+    let registry = Registry::new(&cfg.connections);
     crate::telemetry::config_reloaded(true);
     let tls: Option<SharedTls> = cfg
         .tls
@@ -86,149 +84,18 @@ async fn start_grpc(
     cfg: &Config,
     tls: Option<SharedTls>,
     current: Current,
-) -> Result<Option<server::grpc::GrpcServer>, String> {
+) -> Result<Option<super::grpc::GrpcServer>, String> {
     let Some(addr) = &cfg.grpc_listen else {
         return Ok(None);
     };
-    let states: server::grpc::States = Arc::new(move || match current.read() {
+    let states: super::grpc::States = Arc::new(move || match current.read() {
         Ok(g) => g.state.clone(),
         Err(poisoned) => poisoned.into_inner().state.clone(),
     });
-    let g = server::grpc::GrpcServer::start(addr, tls, states, &cfg.connections).await?;
+    let g = super::grpc::GrpcServer::start(addr, tls, states, &cfg.connections).await?;
     tracing::info!(addr = %g.addr, "promfed StoreAPI listening");
     println!("grpc listening on {}", g.addr);
     Ok(Some(g))
-}
-
-/// Serves `app` on `n` threads, each running its own current-thread
-/// runtime that accepts from a handle of `listener` (the kernel hands each
-/// connection to one of them, and it stays there). A connection's requests
-/// are read and answered on its thread without waking any other: the hot
-/// path of a cache hit touches no shared run queue. Work that may take long
-/// is sent to the worker pool (see [`dispatch`]). When `shutdown` resolves,
-/// every thread stops accepting and drains its requests in flight.
-async fn serve_on_threads(
-    listener: TcpListener,
-    app: Current,
-    tls: Option<SharedTls>,
-    registry: Arc<Registry>,
-    n: usize,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let n = n.max(1);
-    let listener = listener.into_std().map_err(|e| format!("serving: {e}"))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n);
-    let mut threads = Vec::with_capacity(n);
-    let mut started = Ok(());
-    for i in 0..n {
-        let spawned = listener
-            .try_clone()
-            .map_err(|e| format!("serving: {e}"))
-            .and_then(|l| {
-                let (app, tls, stop, done) =
-                    (app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone());
-                let registry = registry.clone();
-                std::thread::Builder::new()
-                    .name(format!("promfed-io-{i}"))
-                    // Cached answers are keyed by parsed query text here.
-                    .stack_size(16 << 20)
-                    .spawn(move || {
-                        let _ = done.blocking_send(serve_thread(l, app, tls, registry, stop));
-                    })
-                    .map_err(|e| format!("starting HTTP thread: {e}"))
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                started = Err(e);
-                break;
-            }
-        }
-    }
-    drop(done_tx);
-    drop(listener);
-    // Until shutdown, unless a thread could not start or serve.
-    let mut result = started;
-    if result.is_ok() {
-        tokio::select! {
-            _ = shutdown => {}
-            r = done_rx.recv() => result = r.unwrap_or(Ok(())),
-        }
-    }
-    let _ = stop_tx.send(true);
-    while let Some(r) = done_rx.recv().await {
-        if let (Ok(()), Err(e)) = (&result, r) {
-            result = Err(e);
-        }
-    }
-    // Every thread has reported, so these joins return at once.
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await;
-    result
-}
-
-/// One HTTP thread: a current-thread runtime serving `listener` until
-/// `stop` says so, then draining.
-fn serve_thread(
-    listener: std::net::TcpListener,
-    current: Current,
-    tls: Option<SharedTls>,
-    registry: Arc<Registry>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting HTTP thread runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener = TcpListener::from_std(listener).map_err(|e| format!("serving: {e}"))?;
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        // Every request goes straight to `dispatch` (no router in front).
-        let app = move |req: Request| dispatch(current.clone(), req);
-        match tls {
-            None => connections::serve(listener, registry, app, stopped).await,
-            Some(tls) => {
-                let handshakes = registry.max_open();
-                let listener = crate::tls::TlsListener::new(listener, tls, handshakes)
-                    .map_err(|e| format!("serving TLS: {e}"))?;
-                connections::serve(listener, registry, app, stopped).await
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Hands a request to the current service, which it keeps until answered:
-/// on the connection's thread when the service says so
-/// ([`AppState::answers_inline`](crate::api::AppState::answers_inline)),
-/// else on the worker pool.
-async fn dispatch(current: Current, req: Request) -> Response {
-    let svc = match current.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    let router = svc.router.clone();
-    let answer = if svc.state.answers_inline(req.uri().path()) {
-        router.oneshot(req).await
-    } else {
-        match crate::api::on_workers(&svc.state, router.oneshot(req)).await {
-            Ok(r) => r,
-            Err(e) => return e.into_response(),
-        }
-    };
-    drop(svc);
-    match answer {
-        Ok(r) => r,
-        Err(never) => match never {},
-    }
-    .into_response()
 }
 
 /// What identifies a version of the file: modification time and length.
@@ -354,7 +221,7 @@ fn reload(path: &Path, reason: &str, running: &mut Running) {
                 (Some(t), Some(_)) => Some(crate::tls::server_config(t)?),
                 _ => None,
             };
-            server::build(&cfg).map(|svc| (cfg, svc, tls))
+            build(&cfg).map(|svc| (cfg, svc, tls))
         });
     match built {
         Err(e) => {

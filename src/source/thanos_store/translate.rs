@@ -1,0 +1,201 @@
+//! Translation between promfed's requests and answers and the StoreAPI's
+//! messages: matchers, the partial-response strategy, label sets, store
+//! info, and the collector that decodes `Series` frames into samples.
+
+use std::collections::BTreeMap;
+
+use promql_parser::label::{MatchOp, Matcher};
+
+use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
+use super::{CallError, RESPONSE_BATCH_SIZE};
+use crate::model::{Labels, Sample, Series};
+use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
+use crate::source::{any_series_matcher, MetaQuery, ReadOptions, Select, SelectOutput, StoreInfo};
+
+/// The partial-response strategy of promfed's policy for this request.
+pub(super) fn strategy(read: &ReadOptions) -> PartialResponseStrategy {
+    if read.partial_response == Some(true) {
+        PartialResponseStrategy::Warn
+    } else {
+        PartialResponseStrategy::Abort
+    }
+}
+
+/// `matchers` with a metric-name matcher: a sidecar drops the matchers
+/// its external labels satisfy and refuses a request left with none
+/// (`{cluster="k8s-1"}` before its Info is known), so a selector without
+/// one gets `__name__=~".+"`, which every series satisfies.
+pub(super) fn with_name_matcher(matchers: &[Matcher]) -> Vec<Matcher> {
+    let mut out = matchers.to_vec();
+    if !out.iter().any(|m| m.name == crate::model::METRIC_NAME) {
+        out.push(any_series_matcher());
+    }
+    out
+}
+
+/// The `Series` request of one select.
+pub fn series_request(sel: &Select) -> storepb::SeriesRequest {
+    storepb::SeriesRequest {
+        min_time: sel.start_ms,
+        max_time: sel.end_ms,
+        matchers: store_matchers(&with_name_matcher(&sel.matchers)),
+        max_resolution_window: 0,
+        aggregates: vec![storepb::Aggr::Raw.into()],
+        partial_response_strategy: strategy(&sel.read).into(),
+        skip_chunks: false,
+        step: sel.hints.step_ms,
+        range: sel.hints.range_ms,
+        query_hints: Some(storepb::QueryHints {
+            step_millis: sel.hints.step_ms,
+            func: sel
+                .hints
+                .func
+                .as_ref()
+                .map(|f| storepb::Func { name: f.clone() }),
+            range: (sel.hints.range_ms > 0).then_some(storepb::Range {
+                millis: sel.hints.range_ms,
+            }),
+        }),
+        // Replica labels stay: deduplication (the penalty rule) needs the
+        // replicas told apart, which stripping them would undo.
+        without_replica_labels: Vec::new(),
+        limit: 0,
+        response_batch_size: RESPONSE_BATCH_SIZE,
+    }
+}
+
+/// The matcher sets of a series call: `match[]`, or every series.
+pub(super) fn matcher_sets(q: &MetaQuery) -> Vec<Vec<Matcher>> {
+    if q.matchers.is_empty() {
+        return vec![vec![any_series_matcher()]];
+    }
+    q.matchers.iter().map(|m| with_name_matcher(m)).collect()
+}
+
+/// The matcher sets of a label call: none at all when `match[]` is absent.
+pub(super) fn label_matcher_sets(q: &MetaQuery) -> Vec<Vec<storepb::LabelMatcher>> {
+    if q.matchers.is_empty() {
+        return vec![Vec::new()];
+    }
+    matcher_sets(q).iter().map(|m| store_matchers(m)).collect()
+}
+
+pub(super) fn store_matchers(ms: &[Matcher]) -> Vec<storepb::LabelMatcher> {
+    ms.iter()
+        .map(|m| storepb::LabelMatcher {
+            r#type: match m.op {
+                MatchOp::Equal => MatcherType::Eq,
+                MatchOp::NotEqual => MatcherType::Neq,
+                MatchOp::Re(_) => MatcherType::Re,
+                MatchOp::NotRe(_) => MatcherType::Nre,
+            }
+            .into(),
+            name: m.name.clone(),
+            value: m.value.clone(),
+        })
+        .collect()
+}
+
+pub(super) fn labels_of(labels: Vec<storepb::Label>) -> Labels {
+    Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)))
+}
+
+pub(super) fn store_info_of(r: storepb::InfoResponse) -> StoreInfo {
+    let store = r.store.unwrap_or_default();
+    StoreInfo {
+        component: r.component_type,
+        label_sets: r
+            .label_sets
+            .into_iter()
+            .map(|s| labels_of(s.labels))
+            .collect(),
+        min_time_ms: store.min_time,
+        max_time_ms: store.max_time,
+        supports_without_replica_labels: store.supports_without_replica_labels,
+    }
+}
+
+/// Gathers the series of one `Series` stream, clipped to the selection.
+pub(super) struct Collector {
+    start_ms: i64,
+    end_ms: i64,
+    max_samples: usize,
+    total: usize,
+    series: BTreeMap<Labels, Vec<Sample>>,
+}
+
+impl Collector {
+    pub(super) fn new(start_ms: i64, end_ms: i64, max_samples: usize) -> Self {
+        Collector {
+            start_ms,
+            end_ms,
+            max_samples,
+            total: 0,
+            series: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one series (or a time slice of it: a store may split a series
+    /// over consecutive frames).
+    pub(super) fn add(&mut self, s: storepb::Series) -> Result<(), CallError> {
+        let labels = labels_of(s.labels);
+        let (start, end) = (self.start_ms, self.end_ms);
+        let mut total = self.total;
+        let samples = self.series.entry(labels.clone()).or_default();
+        for c in s.chunks {
+            if c.max_time < start || c.min_time > end {
+                continue;
+            }
+            let bad = |problem: String| CallError::Chunk {
+                labels: labels.to_string(),
+                problem,
+            };
+            let raw = c.raw.ok_or_else(|| {
+                bad("a chunk without raw data (downsampled data is not read)".into())
+            })?;
+            match ChunkEncoding::try_from(raw.r#type) {
+                Ok(ChunkEncoding::Xor) => {
+                    let announced = xor_sample_count(&raw.data);
+                    if total.saturating_add(announced) > self.max_samples {
+                        return Err(CallError::TooManySamples(self.max_samples));
+                    }
+                    let before = samples.len();
+                    decode_xor_into(&raw.data, start, end, samples)
+                        .map_err(|e| bad(e.to_string()))?;
+                    total += samples.len() - before;
+                }
+                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => {
+                    return Err(bad(format!(
+                        "a native histogram chunk (encoding {}): native histograms are not evaluated yet",
+                        raw.r#type
+                    )))
+                }
+                Err(_) => {
+                    return Err(bad(format!("a chunk of unknown encoding {}", raw.r#type)));
+                }
+            }
+        }
+        self.total = total;
+        Ok(())
+    }
+
+    /// Series sorted by labels, samples in time order, one per timestamp;
+    /// series without samples in range are dropped.
+    pub(super) fn finish(self) -> SelectOutput {
+        let series = self
+            .series
+            .into_iter()
+            .filter_map(|(labels, mut samples)| {
+                if !samples.is_sorted_by(|a, b| a.t < b.t) {
+                    samples.sort_by_key(|s| s.t);
+                    samples.dedup_by_key(|s| s.t);
+                }
+                (!samples.is_empty()).then_some(Series { labels, samples })
+            })
+            .collect();
+        SelectOutput {
+            series,
+            warnings: Vec::new(),
+        }
+    }
+}
