@@ -25,6 +25,15 @@ pub struct Config {
     /// Address the HTTP API listens on, e.g. `0.0.0.0:9090`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Address of the Thanos StoreAPI gRPC listener (`thanos.info.Info`,
+    /// `thanos.Store` Series/LabelNames/LabelValues), e.g. `0.0.0.0:10901`:
+    /// Thanos Query or another promfed (`protocol: thanos_store`) can then
+    /// use this promfed as a store. It uses the `tls:` settings of the
+    /// HTTP API (certificate, and client certificates with
+    /// `client_ca_file`) and its `connections:` limits. Absent: no gRPC
+    /// listener. Read at start.
+    #[serde(default)]
+    pub grpc_listen: Option<String>,
     /// Threads that serve HTTP connections, each with its own event loop
     /// (a connection stays on one); answers held by the cache are served
     /// there, everything else is evaluated on the shared worker pool.

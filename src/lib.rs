@@ -13,6 +13,9 @@
 //! - [`ui`]: the web UI at `/` (pages that call the API).
 //! - [`analyze`]: `promfed analyze`, a client of the API that dry-runs an
 //!   Argo Rollouts AnalysisTemplate with Argo's rules.
+//! - [`storeapi`]: the Thanos StoreAPI (Info, Series, LabelNames,
+//!   LabelValues) answered from the federation, for Thanos Query or
+//!   another promfed (served by [`server::grpc`]).
 //! - [`api`]: HTTP routes, parameter parsing, the one mapping of every
 //!   layer's error to Prometheus's `errorType` and status.
 //! - [`cache`]: instant answers on a time grid with single flight, range
@@ -49,6 +52,7 @@ pub mod promql;
 pub mod recent;
 pub mod server;
 pub mod source;
+pub mod storeapi;
 pub mod telemetry;
 pub mod tls;
 pub mod ui;

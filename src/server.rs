@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod connections;
+pub mod grpc;
 pub mod long_uri;
 pub mod reload;
 pub mod threads;

@@ -51,6 +51,7 @@ pub async fn serve(
         .map(crate::tls::server_config)
         .transpose()?
         .map(|c| Arc::new(RwLock::new(c)));
+    let grpc = start_grpc(&cfg, tls.clone(), current.clone()).await?;
     // The SIGHUP handler is in place before the first request is served.
     let reloader = watch.map(|w| {
         let hup = hangups();
@@ -70,7 +71,31 @@ pub async fn serve(
     if let Some(r) = reloader {
         r.abort();
     }
+    if let Some(g) = grpc {
+        g.stop().await;
+    }
     served
+}
+
+/// Starts the StoreAPI listener of `grpc_listen`, if set, answering with
+/// the service in force; prints `grpc listening on ADDR` (tests and
+/// scripts read it when the port is 0).
+async fn start_grpc(
+    cfg: &Config,
+    tls: Option<SharedTls>,
+    current: Current,
+) -> Result<Option<super::grpc::GrpcServer>, String> {
+    let Some(addr) = &cfg.grpc_listen else {
+        return Ok(None);
+    };
+    let states: super::grpc::States = Arc::new(move || match current.read() {
+        Ok(g) => g.state.clone(),
+        Err(poisoned) => poisoned.into_inner().state.clone(),
+    });
+    let g = super::grpc::GrpcServer::start(addr, tls, states, &cfg.connections).await?;
+    tracing::info!(addr = %g.addr, "promfed StoreAPI listening");
+    println!("grpc listening on {}", g.addr);
+    Ok(Some(g))
 }
 
 /// What identifies a version of the file: modification time and length.
@@ -152,6 +177,7 @@ async fn watch_config(w: Watch, mut hup: Hangups, mut running: Running) {
 #[derive(Debug, Clone, PartialEq)]
 struct StartOnly {
     listen: String,
+    grpc_listen: Option<String>,
     io_threads: Option<usize>,
     connections: crate::config::ConnectionsConfig,
 }
@@ -160,6 +186,7 @@ impl StartOnly {
     fn of(cfg: &Config) -> Self {
         StartOnly {
             listen: cfg.listen.clone(),
+            grpc_listen: cfg.grpc_listen.clone(),
             io_threads: cfg.io_threads,
             connections: cfg.connections.clone(),
         }
@@ -170,6 +197,9 @@ impl StartOnly {
         let mut out = Vec::new();
         if self.listen != new.listen {
             out.push("listen");
+        }
+        if self.grpc_listen != new.grpc_listen {
+            out.push("grpc_listen");
         }
         if self.io_threads != new.io_threads {
             out.push("io_threads");

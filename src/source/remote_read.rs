@@ -3,6 +3,7 @@
 //! them, else as plain samples.
 
 pub mod chunk;
+pub mod chunk_encode;
 pub mod frame;
 pub mod prompb;
 

@@ -355,6 +355,7 @@ impl ThanosStoreSource {
                         end: q.end_ms,
                         matchers,
                         without_replica_labels: self.strip_replicas(&q.read),
+                        limit: i64::try_from(q.limit).unwrap_or(0),
                     },
                 )
                 .await?;
@@ -387,6 +388,7 @@ impl ThanosStoreSource {
                         end: q.end_ms,
                         matchers,
                         without_replica_labels: self.strip_replicas(&q.read),
+                        limit: i64::try_from(q.limit).unwrap_or(0),
                     },
                 )
                 .await?;

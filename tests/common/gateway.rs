@@ -17,6 +17,9 @@ pub struct Promfed {
     pub addr: SocketAddr,
     child: Option<Child>,
     watchdog: Option<Child>,
+    /// Where the `grpc listening on ADDR` line arrives (`grpc_listen`).
+    grpc_lines: std::sync::Mutex<mpsc::Receiver<String>>,
+    grpc: std::sync::OnceLock<SocketAddr>,
     /// Holds its config; removed on drop, or at exit after `stop_on_exit`.
     dir: TempDir,
 }
@@ -75,11 +78,14 @@ impl Promfed {
             })?;
         let stdout = child.stdout.take();
         let (tx, rx) = mpsc::channel();
+        let (grpc_tx, grpc_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let Some(out) = stdout else { return };
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(addr.trim().to_string());
+                } else if let Some(addr) = line.strip_prefix("grpc listening on ") {
+                    let _ = grpc_tx.send(addr.trim().to_string());
                 }
             }
         });
@@ -103,6 +109,8 @@ impl Promfed {
             addr,
             child: Some(child),
             watchdog: None,
+            grpc_lines: std::sync::Mutex::new(grpc_rx),
+            grpc: std::sync::OnceLock::new(),
             dir,
         };
         let t0 = Instant::now();
@@ -114,6 +122,29 @@ impl Promfed {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(p)
+    }
+
+    /// The address of its StoreAPI listener (`grpc_listen`), as it
+    /// printed it; waits up to 10 s for the line.
+    pub fn grpc_addr(&self) -> Result<SocketAddr, HarnessError> {
+        if let Some(a) = self.grpc.get() {
+            return Ok(*a);
+        }
+        let fail = |message: String| HarnessError::Query {
+            what: "promfed grpc_listen".into(),
+            message,
+        };
+        let rx = self
+            .grpc_lines
+            .lock()
+            .map_err(|_| fail("poisoned lock".into()))?;
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| fail("no `grpc listening on` line within 10 s".into()))?;
+        let addr: SocketAddr = line
+            .parse()
+            .map_err(|e| fail(format!("bad address {line:?}: {e}")))?;
+        Ok(*self.grpc.get_or_init(|| addr))
     }
 
     /// The process id, while it runs.

@@ -101,6 +101,9 @@ pub struct SeriesRequest {
     /// `supports_without_replica_labels`).
     #[prost(string, repeated, tag = "14")]
     pub without_replica_labels: Vec<String>,
+    /// Most series to return (0: no limit).
+    #[prost(int64, tag = "15")]
+    pub limit: i64,
     /// Batch this many series per response frame (0 or 1: one per frame).
     #[prost(int64, tag = "16")]
     pub response_batch_size: i64,
@@ -228,6 +231,9 @@ pub struct LabelNamesRequest {
     pub matchers: Vec<LabelMatcher>,
     #[prost(string, repeated, tag = "7")]
     pub without_replica_labels: Vec<String>,
+    /// Most names to return (0: no limit).
+    #[prost(int64, tag = "8")]
+    pub limit: i64,
 }
 
 /// `thanos.LabelNamesResponse`.
@@ -256,6 +262,9 @@ pub struct LabelValuesRequest {
     pub matchers: Vec<LabelMatcher>,
     #[prost(string, repeated, tag = "8")]
     pub without_replica_labels: Vec<String>,
+    /// Most values to return (0: no limit).
+    #[prost(int64, tag = "9")]
+    pub limit: i64,
 }
 
 /// `thanos.LabelValuesResponse`.

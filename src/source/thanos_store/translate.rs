@@ -59,6 +59,7 @@ pub fn series_request(sel: &Select) -> storepb::SeriesRequest {
         // Replica labels stay: deduplication (the penalty rule) needs the
         // replicas told apart, which stripping them would undo.
         without_replica_labels: Vec::new(),
+        limit: 0,
         response_batch_size: RESPONSE_BATCH_SIZE,
     }
 }
