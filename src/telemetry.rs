@@ -5,6 +5,8 @@
 //! evaluation time and queries in flight. The query log (config
 //! `query_log`) writes one JSON line per query.
 
+pub mod placement;
+
 use std::io::Write;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};

@@ -95,6 +95,7 @@ fn serve_thread(
     registry: Arc<Registry>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
+    crate::telemetry::placement::mark_connection_thread();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +122,7 @@ fn serve_thread(
 
 /// Hands a request to the current service, which it keeps until answered:
 /// on the connection's thread when the service says so
-/// ([`AppState::answers_inline`](crate::api::AppState::answers_inline)),
+/// ([`api::hot_path::runs_inline`](crate::api::hot_path::runs_inline)),
 /// else on the worker pool.
 async fn dispatch(current: Current, req: Request) -> Response {
     let svc = match current.read() {
@@ -129,7 +130,7 @@ async fn dispatch(current: Current, req: Request) -> Response {
         Err(poisoned) => poisoned.into_inner().clone(),
     };
     let router = svc.router.clone();
-    let answer = if svc.state.answers_inline(req.uri().path()) {
+    let answer = if crate::api::hot_path::runs_inline(&svc.state, req.uri().path()) {
         router.oneshot(req).await
     } else {
         match crate::api::on_workers(&svc.state, router.oneshot(req)).await {
