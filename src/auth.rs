@@ -168,17 +168,14 @@ impl std::hash::Hash for Secret {
 
 impl Authenticator {
     /// Reads the token files of `cfg`.
-    pub fn load(cfg: &AuthConfig) -> Result<Self, String> {
+    pub fn load(cfg: &AuthConfig) -> Result<Self, AuthError> {
         let mut tokens = Vec::new();
         for path in &cfg.bearer_token_files {
             let t = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading auth bearer token file {}: {e}", path.display()))?;
             let t = t.trim();
             if t.is_empty() {
-                return Err(format!(
-                    "auth bearer token file {} is empty",
-                    path.display()
-                ));
+                return Err(format!("auth bearer token file {} is empty", path.display()).into());
             }
             tokens.push(Secret::new(t));
         }
@@ -372,7 +369,7 @@ pub async fn require(State(auth): State<Arc<Authenticator>>, req: Request, next:
 }
 
 /// Wraps `router` so that every request must authenticate, when `cfg` is set.
-pub fn protect(router: axum::Router, cfg: Option<&AuthConfig>) -> Result<axum::Router, String> {
+pub fn protect(router: axum::Router, cfg: Option<&AuthConfig>) -> Result<axum::Router, AuthError> {
     match cfg {
         None => Ok(router),
         Some(cfg) => {
@@ -400,13 +397,13 @@ pub struct BasicAuthConfig {
 pub fn backend_authorization(
     bearer_token_file: Option<&PathBuf>,
     basic: Option<&BasicAuthConfig>,
-) -> Result<Option<HeaderValue>, String> {
+) -> Result<Option<HeaderValue>, AuthError> {
     let value = if let Some(path) = bearer_token_file {
         let t = std::fs::read_to_string(path)
             .map_err(|e| format!("reading bearer_token_file {}: {e}", path.display()))?;
         let t = t.trim();
         if t.is_empty() {
-            return Err(format!("bearer_token_file {} is empty", path.display()));
+            return Err(format!("bearer_token_file {} is empty", path.display()).into());
         }
         format!("Bearer {t}")
     } else if let Some(b) = basic {
@@ -457,13 +454,24 @@ pub fn validate_backend(
 }
 
 /// A bcrypt hash of `password` at `cost` (for `promfed hash-password`).
-pub fn hash_password(password: &str, cost: u32) -> Result<String, String> {
+pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthError> {
     use rand::RngCore;
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
     bcrypt::hash_with_salt(password, cost, salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("hashing: {e}"))
+        .map_err(|e| AuthError(format!("hashing: {e}")))
+}
+
+/// Credentials that cannot be loaded or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+impl From<String> for AuthError {
+    fn from(message: String) -> Self {
+        AuthError(message)
+    }
 }
 
 #[cfg(test)]
