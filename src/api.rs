@@ -1,6 +1,7 @@
 //! The Prometheus HTTP API: routes, parameter handling and responses.
 
 pub mod error;
+pub mod hot_path;
 pub mod params;
 pub mod read;
 pub mod status;
@@ -26,7 +27,9 @@ pub use params::Params;
 /// The instant query endpoint.
 pub use crate::model::time::{DEFAULT_QUERY_TIMEOUT, MAX_POINTS_PER_SERIES};
 
-const QUERY_PATH: &str = "/api/v1/query";
+pub use hot_path::on_workers;
+
+pub(crate) const QUERY_PATH: &str = "/api/v1/query";
 
 /// Response header listing the backends a query's evaluation read from
 /// (comma-separated; absent when nothing was evaluated, e.g. a cache hit).
@@ -83,34 +86,6 @@ impl AppState {
             limits: Arc::new(crate::limits::Limits::new(limits)),
             workers: tokio::runtime::Handle::try_current().ok(),
         })
-    }
-}
-
-/// Runs `fut` on the worker pool and waits for it there, so that whatever
-/// it costs never holds up the connection thread it was called from; a
-/// panic in it becomes an `internal` error instead of a dropped connection.
-/// `fut` is spawned (or boxed) at once: the caller's own future stays
-/// small, which matters on the hot path where it is moved and boxed.
-pub fn on_workers<F>(
-    st: &AppState,
-    fut: F,
-) -> impl std::future::Future<Output = Result<F::Output, ApiError>> + Send + 'static
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let run = match &st.workers {
-        Some(workers) => futures::future::Either::Left(workers.spawn(fut)),
-        None => futures::future::Either::Right(Box::pin(fut)),
-    };
-    async move {
-        match run {
-            futures::future::Either::Left(spawned) => spawned.await.map_err(|e| {
-                tracing::error!("request task failed: {e}");
-                ApiError::new(ErrorType::Internal, "internal error while answering")
-            }),
-            futures::future::Either::Right(inline) => Ok(inline.await),
-        }
     }
 }
 
@@ -257,13 +232,6 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 impl AppState {
-    /// Whether a request to `path` runs on the connection's thread rather
-    /// than the worker pool: instant queries when there is a cache (the
-    /// handler answers a hit at once and sends a miss to the workers).
-    pub fn answers_inline(&self, path: &str) -> bool {
-        self.cache.is_some() && path == QUERY_PATH
-    }
-
     /// The engine for a request with these federation options.
     fn engine_for(&self, read: ReadOptions) -> Engine {
         if read == ReadOptions::default() {
@@ -500,9 +468,8 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     let Some(c) = &st.cache else {
         return answer(&st, &p, q, Ask::Instant { t }).await;
     };
-    // With a cache, this runs on the connection's thread (see
-    // `AppState::answers_inline`): a hit is answered here, the rest on the
-    // workers.
+    // With a cache, this runs on the connection's thread (the rule is
+    // `hot_path`'s): a hit is answered here, the rest on the workers.
     if let Some(r) = cached_instant(&st, c, &p, q, t).await? {
         return Ok(r);
     }

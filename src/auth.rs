@@ -14,7 +14,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 /// A secret string: compared in constant time, never printed.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -38,12 +42,10 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Byte equality whose time does not depend on where the inputs differ.
+/// Byte equality whose time does not depend on where the inputs differ
+/// (`subtle`; unequal lengths are unequal at once).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.ct_eq(b))
 }
 
 /// `auth:`: what clients must send. Either kind of credential is accepted.
@@ -166,17 +168,14 @@ impl std::hash::Hash for Secret {
 
 impl Authenticator {
     /// Reads the token files of `cfg`.
-    pub fn load(cfg: &AuthConfig) -> Result<Self, String> {
+    pub fn load(cfg: &AuthConfig) -> Result<Self, AuthError> {
         let mut tokens = Vec::new();
         for path in &cfg.bearer_token_files {
             let t = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading auth bearer token file {}: {e}", path.display()))?;
             let t = t.trim();
             if t.is_empty() {
-                return Err(format!(
-                    "auth bearer token file {} is empty",
-                    path.display()
-                ));
+                return Err(format!("auth bearer token file {} is empty", path.display()).into());
             }
             tokens.push(Secret::new(t));
         }
@@ -311,49 +310,22 @@ pub fn decode_basic_pair(b64: &str) -> Option<(String, String)> {
     Some((text, password))
 }
 
+/// Standard base64, padding optional (trailing `=` ignored, as before).
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 /// Standard base64 (with or without padding).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    BASE64_LENIENT.decode(s.trim_end_matches('=')).ok()
 }
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// Paths served without credentials (Kubernetes probes).
@@ -397,7 +369,7 @@ pub async fn require(State(auth): State<Arc<Authenticator>>, req: Request, next:
 }
 
 /// Wraps `router` so that every request must authenticate, when `cfg` is set.
-pub fn protect(router: axum::Router, cfg: Option<&AuthConfig>) -> Result<axum::Router, String> {
+pub fn protect(router: axum::Router, cfg: Option<&AuthConfig>) -> Result<axum::Router, AuthError> {
     match cfg {
         None => Ok(router),
         Some(cfg) => {
@@ -426,13 +398,13 @@ pub struct BasicAuthConfig {
 pub fn backend_authorization(
     bearer_token_file: Option<&PathBuf>,
     basic: Option<&BasicAuthConfig>,
-) -> Result<Option<HeaderValue>, String> {
+) -> Result<Option<HeaderValue>, AuthError> {
     let value = if let Some(path) = bearer_token_file {
         let t = std::fs::read_to_string(path)
             .map_err(|e| format!("reading bearer_token_file {}: {e}", path.display()))?;
         let t = t.trim();
         if t.is_empty() {
-            return Err(format!("bearer_token_file {} is empty", path.display()));
+            return Err(format!("bearer_token_file {} is empty", path.display()).into());
         }
         format!("Bearer {t}")
     } else if let Some(b) = basic {
@@ -483,13 +455,24 @@ pub fn validate_backend(
 }
 
 /// A bcrypt hash of `password` at `cost` (for `promfed hash-password`).
-pub fn hash_password(password: &str, cost: u32) -> Result<String, String> {
+pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthError> {
     use rand::RngCore;
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
     bcrypt::hash_with_salt(password, cost, salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("hashing: {e}"))
+        .map_err(|e| AuthError(format!("hashing: {e}")))
+}
+
+/// Credentials that cannot be loaded or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+impl From<String> for AuthError {
+    fn from(message: String) -> Self {
+        AuthError(message)
+    }
 }
 
 #[cfg(test)]

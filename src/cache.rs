@@ -32,7 +32,7 @@ use prometheus::Registry;
 use crate::config::{CacheConfig, CacheStoreKind};
 use crate::model::time::DEFAULT_QUERY_TIMEOUT;
 use crate::promql::{Engine, EngineError, QueryOptions, QueryResult};
-pub use error::CacheError;
+pub use error::{CacheError, SetupError};
 use flight::Flights;
 use metrics::CacheMetrics;
 use store::{MemoryStore, RedisStore, Stores};
@@ -238,7 +238,7 @@ struct Inner {
 impl QueryCache {
     /// Builds the cache of `cfg` over `eval`, with its metrics in promfed's
     /// registry. With `store: redis` it must run inside Tokio.
-    pub fn new(cfg: &CacheConfig, eval: Arc<dyn Evaluate>) -> Result<Self, String> {
+    pub fn new(cfg: &CacheConfig, eval: Arc<dyn Evaluate>) -> Result<Self, SetupError> {
         let metrics = CacheMetrics::global().map_err(|e| format!("cache metrics: {e}"))?;
         Self::build(cfg, eval, metrics, system_clock())
     }
@@ -250,7 +250,7 @@ impl QueryCache {
         eval: Arc<dyn Evaluate>,
         registry: &Registry,
         clock: Clock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let metrics =
             CacheMetrics::register(registry).map_err(|e| format!("cache metrics: {e}"))?;
         Self::build(cfg, eval, metrics, clock)
@@ -261,12 +261,14 @@ impl QueryCache {
         eval: Arc<dyn Evaluate>,
         metrics: CacheMetrics,
         clock: Clock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let memory = MemoryStore::new(cfg.memory.max_mib.saturating_mul(1 << 20), &metrics);
         let shared = match (cfg.store, &cfg.redis) {
             (CacheStoreKind::Redis, Some(r)) => Some(RedisStore::new(r, &metrics)?),
             (CacheStoreKind::Redis, None) => {
-                return Err("cache.redis: required when cache.store is redis".into())
+                return Err(SetupError(
+                    "cache.redis: required when cache.store is redis".to_string(),
+                ))
             }
             (CacheStoreKind::Memory, _) => None,
         };

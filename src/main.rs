@@ -347,7 +347,9 @@ async fn run(
             reload_interval
         },
     };
-    promfed::server::reload::serve(cfg, Some(watch), listener, shutdown_signal()).await
+    promfed::server::reload::serve(cfg, Some(watch), listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

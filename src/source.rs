@@ -339,3 +339,14 @@ impl From<crate::limits::fetched::FetchLimit> for SourceError {
         SourceError::Limit(e.to_string())
     }
 }
+
+/// A backend that cannot be set up from its config (client, TLS, address).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+impl From<String> for SetupError {
+    fn from(message: String) -> Self {
+        SetupError(message)
+    }
+}

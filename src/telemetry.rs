@@ -5,6 +5,8 @@
 //! evaluation time and queries in flight. The query log (config
 //! `query_log`) writes one JSON line per query.
 
+pub mod placement;
+
 use std::io::Write;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -368,7 +370,7 @@ static QUERY_LOG: LazyLock<Mutex<Option<QueryLogSink>>> = LazyLock::new(|| Mutex
 
 /// Sends the query log to `target`: `stderr`, a file path (appended to), or
 /// nowhere (`None`).
-pub fn set_query_log(target: Option<&str>) -> Result<(), String> {
+pub fn set_query_log(target: Option<&str>) -> Result<(), QueryLogError> {
     let sink = match target {
         None => None,
         Some("stderr") => Some(QueryLogSink::Stderr),
@@ -493,4 +495,15 @@ pub fn render() -> String {
         return String::new();
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// A query log target that cannot be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QueryLogError(pub String);
+
+impl From<String> for QueryLogError {
+    fn from(message: String) -> Self {
+        QueryLogError(message)
+    }
 }

@@ -62,13 +62,13 @@ impl BackendTlsConfig {
     }
 
     /// Applies this TLS section to a backend's client builder.
-    pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
+    pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, TlsError> {
         if let Some(ca) = &self.ca_file {
             let pem = read(ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("reading CA file {}: {e}", ca.display()))?;
             if certs.is_empty() {
-                return Err(format!("CA file {} holds no certificate", ca.display()));
+                return Err(format!("CA file {} holds no certificate", ca.display()).into());
             }
             b = b.tls_built_in_root_certs(false);
             for c in certs {
@@ -99,7 +99,7 @@ impl BackendTlsConfig {
     /// The rustls client config of this section, for transports other
     /// than reqwest (the StoreAPI's gRPC); `alpn` lists the protocols to
     /// offer (`h2` for gRPC).
-    pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+    pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?;
@@ -115,7 +115,7 @@ impl BackendTlsConfig {
                         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                         .map_err(|e| format!("reading CA file {}: {e}", ca.display()))?;
                     if certs.is_empty() {
-                        return Err(format!("CA file {} holds no certificate", ca.display()));
+                        return Err(format!("CA file {} holds no certificate", ca.display()).into());
                     }
                     for c in certs {
                         roots
@@ -195,8 +195,8 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError(format!("reading {}: {e}", path.display())))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -204,7 +204,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The rustls server config of `cfg`.
-pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("reading tls.cert_file {}: {e}", cfg.cert_file.display()))?;
@@ -212,7 +212,8 @@ pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>,
         return Err(format!(
             "tls.cert_file {} holds no certificate",
             cfg.cert_file.display()
-        ));
+        )
+        .into());
     }
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
         .map_err(|e| format!("reading tls.key_file {}: {e}", cfg.key_file.display()))?;
@@ -332,5 +333,16 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// A certificate, key or TLS setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
+
+impl From<String> for TlsError {
+    fn from(message: String) -> Self {
+        TlsError(message)
     }
 }

@@ -23,3 +23,14 @@ impl From<LimitError> for CacheError {
         CacheError::Engine(EngineError::from(e))
     }
 }
+
+/// A cache that cannot be set up (metrics, the Redis client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+impl From<String> for SetupError {
+    fn from(message: String) -> Self {
+        SetupError(message)
+    }
+}

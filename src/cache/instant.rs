@@ -67,7 +67,8 @@ impl QueryCache {
     /// grid cell in memory, without evaluating, waiting or asking Redis;
     /// `None` sends the caller to [`instant`](Self::instant). For a query
     /// text seen before (its canonical form memoized) a hit costs a memo
-    /// lookup, a key and a map lookup.
+    /// lookup, a key and a map lookup; a text not seen before is `None`
+    /// (it is parsed on the workers, by [`instant`](Self::instant)).
     pub async fn instant_hit(
         &self,
         query: &str,
@@ -76,7 +77,8 @@ impl QueryCache {
         variant: &Variant,
     ) -> Option<Answer> {
         let inner = &self.inner;
-        let canon = inner.canon.get(query)?;
+        // Only what is memoized: parsing belongs on the workers.
+        let canon = inner.canon.peek(query).flatten()?;
         let t = key::round_down(t_ms, inner.settings.grid_ms);
         let key = key::instant_key(&canon, t, opts, &variant.key);
         let body = inner.stores.memory().get(&key).await?;

@@ -86,6 +86,15 @@ impl CanonMemo {
         }
     }
 
+    /// The canonical form of `query` if it has been seen (the outer
+    /// `None` when not): a lookup that never parses.
+    pub fn peek(&self, query: &str) -> Option<Option<Arc<Canonical>>> {
+        match self.map.read() {
+            Ok(m) => m.get(query).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(query).cloned(),
+        }
+    }
+
     /// The canonical form of `query`, parsed on first sight.
     pub fn get(&self, query: &str) -> Option<Arc<Canonical>> {
         let held = match self.map.read() {
@@ -95,6 +104,7 @@ impl CanonMemo {
         if let Some(c) = held {
             return c;
         }
+        crate::telemetry::placement::needs_workers("parsing a query");
         let c = Canonical::of(query).map(Arc::new);
         let weight = query.len() + c.as_ref().map_or(0, |c| c.text.len()) + 64;
         let mut map = match self.map.write() {

@@ -4,8 +4,9 @@ use std::sync::LazyLock;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-static GLOBAL: LazyLock<Result<CacheMetrics, String>> = LazyLock::new(|| {
-    CacheMetrics::register(&crate::telemetry::REGISTRY).map_err(|e| e.to_string())
+static GLOBAL: LazyLock<Result<CacheMetrics, super::SetupError>> = LazyLock::new(|| {
+    CacheMetrics::register(&crate::telemetry::REGISTRY)
+        .map_err(|e| super::SetupError(e.to_string()))
 });
 
 /// Counters of hits, misses, coalesced waits, evictions, upstream
@@ -34,7 +35,7 @@ pub struct CacheMetrics {
 impl CacheMetrics {
     /// The metrics in promfed's registry (what `/metrics` serves), created
     /// once per process and shared by every cache in it.
-    pub fn global() -> Result<Self, String> {
+    pub fn global() -> Result<Self, super::SetupError> {
         GLOBAL.clone()
     }
 

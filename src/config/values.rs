@@ -9,12 +9,13 @@ pub fn is_valid_label_name(s: &str) -> bool {
 }
 
 /// The `host:port` of a `thanos_store` backend URL (`grpc://host:port`).
-pub fn grpc_authority(url: &str) -> Result<String, String> {
+pub fn grpc_authority(url: &str) -> Result<String, UrlError> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
     if u.scheme() != "grpc" {
         return Err(format!(
             "url {url:?}: a StoreAPI address is grpc://host:port (TLS is set with `tls:`)"
-        ));
+        )
+        .into());
     }
     let host = u
         .host_str()
@@ -23,14 +24,23 @@ pub fn grpc_authority(url: &str) -> Result<String, String> {
         format!("url {url:?} has no port (the StoreAPI usually listens on 10901)")
     })?;
     if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
-        return Err(format!(
-            "url {url:?}: a StoreAPI address has no path or query"
-        ));
+        return Err(format!("url {url:?}: a StoreAPI address has no path or query").into());
     }
     Ok(format!("{host}:{port}"))
 }
 
 /// Checks a `thanos_store` backend URL (for config validation).
-pub fn validate_url(url: &str) -> Result<(), String> {
+pub fn validate_url(url: &str) -> Result<(), UrlError> {
     grpc_authority(url).map(|_| ())
+}
+
+/// A backend address that promfed cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
+
+impl From<String> for UrlError {
+    fn from(message: String) -> Self {
+        UrlError(message)
+    }
 }

@@ -169,6 +169,7 @@ impl Limits {
         timeout: Duration,
         fut: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        crate::telemetry::placement::needs_workers("admission and evaluation");
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let slot = self.admit(deadline).await?;

@@ -27,7 +27,7 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 /// Parses a Prometheus duration (`1h30m`, `250ms`, `2d`) into milliseconds.
 /// Units must fall in order `y w d h m s ms`, each at most once.
-pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
+pub fn parse_prometheus_duration(s: &str) -> Result<i64, DurationError> {
     const UNITS: [(&str, i64); 7] = [
         ("y", 365 * 24 * 3_600_000),
         ("w", 7 * 24 * 3_600_000),
@@ -39,7 +39,7 @@ pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
     ];
     let bad = || format!("not a valid duration string: {s:?}");
     if s.is_empty() {
-        return Err(bad());
+        return Err(bad().into());
     }
     if s == "0" {
         return Ok(0);
@@ -54,9 +54,9 @@ pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
             i += 1;
         }
         if start == i {
-            return Err(bad());
+            return Err(bad().into());
         }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let n: i64 = s[start..i].parse().map_err(|_| DurationError(bad()))?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -64,7 +64,7 @@ pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
         let unit = &s[ustart..i];
         let idx = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
         if last_unit.is_some_and(|l| idx <= l) {
-            return Err(bad());
+            return Err(bad().into());
         }
         last_unit = Some(idx);
         total = n
@@ -73,4 +73,15 @@ pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
             .ok_or_else(|| format!("duration out of range: {s:?}"))?;
     }
     Ok(total)
+}
+
+/// Text that is not a Prometheus duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(pub String);
+
+impl From<String> for DurationError {
+    fn from(message: String) -> Self {
+        DurationError(message)
+    }
 }

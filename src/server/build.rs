@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::ServeError;
 use crate::api::{self, AppState};
 use crate::cache::QueryCache;
 use crate::config::{Config, PartialResponse, ReadProtocol};
@@ -15,7 +16,7 @@ use crate::source::thanos_store::ThanosStoreSource;
 use crate::source::Source;
 
 /// Builds the federation of every configured backend.
-pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
+pub fn federation_from_config(cfg: &Config) -> Result<Federation, ServeError> {
     let backends = cfg
         .backends
         .iter()
@@ -36,7 +37,7 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
                             b.bearer_token_file.as_ref(),
                             b.basic_auth.as_ref(),
                         )
-                        .map_err(|e| format!("backend {}: {e}", b.name))?,
+                        .map_err(|e| ServeError(format!("backend {}: {e}", b.name)))?,
                     )?
                     .with_max_response_bytes(b.max_response_bytes),
                 ),
@@ -52,7 +53,7 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, String> {
                 source: Arc::new(Guarded::new(source, b.max_connections, redactor)),
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, ServeError>>()?;
     Ok(Federation::new(
         backends,
         FederationOptions {
@@ -83,7 +84,7 @@ impl Drop for Service {
 
 /// Builds the whole service of `cfg` (inside a Tokio runtime); nothing is
 /// changed when it fails, so a reload can keep the running service.
-pub fn build(cfg: &Config) -> Result<Service, String> {
+pub fn build(cfg: &Config) -> Result<Service, ServeError> {
     let fed = Arc::new(federation_from_config(cfg)?);
     let cache = match &cfg.cache {
         Some(c) if c.enabled => Some(QueryCache::new(

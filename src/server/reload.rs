@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use super::build::{build, Service};
 use super::connections::Registry;
 use super::threads::serve_on_threads;
+use super::ServeError;
 use crate::config::Config;
 use crate::tls::SharedTls;
 
@@ -40,7 +41,7 @@ pub async fn serve(
     watch: Option<Watch>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let current: Current = Arc::new(RwLock::new(Arc::new(build(&cfg)?)));
     let cfg_threads = cfg.io_thread_count();
     let registry = Registry::new(&cfg.connections, cfg.limits.max_body_bytes);
@@ -215,7 +216,7 @@ impl StartOnly {
 /// certificates), and swaps it all in, or nothing.
 fn reload(path: &Path, reason: &str, running: &mut Running) {
     let built = Config::load(path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| ServeError(e.to_string()))
         .and_then(|cfg| {
             let tls = match (&cfg.tls, &running.tls) {
                 (Some(t), Some(_)) => Some(crate::tls::server_config(t)?),

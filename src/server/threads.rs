@@ -12,6 +12,7 @@ use tower::ServiceExt;
 
 use super::connections::{self, Registry};
 use super::reload::Current;
+use super::ServeError;
 use crate::tls::SharedTls;
 
 /// Serves `app` on `n` threads, each running its own current-thread
@@ -28,11 +29,11 @@ pub(super) async fn serve_on_threads(
     registry: Arc<Registry>,
     n: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let n = n.max(1);
     let listener = listener.into_std().map_err(|e| format!("serving: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(n);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), ServeError>>(n);
     let mut threads = Vec::with_capacity(n);
     let mut started = Ok(());
     for i in 0..n {
@@ -63,7 +64,7 @@ pub(super) async fn serve_on_threads(
     drop(done_tx);
     drop(listener);
     // Until shutdown, unless a thread could not start or serve.
-    let mut result = started;
+    let mut result = started.map_err(ServeError);
     if result.is_ok() {
         tokio::select! {
             _ = shutdown => {}
@@ -94,7 +95,8 @@ fn serve_thread(
     tls: Option<SharedTls>,
     registry: Arc<Registry>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
+    crate::telemetry::placement::mark_connection_thread();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +123,7 @@ fn serve_thread(
 
 /// Hands a request to the current service, which it keeps until answered:
 /// on the connection's thread when the service says so
-/// ([`AppState::answers_inline`](crate::api::AppState::answers_inline)),
+/// ([`api::hot_path::runs_inline`](crate::api::hot_path::runs_inline)),
 /// else on the worker pool.
 async fn dispatch(current: Current, req: Request) -> Response {
     let svc = match current.read() {
@@ -129,7 +131,7 @@ async fn dispatch(current: Current, req: Request) -> Response {
         Err(poisoned) => poisoned.into_inner().clone(),
     };
     let router = svc.router.clone();
-    let answer = if svc.state.answers_inline(req.uri().path()) {
+    let answer = if crate::api::hot_path::runs_inline(&svc.state, req.uri().path()) {
         router.oneshot(req).await
     } else {
         match crate::api::on_workers(&svc.state, router.oneshot(req)).await {

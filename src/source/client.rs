@@ -8,11 +8,11 @@
 /// of those credentials.
 pub fn backend_client(
     b: &crate::config::BackendConfig,
-) -> Result<(reqwest::Client, crate::source::guard::Redactor), String> {
+) -> Result<(reqwest::Client, crate::source::guard::Redactor), super::SetupError> {
     let at = |e: String| format!("backend {}: {e}", b.name);
     let auth =
         crate::auth::backend_authorization(b.bearer_token_file.as_ref(), b.basic_auth.as_ref())
-            .map_err(at)?;
+            .map_err(|e| at(e.to_string()))?;
     // At most `max_connections` requests run at once (see
     // `source::guard`), so no more connections are ever kept; unused ones
     // close after `idle_connection_timeout`.
@@ -29,7 +29,7 @@ pub fn backend_client(
         builder = builder.default_headers(headers);
     }
     if let Some(t) = &b.tls {
-        builder = t.apply(builder).map_err(at)?;
+        builder = t.apply(builder).map_err(|e| at(e.to_string()))?;
     }
     let client = builder
         .build()

@@ -118,9 +118,9 @@ impl ThanosStoreSource {
         timeout: Duration,
         tls: Option<&crate::tls::BackendTlsConfig>,
         authorization: Option<http::HeaderValue>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, super::SetupError> {
         let name = name.into();
-        let authority = grpc_authority(url)?;
+        let authority = grpc_authority(url).map_err(|e| e.0)?;
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| format!("backend {name}: url {url:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))

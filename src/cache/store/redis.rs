@@ -39,7 +39,10 @@ pub struct RedisStore {
 impl RedisStore {
     /// Prepares a connection; it is made on first use, so promfed starts
     /// (and serves) while Redis is unreachable. Must run inside Tokio.
-    pub fn new(cfg: &RedisStoreConfig, metrics: &CacheMetrics) -> Result<Self, String> {
+    pub fn new(
+        cfg: &RedisStoreConfig,
+        metrics: &CacheMetrics,
+    ) -> Result<Self, crate::cache::SetupError> {
         let client =
             redis::Client::open(cfg.url.as_str()).map_err(|e| format!("cache.redis.url: {e}"))?;
         let conn_cfg = ConnectionManagerConfig::new()

@@ -23,28 +23,10 @@ pub struct LabelSet {
     pub labels: Vec<Label>,
 }
 
-/// `thanos.LabelMatcher`.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct LabelMatcher {
-    #[prost(enumeration = "MatcherType", tag = "1")]
-    pub r#type: i32,
-    #[prost(string, tag = "2")]
-    pub name: String,
-    /// The literal value, or the regular expression as written in PromQL
-    /// (the store anchors it).
-    #[prost(string, tag = "3")]
-    pub value: String,
-}
-
-/// `thanos.LabelMatcher.Type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum MatcherType {
-    Eq = 0,
-    Neq = 1,
-    Re = 2,
-    Nre = 3,
-}
+/// `thanos.LabelMatcher` and its `Type`: on the wire the same message as
+/// remote read's `prometheus.LabelMatcher` (same fields, numbers and enum
+/// values), so one definition serves both.
+pub use crate::source::remote_read::prompb::{LabelMatcher, MatcherType};
 
 /// `thanos.PartialResponseStrategy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
