@@ -6,7 +6,7 @@
 //! The modules are layers: each uses only the ones listed after it
 //! (docs/architecture.md gives the order; `tests/layers.rs` checks it).
 //! A query travels down the first group:
-//! - [`server`]: builds the service from a config ([`server::build`]),
+//! - [`server`]: builds the service from a config ([`server::build()`]),
 //!   serves HTTP on the connection threads ([`server::threads`],
 //!   [`server::connections`]) and swaps in a new service on SIGHUP or a
 //!   config file change ([`server::reload`]).

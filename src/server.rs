@@ -1,4 +1,4 @@
-//! Serves the service: builds it from a config ([`build`]), serves HTTP on
+//! Serves the service: builds it from a config ([`mod@build`]), serves HTTP on
 //! the connection threads ([`threads`]) one connection at a time
 //! ([`connections`]), and swaps in a new service on reload ([`reload`]).
 

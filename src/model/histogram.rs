@@ -2,8 +2,8 @@
 //!
 //! Buckets are kept sparse, as `(index, count)` pairs sorted by index, with
 //! absolute counts: integer histograms (delta-encoded buckets) and span
-//! layouts are converted on the way in ([`FloatHistogram::from_spans`],
-//! [`FloatHistogram::from_int_spans`]). A bucket of count 0 may be present;
+//! layouts are converted on the way in ([`FloatHistogram::buckets_from_spans`],
+//! [`FloatHistogram::buckets_from_int_spans`]). A bucket of count 0 may be present;
 //! comparisons and the wire ignore it, as Prometheus's do after `Compact(0)`.
 
 mod bounds_table;

@@ -1,7 +1,7 @@
 //! The connection threads: `io_threads` current-thread runtimes, each
 //! accepting from its own handle of the one listener and serving its
 //! connections; each request goes to the service current at its arrival
-//! ([`dispatch`]), answered on the thread or on the worker pool.
+//! (`dispatch`), answered on the thread or on the worker pool.
 
 use std::sync::Arc;
 
