@@ -436,18 +436,25 @@ fn with_backends(mut resp: Response, backends: &[String]) -> Response {
 
 /// A grid cell this process holds in memory, answered at once: it costs
 /// no backend or engine work, so it takes no admission slot and is served
-/// even while the evaluation queue is full.
+/// even while the evaluation queue is full. `parse`: a text not seen
+/// before is parsed to find its cell (only on the workers).
 async fn cached_instant(
     st: &AppState,
     c: &QueryCache,
     p: &Params,
     q: &str,
     t: i64,
+    parse: bool,
 ) -> Result<Option<Response>, ApiError> {
     let (opts, _) = query_options(p, &st.limits)?;
     let v = cache_variant(st, read_options(p)?);
     let started = std::time::Instant::now();
-    let Some(a) = c.instant_hit(q, t, &opts, &v).await else {
+    let hit = if parse {
+        c.instant_hit_parsing(q, t, &opts, &v).await
+    } else {
+        c.instant_hit(q, t, &opts, &v).await
+    };
+    let Some(a) = hit else {
         return Ok(None);
     };
     crate::telemetry::query_done(&crate::telemetry::QueryRecord {
@@ -470,12 +477,19 @@ async fn query(State(st): State<Arc<AppState>>, p: Params) -> Result<Response, A
     };
     // With a cache, this runs on the connection's thread (the rule is
     // `hot_path`'s): a hit is answered here, the rest on the workers.
-    if let Some(r) = cached_instant(&st, c, &p, q, t).await? {
+    if let Some(r) = cached_instant(&st, c, &p, q, t, false).await? {
         return Ok(r);
     }
     let state = st.clone();
     on_workers(&st, async move {
         let q = p.get("query").unwrap_or("");
+        // A text not seen before, parsed here: its cell may be held too,
+        // and a held cell is answered without an admission slot.
+        if let Some(c) = &state.cache {
+            if let Some(r) = cached_instant(&state, c, &p, q, t, true).await? {
+                return Ok(r);
+            }
+        }
         answer(&state, &p, q, Ask::Instant { t }).await
     })
     .await?

@@ -76,11 +76,38 @@ impl QueryCache {
         opts: &QueryOptions,
         variant: &Variant,
     ) -> Option<Answer> {
-        let inner = &self.inner;
         // Only what is memoized: parsing belongs on the workers.
-        let canon = inner.canon.peek(query).flatten()?;
+        let canon = self.inner.canon.peek(query).flatten()?;
+        self.memory_hit(&canon, t_ms, opts, variant).await
+    }
+
+    /// As [`instant_hit`](Self::instant_hit), but a text not seen before is
+    /// parsed to find its canonical form (so `sum( up )` finds the cell of
+    /// `sum(up)`): for the workers, where parsing may run; like a hit on
+    /// the connection thread it takes no admission slot.
+    pub async fn instant_hit_parsing(
+        &self,
+        query: &str,
+        t_ms: i64,
+        opts: &QueryOptions,
+        variant: &Variant,
+    ) -> Option<Answer> {
+        let canon = self.inner.canon.get(query)?;
+        self.memory_hit(&canon, t_ms, opts, variant).await
+    }
+
+    /// The stored answer for the grid cell of `canon` at `t_ms`, if this
+    /// process holds it in memory.
+    async fn memory_hit(
+        &self,
+        canon: &Canonical,
+        t_ms: i64,
+        opts: &QueryOptions,
+        variant: &Variant,
+    ) -> Option<Answer> {
+        let inner = &self.inner;
         let t = key::round_down(t_ms, inner.settings.grid_ms);
-        let key = key::instant_key(&canon, t, opts, &variant.key);
+        let key = key::instant_key(canon, t, opts, &variant.key);
         let body = inner.stores.memory().get(&key).await?;
         inner.metrics.instant_hits.inc();
         Some(Answer::stored(body))
