@@ -200,7 +200,9 @@ pub fn label_values_of(r: &LabelValuesRequest) -> Result<(String, MetaQuery), Re
 /// The `grpc-timeout` header: up to 8 digits and a unit (`H`, `M`, `S`,
 /// `m`, `u`, `n`); `None` when absent or malformed.
 pub fn grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
+    // The header is ASCII ("1-8 digits, then a unit"): anything else,
+    // including a multi-byte last character, is no timeout.
+    if !v.is_ascii() || v.len() < 2 || v.len() > 9 {
         return None;
     }
     let (digits, unit) = v.split_at(v.len() - 1);
@@ -328,7 +330,7 @@ mod tests {
             Some(Duration::from_nanos(99_999_999))
         );
         assert_eq!(grpc_timeout("7u"), Some(Duration::from_micros(7)));
-        for bad in ["", "S", "5", "5s", "-5S", "123456789S", "5 S"] {
+        for bad in ["", "S", "5", "5s", "-5S", "123456789S", "5 S", "~µ", "5µ"] {
             assert_eq!(grpc_timeout(bad), None, "{bad:?}");
         }
     }
