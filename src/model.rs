@@ -1,6 +1,7 @@
 //! The data every layer shares: label sets, samples and series.
 
 pub mod histogram;
+pub mod query_text;
 pub mod time;
 
 use std::fmt;

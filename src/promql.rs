@@ -47,7 +47,7 @@ pub use value::{Value, VectorElem};
 
 /// Parses a PromQL query (a parse or type error is [`EngineError::Parse`]).
 pub fn parse(query: &str) -> Result<Expr, EngineError> {
-    promql_parser::parser::parse(query).map_err(EngineError::Parse)
+    crate::model::query_text::parse(query).map_err(|e| EngineError::Parse(e.0))
 }
 
 /// Per-query options that change the answer.

@@ -1,5 +1,7 @@
-//! Arbitrary query text through the PromQL parser promfed uses, and the
-//! parsed expression printed back (what `format_query` answers).
+//! Arbitrary query text through promfed's one parse entry point
+//! (`model::query_text::parse`, which turns a panic inside promql-parser
+//! into an error), and the parsed expression printed back (what
+//! `format_query` answers).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if s.len() > 4096 {
         return;
     }
-    if let Ok(expr) = promql_parser::parser::parse(s) {
+    if let Ok(expr) = promfed::model::query_text::parse(s) {
         let _ = expr.prettify();
         let _ = expr.to_string();
     }

@@ -25,8 +25,8 @@ use crate::wire;
 fn parse_match(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut sets = Vec::new();
     for m in p.all("match[]") {
-        let expr =
-            promql_parser::parser::parse(m).map_err(|e| ApiError::invalid_param("match[]", e))?;
+        let expr = crate::model::query_text::parse(m)
+            .map_err(|e| ApiError::invalid_param("match[]", e))?;
         let Expr::VectorSelector(vs) = expr else {
             return Err(ApiError::invalid_param(
                 "match[]",
@@ -247,7 +247,7 @@ pub(super) async fn query_exemplars(
     p: Params,
 ) -> Result<Response, ApiError> {
     let q = p.get("query").unwrap_or("");
-    promql_parser::parser::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
+    crate::model::query_text::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
     // Grafana's probe sends milliseconds; any number or RFC3339 is accepted
     // and passed on as given.
     for name in ["start", "end"] {
@@ -282,13 +282,15 @@ pub(super) async fn query_exemplars(
 
 pub(super) async fn format_query(p: Params) -> Result<Response, ApiError> {
     let q = p.get("query").unwrap_or("");
-    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr =
+        crate::model::query_text::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
     Ok(ok(Json::String(expr.prettify()), &[]))
 }
 
 pub(super) async fn parse_query(p: Params) -> Result<Response, ApiError> {
     let q = p.get("query").unwrap_or("");
-    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
+    let expr =
+        crate::model::query_text::parse(q).map_err(|e| ApiError::invalid_param("query", e))?;
     let ast = serde_json::to_value(&expr)
         .map_err(|e| ApiError::new(ErrorType::Internal, format!("encoding the AST: {e}")))?;
     Ok(ok(ast, &[]))

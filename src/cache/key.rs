@@ -34,11 +34,11 @@ impl Canonical {
     /// Canonicalises `query`; `None` when it does not parse (the engine then
     /// answers with its own error, uncached).
     pub fn of(query: &str) -> Option<Canonical> {
-        let ast = parser::parse(query).ok()?;
+        let ast = crate::model::query_text::parse(query).ok()?;
         let printed = ast.to_string();
         // Printing must not lose meaning: the printed text has to parse back
         // to the same tree (up to matcher order, which Display sorts).
-        let same = parser::parse(&printed)
+        let same = crate::model::query_text::parse(&printed)
             .map(|back| normalized(back) == normalized(ast.clone()))
             .unwrap_or(false);
         let range_cacheable = !uses_range_bounds(&ast);

@@ -192,7 +192,7 @@ impl CacheConfig {
             problems.push("cache.memory.max_mib: must be greater than 0".into());
         }
         for (i, q) in self.warm_queries.iter().enumerate() {
-            if let Err(e) = promql_parser::parser::parse(q) {
+            if let Err(e) = crate::model::query_text::parse(q) {
                 problems.push(format!("cache.warm_queries[{i}]: {e}"));
             }
         }
