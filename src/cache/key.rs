@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::sync::{Arc, RwLock};
 
-use promql_parser::parser::{self, AtModifier, Expr};
+use promql_parser::parser::{AtModifier, Expr};
 use promql_parser::util::visitor::{walk_expr, walk_expr_mut, ExprVisitor, ExprVisitorMut};
 
 use crate::promql::QueryOptions;
@@ -298,8 +298,8 @@ mod tests {
             "topk(3, up) > bool 0.5",
         ] {
             let c = canon(q);
-            let orig = parser::parse(q).expect("parses");
-            let back = parser::parse(&c.text).expect("canonical parses");
+            let orig = promql_parser::parser::parse(q).expect("parses");
+            let back = promql_parser::parser::parse(&c.text).expect("canonical parses");
             assert_eq!(normalized(orig), normalized(back), "{q} -> {}", c.text);
         }
     }
