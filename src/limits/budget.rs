@@ -112,6 +112,19 @@ impl QueryContext {
         memory::Held::new(self.memory.clone(), n)
     }
 
+    /// Keeps `n` bytes of answer taken from the memory pool past the query
+    /// (a stream still to be sent): what the query already holds moves
+    /// into the guard, the rest is taken from the pool; `Err` (nothing
+    /// moved or taken) when the pool has no room for the rest.
+    pub fn keep_answer(&self, n: u64) -> Result<memory::Held, meter::LimitError> {
+        let kept = n.min(self.bytes());
+        if let Some(pool) = &self.memory {
+            pool.take(n - kept)?;
+        }
+        self.bytes.fetch_sub(kept, Ordering::AcqRel);
+        Ok(memory::Held::new(self.memory.clone(), n))
+    }
+
     /// Charges bytes held by this query; `Err` (nothing charged) over the
     /// query's or the pool's limit.
     fn take_bytes(&self, n: u64) -> Result<(), meter::LimitError> {

@@ -131,6 +131,16 @@ impl Held {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Gives up to `n` of the held bytes back now (part of the answer was
+    /// sent).
+    pub fn give_back(&mut self, n: u64) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        if let Some(pool) = &self.pool {
+            pool.give(n);
+        }
+    }
 }
 
 impl Drop for Held {
@@ -197,6 +207,15 @@ mod tests {
         p.take(300).expect("fits");
         let held = Held::new(Some(p.clone()), 300);
         assert_eq!(p.used(), 300);
+        drop(held);
+        assert_eq!(p.used(), 0);
+        // Given back in parts, never more than was held.
+        p.take(300).expect("fits");
+        let mut held = Held::new(Some(p.clone()), 300);
+        held.give_back(100);
+        assert_eq!((p.used(), held.bytes()), (200, 200));
+        held.give_back(1000);
+        assert_eq!((p.used(), held.bytes()), (0, 0));
         drop(held);
         assert_eq!(p.used(), 0);
     }

@@ -145,6 +145,30 @@ fn queries_share_one_memory_pool() {
     assert_eq!(pool.used(), 0);
 }
 
+#[test]
+fn an_answer_kept_past_its_query_moves_what_it_holds_and_takes_the_rest() {
+    let pool = Arc::new(memory::MemoryPool::new(1000));
+    let cfg = LimitsConfig::default();
+    let q = QueryContext::new(&cfg).with_memory(pool.clone(), 1000);
+    q.hold(0, 400).expect("fits");
+    // 400 held by the query move, 200 more are taken.
+    let kept = q.keep_answer(600).expect("fits the pool");
+    assert_eq!((q.bytes(), pool.used(), kept.bytes()), (0, 600, 600));
+    drop(q);
+    assert_eq!(pool.used(), 600);
+    // No room for another 500: refused, nothing taken or moved.
+    let r = QueryContext::new(&cfg).with_memory(pool.clone(), 1000);
+    r.hold(0, 100).expect("fits");
+    assert_eq!(
+        r.keep_answer(600).err(),
+        Some(meter::LimitError::Memory { limit: 1000 })
+    );
+    assert_eq!((r.bytes(), pool.used()), (100, 700));
+    drop(r);
+    drop(kept);
+    assert_eq!(pool.used(), 0);
+}
+
 #[tokio::test]
 async fn fetched_series_are_charged_to_the_byte_budget() {
     // 2 backends x 2 series x 10 samples of 16 bytes, plus labels.

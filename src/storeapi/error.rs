@@ -4,6 +4,7 @@ use tonic::{Code, Status};
 
 use super::request::RequestError;
 use crate::api::{ApiError, ErrorType};
+use crate::limits::meter::LimitError;
 use crate::source::SourceError;
 
 /// Why a StoreAPI call failed.
@@ -19,6 +20,10 @@ pub enum StoreApiError {
     /// `limits.query_timeout` or the request's gRPC deadline).
     #[error("{}", .0.message)]
     Admission(ApiError),
+    /// The memory pool of all queries (`limits.max_memory_bytes`) has no
+    /// room for the answer while it is streamed.
+    #[error("{0}")]
+    Memory(LimitError),
     /// The streamed answer grew past `limits.max_response_bytes`.
     #[error("the answer exceeds {limit} bytes (limits.max_response_bytes) after {series} series were sent; narrow the selection or its time range")]
     AnswerTooLarge { limit: u64, series: usize },
@@ -46,7 +51,9 @@ impl StoreApiError {
                 ErrorType::Execution => Code::ResourceExhausted,
                 _ => Code::Internal,
             },
-            StoreApiError::AnswerTooLarge { .. } => Code::ResourceExhausted,
+            StoreApiError::Memory(_) | StoreApiError::AnswerTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             StoreApiError::DeadlineWhileStreaming { .. } => Code::DeadlineExceeded,
         }
     }

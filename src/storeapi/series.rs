@@ -12,6 +12,8 @@ use prost::Message;
 use super::error::StoreApiError;
 use super::request;
 use crate::api::AppState;
+use crate::limits::memory::Held;
+use crate::limits::meter::{label_bytes, SAMPLE_BYTES};
 use crate::model::{Labels, Sample};
 use crate::source::remote_read::chunk_encode::{encode_chunks, MAX_SAMPLES_PER_CHUNK};
 use crate::source::thanos_store::storepb::{
@@ -69,19 +71,34 @@ pub async fn series(
                     (items, o.warnings)
                 })
             };
-            Ok::<_, crate::api::ApiError>(r.map_err(StoreApiError::from))
+            let (mut items, warnings) = match r {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(StoreApiError::from(e))),
+            };
+            // Sorted by label set, as StoreAPI readers merge streams.
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            if limit > 0 {
+                items.truncate(limit);
+            }
+            // What the stream holds until sent stays taken from the memory
+            // pool past the query (`limits.max_memory_bytes`).
+            let bytes = items.iter().map(item_bytes).sum();
+            let held = match crate::limits::current() {
+                Some(ctx) => ctx.keep_answer(bytes),
+                None => Ok(Held::new(None, 0)),
+            };
+            Ok::<_, crate::api::ApiError>(
+                held.map(|h| (items, warnings, h))
+                    .map_err(StoreApiError::Memory),
+            )
         })
         .await
         .map_err(StoreApiError::Admission)??;
-    let (mut items, warnings) = fetched;
-    // Sorted by label set, as StoreAPI readers merge streams.
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    if limit > 0 {
-        items.truncate(limit);
-    }
+    let (items, warnings, held) = fetched;
     Ok(Frames {
         warnings: warnings.into(),
         items: items.into(),
+        held,
         batch: usize::try_from(req.response_batch_size.max(1)).unwrap_or(1),
         max_bytes: st.limits.config.max_response_bytes,
         sent_bytes: 0,
@@ -91,12 +108,21 @@ pub async fn series(
     })
 }
 
+/// Bytes one series of the answer holds in memory until it is sent.
+fn item_bytes(item: &Item) -> u64 {
+    label_bytes(&item.0) + item.1.len() as u64 * SAMPLE_BYTES
+}
+
 /// The frames of one answer, built as they are sent: warnings first, then
 /// series in batches. The stream ends with an error status when the answer
-/// outgrows `limits.max_response_bytes` or the deadline passes.
+/// outgrows `limits.max_response_bytes` or the deadline passes. The series
+/// not yet sent stay counted in the memory pool; each frame's series are
+/// given back as the frame goes to the encoder, the rest when the stream
+/// ends or its client goes away.
 pub struct Frames {
     warnings: VecDeque<String>,
     items: VecDeque<Item>,
+    held: Held,
     batch: usize,
     max_bytes: u64,
     sent_bytes: u64,
@@ -132,6 +158,8 @@ pub fn store_series(labels: &Labels, samples: &[Sample]) -> storepb::Series {
 impl Frames {
     fn fail(&mut self, e: StoreApiError) -> Option<Result<SeriesResponse, tonic::Status>> {
         self.done = true;
+        self.items.clear();
+        self.held.give_back(u64::MAX);
         Some(Err(e.status()))
     }
 }
@@ -153,18 +181,24 @@ impl Iterator for Frames {
             self.done = true;
             return None;
         } else if self.batch <= 1 {
-            let Some((l, s)) = self.items.pop_front() else {
+            let Some(item) = self.items.pop_front() else {
                 self.done = true;
                 return None;
             };
-            (Frame::Series(store_series(&l, &s)), 1)
+            self.held.give_back(item_bytes(&item));
+            (Frame::Series(store_series(&item.0, &item.1)), 1)
         } else {
             let take = self.batch.min(self.items.len());
+            let mut freed = 0;
             let series: Vec<storepb::Series> = self
                 .items
                 .drain(..take)
-                .map(|(l, s)| store_series(&l, &s))
+                .map(|item| {
+                    freed += item_bytes(&item);
+                    store_series(&item.0, &item.1)
+                })
                 .collect();
+            self.held.give_back(freed);
             (Frame::Batch(storepb::SeriesBatch { series }), take)
         };
         let frame = SeriesResponse {
