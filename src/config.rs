@@ -30,7 +30,10 @@ pub struct Config {
     /// Thanos Query or another promfed (`protocol: thanos_store`) can then
     /// use this promfed as a store. It uses the `tls:` settings of the
     /// HTTP API (certificate, and client certificates with
-    /// `client_ca_file`) and its `connections:` limits. Absent: no gRPC
+    /// `client_ca_file`) and its `connections:` limits. `auth:` is not
+    /// applied to it (StoreAPI clients send no bearer token or basic
+    /// auth): with `auth:` set, `tls.client_ca_file` is required, so that
+    /// the StoreAPI is no unauthenticated way around it. Absent: no gRPC
     /// listener. Read at start.
     #[serde(default)]
     pub grpc_listen: Option<String>,
@@ -305,14 +308,22 @@ impl Config {
     /// the start-up log: backends whose configured external labels are
     /// identical while no `replica_labels` are set (their series would be
     /// merged as if one backend held them, and neither deduplicated as
-    /// replicas nor told apart).
+    /// replicas nor told apart). A `thanos_store` backend is left out:
+    /// its labels are the ones its store announces through Info, known
+    /// only once it answers (promfed's own StoreAPI announces the union of
+    /// its backends', a sidecar its Prometheus's).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if !self.replica_labels.is_empty() {
             return warnings;
         }
-        for (i, a) in self.backends.iter().enumerate() {
-            for b in &self.backends[i + 1..] {
+        let configured: Vec<&BackendConfig> = self
+            .backends
+            .iter()
+            .filter(|b| b.protocol != ReadProtocol::ThanosStore)
+            .collect();
+        for (i, a) in configured.iter().enumerate() {
+            for b in &configured[i + 1..] {
                 if a.external_labels == b.external_labels {
                     warnings.push(format!(
                         "backends {:?} and {:?} have identical external_labels ({}) and no \
@@ -331,6 +342,30 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// `auth:` with `grpc_listen:` needs client certificates on the gRPC
+    /// listener: Thanos Query and Ruler authenticate to a store only with
+    /// a TLS client certificate (they send no bearer token or basic auth),
+    /// so the one credential every StoreAPI client can present is the
+    /// certificate (promfed above promfed sends its `backends[].tls`
+    /// one); without `tls.client_ca_file` the listener would serve every
+    /// series to anyone who reaches the port, around `auth:`.
+    fn grpc_auth_problem(&self) -> Option<String> {
+        let mtls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
+        match &self.grpc_listen {
+            Some(addr) if !mtls => Some(format!(
+                "grpc_listen: {addr:?} would serve the StoreAPI without authentication while \
+                 auth: protects the HTTP API (Thanos Query and Ruler send stores no bearer \
+                 token or basic auth, only a client certificate); require client certificates \
+                 with tls.cert_file, tls.key_file and tls.client_ca_file, or leave grpc_listen \
+                 out"
+            )),
+            _ => None,
+        }
     }
 
     /// Every problem with this config, all at once (empty when valid).
@@ -377,6 +412,7 @@ impl Config {
         problems.extend(self.limits.validate());
         if let Some(a) = &self.auth {
             problems.extend(a.validate());
+            problems.extend(self.grpc_auth_problem());
         }
         if self
             .query_log

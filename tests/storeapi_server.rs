@@ -615,8 +615,12 @@ async fn promfed_over_promfed_over_mutual_tls() -> R {
     let d = dir.path();
     pki(d);
     let p = |f: &str| d.join(f).display().to_string();
+    // The lower promfed also requires a token on its HTTP API: its
+    // StoreAPI is protected by the client certificates alone.
+    common::write_file(&d.join("token"), "s3cret\n")?;
     let lower_cfg = format!(
-        "listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\ntls:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\nbackends:\n{}",
+        "listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\nauth:\n  bearer_token_files: [{}]\ntls:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\nbackends:\n{}",
+        p("token"),
         p("server.pem"),
         p("server.key"),
         p("ca.pem"),

@@ -56,6 +56,62 @@ fn identical_external_labels_without_replica_labels_are_flagged() {
 }
 
 #[test]
+fn stores_labelled_by_their_info_are_not_flagged_as_identical() {
+    let cfg = |b_protocol: &str| {
+        Config::from_yaml(
+            &format!(
+                "backends:\n  - {{name: region-0, url: 'grpc://127.0.0.1:1', protocol: thanos_store}}\n  - {{name: region-1, url: 'grpc://127.0.0.1:2', protocol: thanos_store}}\n  - {{name: c, url: 'http://127.0.0.1:3', external_labels: {{cluster: c}}}}\n  - {{name: d, url: 'http://127.0.0.1:4'{b_protocol}}}\n"
+            ),
+            "t",
+        )
+        .expect("valid")
+        .warnings()
+    };
+    // Two stores whose labels come from Info (none configured): no warning.
+    assert!(
+        cfg(", external_labels: {cluster: d}").is_empty(),
+        "{:?}",
+        cfg("")
+    );
+    // Configured backends with the same label set still are.
+    let w = cfg(", external_labels: {cluster: c}");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("\"c\" and \"d\""), "{w:?}");
+}
+
+#[test]
+fn auth_with_a_grpc_listener_requires_client_certificates() {
+    let dir = std::env::temp_dir().join(format!("promfed-grpc-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let base = format!(
+        "grpc_listen: 127.0.0.1:10901\nauth:\n  bearer_token_files: [{}]\nbackends:\n  - {{name: a, url: 'http://127.0.0.1:1'}}\n",
+        token.display()
+    );
+    let problems = |extra: &str| match Config::from_yaml(&format!("{extra}{base}"), "t") {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(e) => panic!("{e}"),
+    };
+    let p = problems("");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "grpc_listen: \"127.0.0.1:10901\" would serve the StoreAPI without authentication"
+        ) && p[0].contains("tls.client_ca_file"),
+        "{p:?}"
+    );
+    // A server certificate alone does not authenticate clients.
+    let p = problems("tls:\n  cert_file: /c.pem\n  key_file: /k.pem\n");
+    assert!(p.iter().any(|x| x.starts_with("grpc_listen:")), "{p:?}");
+    // Client certificates do.
+    let p = problems("tls:\n  cert_file: /c.pem\n  key_file: /k.pem\n  client_ca_file: /ca.pem\n");
+    assert!(!p.iter().any(|x| x.starts_with("grpc_listen:")), "{p:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn minimal_config_gets_defaults() {
     let c = Config::from_yaml(
         "backends:\n  - name: a\n    url: http://127.0.0.1:9091\n",
