@@ -100,6 +100,23 @@ static SAMPLES_FETCHED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
+static BYTES_RECEIVED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "promfed_backend_bytes_received_total",
+            "Answer body bytes read from all backends together, as they arrive (remote read and StoreAPI as sent on the wire; HTTP API answers after content decoding).",
+        )
+        .ok()?,
+    )
+});
+
+/// Counts `n` answer bytes just read from a backend.
+pub fn backend_bytes(n: usize) {
+    if let Some(c) = BYTES_RECEIVED.as_ref() {
+        c.inc_by(n as u64);
+    }
+}
+
 static QUERY_DURATION: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
     histogram_vec(
         "promfed_query_duration_seconds",

@@ -25,6 +25,9 @@ pub struct QueryContext {
     max_series_per_backend: u64,
     /// Samples fetched from backends.
     samples: AtomicU64,
+    /// Samples decoded from backends' answers so far, counted as they
+    /// arrive (before any answer is whole), over every backend together.
+    arriving: AtomicU64,
     /// Samples the engine holds now (points, windows, subquery points).
     held_samples: AtomicU64,
     /// Bytes held now: fetched series, engine values, the answer.
@@ -54,6 +57,7 @@ impl QueryContext {
             max_samples: cfg.max_samples,
             max_series_per_backend: cfg.max_series_per_backend,
             samples: AtomicU64::new(0),
+            arriving: AtomicU64::new(0),
             held_samples: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             max_bytes: cfg.max_query_bytes.unwrap_or(DEFAULT_MAX_QUERY_BYTES),
@@ -189,6 +193,30 @@ impl QueryContext {
     /// Samples this query may still fetch.
     pub fn samples_left(&self) -> u64 {
         self.max_samples.saturating_sub(self.samples())
+    }
+
+    /// Samples the query's backends may still send, together, before the
+    /// query is over `max_samples` (what [`QueryContext::arrive`] counts).
+    pub fn arriving_left(&self) -> u64 {
+        self.max_samples
+            .saturating_sub(self.arriving.load(Ordering::Acquire))
+    }
+
+    /// Counts `n` samples just decoded from a backend's answer, while the
+    /// answers still arrive: an error once every backend together has sent
+    /// more than `max_samples`. A source checks this as it decodes, so a
+    /// query fanned out to many backends stops near its budget, not at
+    /// the budget times the number of backends (each answer is charged
+    /// whole again by [`QueryContext::charge`]).
+    pub fn arrive(&self, n: u64) -> Result<(), ChargeError> {
+        let total = self
+            .arriving
+            .fetch_add(n, Ordering::AcqRel)
+            .saturating_add(n);
+        if total > self.max_samples {
+            return Err(ChargeError::Samples);
+        }
+        Ok(())
     }
 
     /// How the cache answered this query, if it did.

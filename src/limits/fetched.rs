@@ -50,8 +50,10 @@ impl FetchedBytes {
 }
 
 /// Charges `n` bytes just read from a backend to the current query (if
-/// any): an error once the query is over `limits.max_fetched_bytes`.
+/// any): an error once the query is over `limits.max_fetched_bytes`. Every
+/// byte also counts in `promfed_backend_bytes_received_total`.
 pub fn charge(n: usize) -> Result<(), FetchLimit> {
+    crate::telemetry::backend_bytes(n);
     match super::current() {
         Some(ctx) => ctx.fetched.charge(n as u64),
         None => Ok(()),

@@ -174,6 +174,7 @@ impl RemoteReadSource {
             CollectError::TooManySamples(_) if budget_binds => {
                 SourceError::Limit(crate::limits::TOO_MANY_SAMPLES.to_string())
             }
+            CollectError::Budget => SourceError::Limit(crate::limits::TOO_MANY_SAMPLES.to_string()),
             e => self.error(format!("{what}: {e}")),
         }
     }
@@ -545,14 +546,20 @@ enum CollectError {
     TooManySamples(usize),
     #[error("answers query {0}, which was not asked")]
     NoSuchQuery(usize),
+    /// The query's backends together sent more than its `max_samples`.
+    #[error("{}", crate::limits::TOO_MANY_SAMPLES)]
+    Budget,
 }
 
-/// Gathers a batch's series per query, under one sample budget for all.
+/// Gathers a batch's series per query, under one sample budget for all,
+/// and under the query's own, shared with its other backends' answers as
+/// they arrive (`QueryContext::arrive`).
 struct Collectors {
     each: Vec<Collector>,
     max_samples: usize,
     /// Samples gathered so far by all of them.
     total: usize,
+    query: Option<std::sync::Arc<crate::limits::QueryContext>>,
 }
 
 impl Collectors {
@@ -564,6 +571,7 @@ impl Collectors {
                 .collect(),
             max_samples,
             total: 0,
+            query: crate::limits::current(),
         }
     }
 
@@ -582,9 +590,29 @@ impl Collectors {
         };
         let before = c.total;
         c.max_samples = self.max_samples.saturating_sub(self.total - before);
+        // What every backend of the query may still send, together.
+        let shared = self.query.as_ref().map(|q| {
+            usize::try_from(q.arriving_left())
+                .unwrap_or(usize::MAX)
+                .saturating_add(before)
+        });
+        let shared_binds = shared.is_some_and(|s| s < c.max_samples);
+        if let Some(s) = shared {
+            c.max_samples = c.max_samples.min(s);
+        }
         let r = add(c);
         self.total = self.total - before + c.total;
-        r
+        match r {
+            Err(CollectError::TooManySamples(_)) if shared_binds => Err(CollectError::Budget),
+            Ok(v) => {
+                if let Some(q) = &self.query {
+                    q.arrive((c.total - before) as u64)
+                        .map_err(|_| CollectError::Budget)?;
+                }
+                Ok(v)
+            }
+            r => r,
+        }
     }
 
     fn add_chunked(&mut self, i: usize, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
