@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod long_uri;
 pub mod reload;
 pub mod threads;
+mod write_through;
 
 use tokio::net::TcpListener;
 
