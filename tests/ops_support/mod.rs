@@ -2,6 +2,11 @@
 //! `promfed serve` binary on a loopback port, stopped by pid on drop.
 #![allow(dead_code)]
 
+pub mod app_backend;
+
+#[allow(unused_imports)] // not every operations test serves an axum backend
+pub use app_backend::AppBackend;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
