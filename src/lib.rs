@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! The modules are layers: each uses only the ones listed after it
-//! (docs/architecture.md gives the order; `tests/layers.rs` checks it).
+//! (docs/architecture.md gives the order; `tests/layers.rs` checks it,
+//! and that each layer returns its own typed error, never a `String`).
 //! A query travels down the first group:
 //! - [`server`]: builds the service from a config ([`server::build()`]),
 //!   serves HTTP on the connection threads ([`server::threads`],

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod long_uri;
 pub mod reload;
 pub mod threads;
+mod write_through;
 
 use tokio::net::TcpListener;
 
@@ -25,33 +26,43 @@ pub async fn serve(
     reload::serve(cfg.clone(), None, listener, shutdown).await
 }
 
-/// Why the service could not be built or served. It carries the message of
-/// the layer that failed (TLS, credentials, cache, a backend, the query
-/// log, the listener), for `promfed serve` to print.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ServeError(pub String);
+/// Why the service could not be built or served: the error of the layer
+/// that failed (the config, TLS, credentials, cache, a backend, the query
+/// log, the listeners), for `promfed serve` to print.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::SetupError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SetupError),
+    #[error(transparent)]
+    QueryLog(#[from] crate::telemetry::QueryLogError),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
+    /// A backend's credentials could not be read.
+    #[error("backend {backend}: {source}")]
+    BackendAuth {
+        backend: String,
+        source: crate::auth::AuthError,
+    },
+    /// The listener or a connection thread could not be set up (`doing`:
+    /// `serving`, `starting HTTP thread`, ...).
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        source: std::io::Error,
+    },
+}
 
-impl From<String> for ServeError {
-    fn from(message: String) -> Self {
-        ServeError(message)
+impl ServeError {
+    /// A closure for `map_err` that names what failed.
+    pub(crate) fn io(doing: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
+        move |source| ServeError::Io { doing, source }
     }
 }
-
-macro_rules! serve_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for ServeError {
-            fn from(e: $t) -> Self {
-                ServeError(e.to_string())
-            }
-        }
-    )*};
-}
-
-serve_error_from!(
-    crate::tls::TlsError,
-    crate::auth::AuthError,
-    crate::cache::SetupError,
-    crate::source::SetupError,
-    crate::telemetry::QueryLogError
-);

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod client;
 pub mod guard;
+mod in_time_order;
 pub mod memory;
 pub mod prometheus;
 pub mod remote_read;

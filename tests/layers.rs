@@ -73,9 +73,10 @@ fn test_files(files: &[PathBuf]) -> HashSet<PathBuf> {
     tests
 }
 
-/// The modules named by `crate::` paths in the non-test code of `text`.
-fn crate_refs(text: &str) -> Vec<(usize, String)> {
-    let mut refs = Vec::new();
+/// The lines of `text` outside its `#[cfg(test)]` items, numbered from 1,
+/// comment lines left out.
+fn non_test_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {
         let t = line.trim_start();
@@ -98,6 +99,15 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
         if t.starts_with("//") {
             continue;
         }
+        out.push((n + 1, line));
+    }
+    out
+}
+
+/// The modules named by `crate::` paths in the non-test code of `text`.
+fn crate_refs(text: &str) -> Vec<(usize, String)> {
+    let mut refs = Vec::new();
+    for (n, line) in non_test_lines(text) {
         let mut rest = line;
         while let Some(i) = rest.find("crate::") {
             let before = rest[..i].chars().last();
@@ -112,7 +122,7 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
                 for item in inner.split(',') {
                     let name = item.trim().split("::").next().unwrap_or("").trim();
                     if !name.is_empty() {
-                        refs.push((n + 1, name.to_string()));
+                        refs.push((n, name.to_string()));
                     }
                 }
                 continue;
@@ -122,7 +132,7 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
             if !name.is_empty() {
-                refs.push((n + 1, name));
+                refs.push((n, name));
             }
         }
     }
@@ -181,6 +191,92 @@ fn lower_layers_do_not_import_higher_ones() {
         problems.is_empty(),
         "layer order {}:\n{}",
         order.join(" > "),
+        problems.join("\n")
+    );
+}
+
+/// The error types of the `Result<T, E>`s in `code` that are a bare
+/// `String` or a boxed `dyn Error`: (byte offset of the `Result`, `E`).
+fn string_errors(code: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(i) = code[from..].find("Result<") {
+        let start = from + i;
+        from = start + "Result<".len();
+        let before = code[..start].chars().last();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // `SelectResult<…>` and the like
+        }
+        // The arguments up to the matching `>`, split at top-level commas.
+        let (mut depth, mut args, mut cur) = (0usize, Vec::new(), String::new());
+        for c in code[from..].chars() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' if depth == 0 => break,
+                '>' | ')' | ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    args.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+        }
+        if !cur.trim().is_empty() {
+            args.push(cur); // not the empty one after a trailing comma
+        }
+        if let [_, e] = args.as_slice() {
+            let e: String = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            let boxed = e.starts_with("Box<dyn") && e.contains("Error");
+            if e == "String" || e == "std::string::String" || boxed {
+                found.push((start, e));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn string_error_check_sees_multi_line_results() {
+    let code = "fn a() -> Result<\n    Vec<(u8, u16)>,\n    String,\n> {}\n\
+                fn b() -> Result<(), Box<dyn std::error::Error + Send>> {}\n\
+                fn c() -> Result<Vec<String>, E> {}\n\
+                fn d() -> io::Result<u8> {}\n\
+                fn e() -> MyResult<u8, String> {}";
+    let found: Vec<String> = string_errors(code).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(found, ["String", "Box<dyn std::error::Error + Send>"]);
+}
+
+/// Library code (everything in `src/` but the binary's `main.rs` and test
+/// code) returns typed errors: no `Result<_, String>` and no
+/// `Result<_, Box<dyn Error>>`.
+#[test]
+fn library_errors_are_typed() {
+    let root = std::env::var_os("PROMFED_LAYERS_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let src = root.join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let tests = test_files(&files);
+    let mut problems = Vec::new();
+    for f in &files {
+        if tests.contains(f) || f.ends_with("main.rs") && f.parent() == Some(src.as_path()) {
+            continue;
+        }
+        let text = fs::read_to_string(f).expect("read source");
+        let lines = non_test_lines(&text);
+        let code: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        for (at, e) in string_errors(&code) {
+            let line = lines[code[..at].matches('\n').count()].0;
+            let shown = f.strip_prefix(&root).unwrap_or(f).display();
+            problems.push(format!("{shown}:{line}: Result<_, {e}>"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "library code returns untyped errors (give the layer a thiserror type):\n{}",
         problems.join("\n")
     );
 }

@@ -6,41 +6,11 @@
 
 mod ops_support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
-use ops_support::{json, Promfed};
-
-/// A loopback backend served by axum, stopped on drop.
-struct AppBackend {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl AppBackend {
-    async fn start(app: axum::Router) -> AppBackend {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
-        AppBackend { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for AppBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use ops_support::{json, AppBackend, Promfed};
 
 const GIB: u64 = 1 << 30;
 

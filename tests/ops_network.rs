@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use ops_support::{http_answer, json, Promfed, RawBackend, Respond};
+use ops_support::{http_answer, json, AppBackend, Promfed, RawBackend, Respond};
 use prost::Message;
 
 /// The tests of this file run one at a time: they measure peak memory,
@@ -26,37 +26,10 @@ use prost::Message;
 /// would skew.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A loopback backend served by axum (kept-alive connections), stopped on drop.
-struct AppBackend {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl AppBackend {
-    async fn start(app: axum::Router) -> AppBackend {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
-        AppBackend { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// Established connections to this backend now (its side, from `ss`).
     fn open_connections(&self) -> usize {
         established(self.addr.port())
-    }
-}
-
-impl Drop for AppBackend {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

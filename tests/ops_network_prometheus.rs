@@ -5,24 +5,11 @@
 mod common;
 mod ops_support;
 
+use ops_support::established;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Established TCP connections whose local port is `port`, from
-/// `/proc/net/tcp` (state 01; the server's side of each connection).
-fn established(port: u16) -> usize {
-    let local = format!(":{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
-        })
-        .count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_or_selectors_leave_a_real_prometheus_free_for_its_other_clients() {

@@ -70,25 +70,60 @@ pub struct Data {
     result: Json,
 }
 
-/// What the query gave, or why it gave nothing (the message Argo shows).
-pub type Answer = Result<(Data, Vec<String>), String>;
+/// Why a measurement's query gave no answer: the message Argo shows, as
+/// client_golang words it.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("bad_response: readObjectStart: {0}")]
+    BadJson(#[from] serde_json::Error),
+    #[error("{error_type}: {error}")]
+    Api { error_type: String, error: String },
+    #[error("bad_response: no data in the answer")]
+    NoData,
+    #[error("{method} {url:?}: {chain}")]
+    Send {
+        method: &'static str,
+        url: String,
+        chain: String,
+    },
+    #[error("reading the answer: {0}")]
+    Read(reqwest::Error),
+    #[error("server_error: server error: {0}")]
+    Server(u16),
+    #[error("client_error: client error: {0}")]
+    Client(u16),
+    #[error("context deadline exceeded")]
+    Timeout,
+}
+
+/// Why an answer's `data` gives no `result`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed sample in the answer")]
+    MalformedSample,
+    #[error("bad sample value {0:?}")]
+    BadValue(String),
+    #[error("Prometheus metric type not supported")]
+    UnsupportedType,
+}
+
+/// What the query gave, or why it gave nothing.
+pub type Answer = Result<(Data, Vec<String>), QueryError>;
 
 impl ApiBody {
     /// The answer in a JSON body, read as client_golang reads it.
     pub fn read(body: &[u8]) -> Answer {
-        let parsed: ApiBody = serde_json::from_slice(body)
-            .map_err(|e| format!("bad_response: readObjectStart: {e}"))?;
+        let parsed: ApiBody = serde_json::from_slice(body)?;
         if parsed.status == "error" {
-            return Err(format!(
-                "{}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_default()
-            ));
+            return Err(QueryError::Api {
+                error_type: parsed.error_type.unwrap_or_default(),
+                error: parsed.error.unwrap_or_default(),
+            });
         }
         parsed
             .data
             .map(|d| (d, parsed.warnings))
-            .ok_or_else(|| "bad_response: no data in the answer".to_string())
+            .ok_or(QueryError::NoData)
     }
 }
 
@@ -153,18 +188,18 @@ pub async fn measure(api: &dyn QueryApi, metric: &Metric, at_ms: i64) -> Measure
         .collect();
     let answer = tokio::time::timeout(timeout, api.instant(&prom.query, at_ms, &headers))
         .await
-        .unwrap_or_else(|_| Err("context deadline exceeded".into()));
+        .unwrap_or(Err(QueryError::Timeout));
     let (data, warnings) = match answer {
         Ok(a) => a,
         Err(e) => {
-            m.message = e;
+            m.message = e.to_string();
             return m;
         }
     };
     let (result, value) = match decode(&data) {
         Ok(r) => r,
         Err(e) => {
-            m.message = e;
+            m.message = e.to_string();
             return m;
         }
     };
@@ -184,13 +219,14 @@ pub async fn measure(api: &dyn QueryApi, metric: &Metric, at_ms: i64) -> Measure
 }
 
 /// `processResponse`: `result` and its printed form.
-fn decode(data: &Data) -> Result<(Val, String), String> {
-    let num = |v: &Json| -> Result<f64, String> {
+fn decode(data: &Data) -> Result<(Val, String), DecodeError> {
+    let num = |v: &Json| -> Result<f64, DecodeError> {
         let s = v
             .get(1)
             .and_then(Json::as_str)
-            .ok_or_else(|| "malformed sample in the answer".to_string())?;
-        crate::source::prometheus::parse_value(s).ok_or_else(|| format!("bad sample value {s:?}"))
+            .ok_or(DecodeError::MalformedSample)?;
+        crate::source::prometheus::parse_value(s)
+            .ok_or_else(|| DecodeError::BadValue(s.to_string()))
     };
     let empty = Vec::new();
     let items = data.result.as_array().unwrap_or(&empty);
@@ -212,7 +248,7 @@ fn decode(data: &Data) -> Result<(Val, String), String> {
             }
             out
         }
-        _ => return Err("Prometheus metric type not supported".into()),
+        _ => return Err(DecodeError::UnsupportedType),
     };
     let printed = format!(
         "[{}]",
@@ -248,39 +284,32 @@ async fn query(
     let mut resp = with_headers(client.post(&url).form(&form))
         .send()
         .await
-        .map_err(|e| format!("Post {url:?}: {}", error_chain(&e)))?;
+        .map_err(|e| QueryError::Send {
+            method: "Post",
+            url: url.clone(),
+            chain: error_chain(&e),
+        })?;
     if matches!(resp.status().as_u16(), 403 | 405 | 501) {
         resp = with_headers(client.get(&url).query(&form))
             .send()
             .await
-            .map_err(|e| format!("Get {url:?}: {}", error_chain(&e)))?;
+            .map_err(|e| QueryError::Send {
+                method: "Get",
+                url: url.clone(),
+                chain: error_chain(&e),
+            })?;
     }
     let code = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?;
+    let body = resp.bytes().await.map_err(QueryError::Read)?;
     let json_ok = (200..300).contains(&code) || code == 400 || code == 422;
     if !json_ok {
         return Err(if code >= 500 {
-            format!("server_error: server error: {code}")
+            QueryError::Server(code)
         } else {
-            format!("client_error: client error: {code}")
+            QueryError::Client(code)
         });
     }
-    let parsed: ApiBody =
-        serde_json::from_slice(&body).map_err(|e| format!("bad_response: readObjectStart: {e}"))?;
-    if parsed.status == "error" {
-        return Err(format!(
-            "{}: {}",
-            parsed.error_type.unwrap_or_default(),
-            parsed.error.unwrap_or_default()
-        ));
-    }
-    parsed
-        .data
-        .map(|d| (d, parsed.warnings))
-        .ok_or_else(|| "bad_response: no data in the answer".to_string())
+    ApiBody::read(&body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -281,9 +281,11 @@ impl Template {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let resolved = substitute(m, &values).map_err(|tag| TemplateError::Unresolved {
-                    metric: name.clone(),
-                    tag,
+                let resolved = substitute(m, &values).map_err(|UnknownTag(tag)| {
+                    TemplateError::Unresolved {
+                        metric: name.clone(),
+                        tag,
+                    }
                 })?;
                 let metric: Metric = serde_yaml_ng::from_value(resolved)?;
                 Ok(metric)
@@ -303,9 +305,28 @@ fn merge_args(mut base: Vec<Argument>, over: Vec<Argument>) -> Vec<Argument> {
     base
 }
 
+/// A `{{ tag }}` that no argument fills (or an unclosed one: the text after
+/// its `{{`).
+#[derive(Debug, thiserror::Error)]
+#[error("failed to resolve {{{{{0}}}}}")]
+struct UnknownTag(String);
+
+/// Why Go's `time.ParseDuration` refuses a duration (Go's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("negative duration {0:?}")]
+    Negative(String),
+    #[error("time: invalid duration {0:?}")]
+    Invalid(String),
+    #[error("time: missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("time: unknown unit {unit:?} in duration {input:?}")]
+    UnknownUnit { unit: String, input: String },
+}
+
 /// Replaces every `{{ tag }}` in every string of `v` (fasttemplate with
 /// Argo's `resolve`: the tag is trimmed; an unknown tag is an error).
-fn substitute(v: &Value, values: &BTreeMap<String, String>) -> Result<Value, String> {
+fn substitute(v: &Value, values: &BTreeMap<String, String>) -> Result<Value, UnknownTag> {
     Ok(match v {
         Value::String(s) => Value::String(substitute_str(s, values)?),
         Value::Sequence(items) => Value::Sequence(
@@ -325,7 +346,7 @@ fn substitute(v: &Value, values: &BTreeMap<String, String>) -> Result<Value, Str
     })
 }
 
-fn substitute_str(s: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
+fn substitute_str(s: &str, values: &BTreeMap<String, String>) -> Result<String, UnknownTag> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(open) = rest.find("{{") {
@@ -333,12 +354,12 @@ fn substitute_str(s: &str, values: &BTreeMap<String, String>) -> Result<String, 
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
             // fasttemplate: an unclosed tag is an error of the template.
-            return Err(after.to_string());
+            return Err(UnknownTag(after.to_string()));
         };
         let tag = &after[..close];
         match values.get(tag.trim()) {
             Some(v) => out.push_str(v),
-            None => return Err(tag.to_string()),
+            None => return Err(UnknownTag(tag.to_string())),
         }
         rest = &after[close + 2..];
     }
@@ -347,11 +368,11 @@ fn substitute_str(s: &str, values: &BTreeMap<String, String>) -> Result<String, 
 }
 
 /// Go's `time.ParseDuration` (`20s`, `1m30s`, `1.5h`, `500ms`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("time: invalid duration {s:?}");
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError::Invalid(s.to_string());
     let body = s.strip_prefix('+').unwrap_or(s);
     if body.starts_with('-') {
-        return Err(format!("negative duration {s:?}"));
+        return Err(DurationError::Negative(s.to_string()));
     }
     if body == "0" {
         return Ok(Duration::ZERO);
@@ -364,7 +385,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("time: missing unit in duration {s:?}"))?;
+            .ok_or_else(|| DurationError::MissingUnit(s.to_string()))?;
         if num_len == 0 {
             return Err(bad());
         }
@@ -380,7 +401,12 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            u => return Err(format!("time: unknown unit {u:?} in duration {s:?}")),
+            u => {
+                return Err(DurationError::UnknownUnit {
+                    unit: u.to_string(),
+                    input: s.to_string(),
+                })
+            }
         };
         total += n * secs;
         rest = &rest[unit_len..];

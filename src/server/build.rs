@@ -37,7 +37,10 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, ServeError> {
                             b.bearer_token_file.as_ref(),
                             b.basic_auth.as_ref(),
                         )
-                        .map_err(|e| ServeError(format!("backend {}: {e}", b.name)))?,
+                        .map_err(|source| ServeError::BackendAuth {
+                            backend: b.name.clone(),
+                            source,
+                        })?,
                     )?
                     .with_max_response_bytes(b.max_response_bytes),
                 ),

@@ -17,6 +17,21 @@ use crate::tls::SharedTls;
 /// keep the one they started with).
 pub type States = Arc<dyn Fn() -> Arc<AppState> + Send + Sync>;
 
+/// Why the gRPC listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("grpc_listen {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("grpc_listen {addr}: TLS: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
 /// A running gRPC listener; stopped (after its calls in flight) when dropped
 /// or by [`GrpcServer::stop`].
 pub struct GrpcServer {
@@ -34,13 +49,17 @@ impl GrpcServer {
         tls: Option<SharedTls>,
         states: States,
         limits: &ConnectionsConfig,
-    ) -> Result<GrpcServer, String> {
+    ) -> Result<GrpcServer, GrpcError> {
         let tcp = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("grpc_listen {addr}: {e}"))?;
-        let local = tcp
-            .local_addr()
-            .map_err(|e| format!("grpc_listen {addr}: {e}"))?;
+            .map_err(|source| GrpcError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local = tcp.local_addr().map_err(|source| GrpcError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
         // gRPC paths are short: no request target beyond the usual URI limit.
         let registry = Registry::new(limits, 0);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -59,8 +78,13 @@ impl GrpcServer {
             None => tokio::spawn(connections::serve(tcp, registry, handle, stopping)),
             Some(tls) => {
                 let handshakes = registry.max_open();
-                let listener = crate::tls::TlsListener::new(tcp, tls, handshakes)
-                    .map_err(|e| format!("grpc_listen {addr}: TLS: {e}"))?;
+                let listener =
+                    crate::tls::TlsListener::new(tcp, tls, handshakes).map_err(|source| {
+                        GrpcError::Tls {
+                            addr: addr.to_string(),
+                            source,
+                        }
+                    })?;
                 tokio::spawn(connections::serve(listener, registry, handle, stopping))
             }
         };

@@ -85,7 +85,7 @@ async fn start_grpc(
     cfg: &Config,
     tls: Option<SharedTls>,
     current: Current,
-) -> Result<Option<super::grpc::GrpcServer>, String> {
+) -> Result<Option<super::grpc::GrpcServer>, super::grpc::GrpcError> {
     let Some(addr) = &cfg.grpc_listen else {
         return Ok(None);
     };
@@ -216,7 +216,7 @@ impl StartOnly {
 /// certificates), and swaps it all in, or nothing.
 fn reload(path: &Path, reason: &str, running: &mut Running) {
     let built = Config::load(path)
-        .map_err(|e| ServeError(e.to_string()))
+        .map_err(ServeError::from)
         .and_then(|cfg| {
             let tls = match (&cfg.tls, &running.tls) {
                 (Some(t), Some(_)) => Some(crate::tls::server_config(t)?),

@@ -31,7 +31,7 @@ pub(super) async fn serve_on_threads(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let n = n.max(1);
-    let listener = listener.into_std().map_err(|e| format!("serving: {e}"))?;
+    let listener = listener.into_std().map_err(ServeError::io("serving"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), ServeError>>(n);
     let mut threads = Vec::with_capacity(n);
@@ -39,7 +39,7 @@ pub(super) async fn serve_on_threads(
     for i in 0..n {
         let spawned = listener
             .try_clone()
-            .map_err(|e| format!("serving: {e}"))
+            .map_err(ServeError::io("serving"))
             .and_then(|l| {
                 let (app, tls, stop, done) =
                     (app.clone(), tls.clone(), stop_rx.clone(), done_tx.clone());
@@ -51,7 +51,7 @@ pub(super) async fn serve_on_threads(
                     .spawn(move || {
                         let _ = done.blocking_send(serve_thread(l, app, tls, registry, stop));
                     })
-                    .map_err(|e| format!("starting HTTP thread: {e}"))
+                    .map_err(ServeError::io("starting HTTP thread"))
             });
         match spawned {
             Ok(t) => threads.push(t),
@@ -64,7 +64,7 @@ pub(super) async fn serve_on_threads(
     drop(done_tx);
     drop(listener);
     // Until shutdown, unless a thread could not start or serve.
-    let mut result = started.map_err(ServeError);
+    let mut result = started;
     if result.is_ok() {
         tokio::select! {
             _ = shutdown => {}
@@ -100,9 +100,9 @@ fn serve_thread(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting HTTP thread runtime: {e}"))?;
+        .map_err(ServeError::io("starting HTTP thread runtime"))?;
     rt.block_on(async move {
-        let listener = TcpListener::from_std(listener).map_err(|e| format!("serving: {e}"))?;
+        let listener = TcpListener::from_std(listener).map_err(ServeError::io("serving"))?;
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -113,7 +113,7 @@ fn serve_thread(
             Some(tls) => {
                 let handshakes = registry.max_open();
                 let listener = crate::tls::TlsListener::new(listener, tls, handshakes)
-                    .map_err(|e| format!("serving TLS: {e}"))?;
+                    .map_err(ServeError::io("serving TLS"))?;
                 connections::serve(listener, registry, app, stopped).await
             }
         }

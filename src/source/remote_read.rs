@@ -20,7 +20,7 @@ use self::chunk::{decode_xor_into, xor_sample_count};
 use self::frame::FrameReader;
 use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
 use super::{Select, SelectOutput, Source, SourceError};
-use crate::model::{Labels, Sample, Series};
+use crate::model::{Labels, Sample};
 
 /// Content type of a STREAMED_XOR_CHUNKS response.
 const STREAMED_CONTENT_TYPE: &str = "application/x-streamed-protobuf";
@@ -736,22 +736,7 @@ impl Collector {
                 self.unknown_chunks
             ));
         }
-        let series = self
-            .series
-            .into_iter()
-            .filter_map(|(labels, mut samples)| {
-                if !samples.is_sorted_by(|a, b| a.t < b.t) {
-                    // Overlapping chunks: keep the first sample at each time.
-                    samples.sort_by_key(|s| s.t);
-                    samples.dedup_by_key(|s| s.t);
-                }
-                (!samples.is_empty()).then_some(Series {
-                    labels,
-                    samples,
-                    histograms: Vec::new(),
-                })
-            })
-            .collect();
+        let series = super::in_time_order::series_in_time_order(self.series);
         SelectOutput { series, warnings }
     }
 }

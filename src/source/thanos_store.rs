@@ -344,31 +344,18 @@ impl ThanosStoreSource {
     }
 
     async fn label_names_call(&self, q: &MetaQuery) -> Result<MetaOutput<String>, CallError> {
-        let mut out = MetaOutput::default();
-        for matchers in label_matcher_sets(q) {
-            let r: storepb::LabelNamesResponse = self
-                .unary(
-                    LABEL_NAMES,
-                    storepb::LabelNamesRequest {
-                        partial_response_strategy: strategy(&q.read).into(),
-                        start: q.start_ms,
-                        end: q.end_ms,
-                        matchers,
-                        without_replica_labels: self.strip_replicas(&q.read),
-                        limit: i64::try_from(q.limit).unwrap_or(0),
-                    },
-                )
-                .await?;
-            out.items.extend(r.names);
-            out.warnings.extend(
-                r.warnings
-                    .into_iter()
-                    .map(|w| format!("backend {}: {w}", self.name)),
-            );
-        }
-        out.items.sort();
-        out.items.dedup();
-        Ok(out)
+        let request = |matchers| storepb::LabelNamesRequest {
+            partial_response_strategy: strategy(&q.read).into(),
+            start: q.start_ms,
+            end: q.end_ms,
+            matchers,
+            without_replica_labels: self.strip_replicas(&q.read),
+            limit: i64::try_from(q.limit).unwrap_or(0),
+        };
+        self.label_call(LABEL_NAMES, q, request, |r: storepb::LabelNamesResponse| {
+            (r.names, r.warnings)
+        })
+        .await
     }
 
     async fn label_values_call(
@@ -376,25 +363,44 @@ impl ThanosStoreSource {
         name: &str,
         q: &MetaQuery,
     ) -> Result<MetaOutput<String>, CallError> {
+        let request = |matchers| storepb::LabelValuesRequest {
+            label: name.to_string(),
+            partial_response_strategy: strategy(&q.read).into(),
+            start: q.start_ms,
+            end: q.end_ms,
+            matchers,
+            without_replica_labels: self.strip_replicas(&q.read),
+            limit: i64::try_from(q.limit).unwrap_or(0),
+        };
+        self.label_call(
+            LABEL_VALUES,
+            q,
+            request,
+            |r: storepb::LabelValuesResponse| (r.values, r.warnings),
+        )
+        .await
+    }
+
+    /// One call of `path` per matcher set of `q` (`request` builds it,
+    /// `items` splits its answer into items and warnings), merged: items
+    /// sorted and unique, warnings naming the backend.
+    async fn label_call<Req, Resp>(
+        &self,
+        path: &'static str,
+        q: &MetaQuery,
+        request: impl Fn(Vec<storepb::LabelMatcher>) -> Req,
+        items: impl Fn(Resp) -> (Vec<String>, Vec<String>),
+    ) -> Result<MetaOutput<String>, CallError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         let mut out = MetaOutput::default();
         for matchers in label_matcher_sets(q) {
-            let r: storepb::LabelValuesResponse = self
-                .unary(
-                    LABEL_VALUES,
-                    storepb::LabelValuesRequest {
-                        label: name.to_string(),
-                        partial_response_strategy: strategy(&q.read).into(),
-                        start: q.start_ms,
-                        end: q.end_ms,
-                        matchers,
-                        without_replica_labels: self.strip_replicas(&q.read),
-                        limit: i64::try_from(q.limit).unwrap_or(0),
-                    },
-                )
-                .await?;
-            out.items.extend(r.values);
+            let (found, warnings) = items(self.unary(path, request(matchers)).await?);
+            out.items.extend(found);
             out.warnings.extend(
-                r.warnings
+                warnings
                     .into_iter()
                     .map(|w| format!("backend {}: {w}", self.name)),
             );

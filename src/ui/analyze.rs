@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use crate::analyze::measure::{Answer, ApiBody, QueryApi};
+use crate::analyze::measure::{Answer, ApiBody, QueryApi, QueryError};
 use crate::analyze::run::{run, Window};
 use crate::analyze::template::{parse_arg, Template};
 use crate::api::{params::parse_time, ApiError, AppState, Params};
@@ -60,7 +60,10 @@ impl QueryApi for LocalApi {
             };
             match body.await {
                 Ok(b) => ApiBody::read(&b),
-                Err(e) => Err(format!("{}: {}", e.kind.as_str(), e.message)),
+                Err(e) => Err(QueryError::Api {
+                    error_type: e.kind.as_str().to_string(),
+                    error: e.message,
+                }),
             }
         })
     }

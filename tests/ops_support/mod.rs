@@ -2,6 +2,11 @@
 //! `promfed serve` binary on a loopback port, stopped by pid on drop.
 #![allow(dead_code)]
 
+pub mod app_backend;
+
+#[allow(unused_imports)] // not every operations test serves an axum backend
+pub use app_backend::AppBackend;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,4 +258,19 @@ pub fn http_answer(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// Established TCP connections whose local port is `port` (the server's
+/// side of each), from `/proc/net/tcp`.
+pub fn established(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
+        })
+        .count()
 }

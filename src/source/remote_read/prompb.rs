@@ -4,6 +4,10 @@
 //! Only the fields promfed reads or writes are declared; prost skips the
 //! others (exemplars, for instance) when decoding. Native histograms are
 //! kept as raw bytes: promfed only counts them, to warn that it skipped them.
+//!
+//! These are not the StoreAPI's messages of `thanos_store/storepb.rs`, even
+//! where the shapes match: another protocol, with its own field numbers and
+//! enum values (a chunk's XOR encoding is 1 here, 0 in the StoreAPI).
 
 /// `prometheus.ReadRequest`.
 #[derive(Clone, PartialEq, prost::Message)]

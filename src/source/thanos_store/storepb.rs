@@ -6,6 +6,11 @@
 //! The .proto files carry gogoproto options; those only change Go code
 //! generation, the wire format is plain proto3. Only the fields promfed
 //! reads or writes are declared; prost skips the others when decoding.
+//!
+//! Messages of the same shape stay apart (`LabelNamesRequest` and
+//! `LabelValuesRequest`, their responses; remote read's in
+//! `remote_read/prompb.rs`): each is its own wire message with its own
+//! field numbers in its own protocol, declared as its .proto declares it.
 
 /// `thanos.Label`.
 #[derive(Clone, PartialEq, Eq, prost::Message)]

@@ -8,7 +8,7 @@ use promql_parser::label::{MatchOp, Matcher};
 
 use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
 use super::{CallError, RESPONSE_BATCH_SIZE};
-use crate::model::{Labels, Sample, Series};
+use crate::model::{Labels, Sample};
 use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
 use crate::source::{any_series_matcher, MetaQuery, ReadOptions, Select, SelectOutput, StoreInfo};
 
@@ -182,21 +182,7 @@ impl Collector {
     /// Series sorted by labels, samples in time order, one per timestamp;
     /// series without samples in range are dropped.
     pub(super) fn finish(self) -> SelectOutput {
-        let series = self
-            .series
-            .into_iter()
-            .filter_map(|(labels, mut samples)| {
-                if !samples.is_sorted_by(|a, b| a.t < b.t) {
-                    samples.sort_by_key(|s| s.t);
-                    samples.dedup_by_key(|s| s.t);
-                }
-                (!samples.is_empty()).then_some(Series {
-                    labels,
-                    samples,
-                    histograms: Vec::new(),
-                })
-            })
-            .collect();
+        let series = crate::source::in_time_order::series_in_time_order(self.series);
         SelectOutput {
             series,
             warnings: Vec::new(),
