@@ -66,8 +66,8 @@ pub struct Config {
     /// `deriv`, `changes`, `resets`, `*_over_time` but `absent_over_time`
     /// and the experimental ones) is sent whole to the `/api/v1/query`
     /// (`query_range`) of every backend that may hold the metric, and only
-    /// its answer (one point per series and step) comes back instead of the
-    /// raw samples; promfed evaluates the rest. A node is pushed only when
+    /// its answer (one point per series and step, gzipped JSON) comes back
+    /// instead of the raw samples; promfed evaluates the rest. A node is pushed only when
     /// every backend it reaches has `pushdown: true`, none is an HA replica
     /// (has a `replica_labels` label) and their external labels tell each
     /// pair apart (so no series spans two backends); otherwise, or when a

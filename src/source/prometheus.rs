@@ -200,8 +200,12 @@ impl PrometheusHttpSource {
         } else {
             self.client.get(url).query(params)
         };
-        // The client offers gzip unless a request says otherwise.
-        let req = if self.metadata_gzip {
+        // The client offers gzip unless a request says otherwise. Query
+        // answers (pushed-down sub-queries: one JSON point per series and
+        // step, label sets repeated) are always taken gzipped, as sample
+        // reads are.
+        let evaluates = matches!(path, "/api/v1/query" | "/api/v1/query_range");
+        let req = if self.metadata_gzip || evaluates {
             req
         } else {
             req.header(reqwest::header::ACCEPT_ENCODING, "identity")
