@@ -266,3 +266,94 @@ fn parse_result(data: &Json, backend: &str) -> Result<Vec<Series>, NotPushed> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use promql_parser::label::{MatchOp, Matcher};
+
+    use super::NotPushed;
+    use crate::federation::{Backend, Federation, FederationOptions};
+    use crate::source::memory::MemorySource;
+
+    fn backend(name: &str, labels: &[(&str, &str)]) -> Backend {
+        Backend {
+            name: name.into(),
+            external_labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            source: Arc::new(MemorySource::default()),
+        }
+    }
+
+    fn fed(backends: Vec<Backend>, pushable: Vec<bool>) -> Federation {
+        Federation::new(
+            backends,
+            FederationOptions {
+                partial_response: false,
+                replica_labels: vec!["replica".into()],
+            },
+        )
+        .with_pushdown(pushable)
+    }
+
+    fn names(f: &Federation, ms: &[Matcher]) -> Result<Vec<String>, NotPushed> {
+        f.push_targets(ms, 0, 1000)
+            .map(|t| t.iter().map(|t| t.backend.name.clone()).collect())
+    }
+
+    #[test]
+    fn targets_only_when_no_series_can_span_backends() {
+        let x = Matcher::new(MatchOp::Equal, "__name__", "x");
+        let only_2 = Matcher::new(MatchOp::Equal, "cluster", "k8s-2");
+        let a = || backend("k8s-1", &[("cluster", "k8s-1")]);
+        let b = || backend("k8s-2", &[("cluster", "k8s-2")]);
+        let f = fed(vec![a(), b()], vec![true, true]);
+        assert_eq!(
+            names(&f, &[x.clone()]).ok(),
+            Some(vec!["k8s-1".into(), "k8s-2".into()])
+        );
+        // The cluster matcher routes to one backend, and is not sent there.
+        let t = f.push_targets(&[x.clone(), only_2.clone()], 0, 1000).ok();
+        let t = t.as_deref().unwrap_or_default();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].matchers, vec![x.clone()]);
+        // Off, or a backend that does not take it.
+        let off = Federation::new(vec![a(), b()], FederationOptions::default());
+        assert!(matches!(names(&off, &[x.clone()]), Err(NotPushed::Off)));
+        let f = fed(vec![a(), b()], vec![true, false]);
+        assert!(matches!(names(&f, &[x.clone()]), Err(NotPushed::NotPushable(n)) if n == "k8s-2"));
+        // ... unless the node does not reach it.
+        assert!(names(
+            &f,
+            &[x.clone(), Matcher::new(MatchOp::Equal, "cluster", "k8s-1")]
+        )
+        .is_ok());
+        // Backends not told apart by a shared label: a series may be on both.
+        let f = fed(
+            vec![a(), backend("other", &[("region", "eu")])],
+            vec![true, true],
+        );
+        assert!(matches!(
+            names(&f, &[x.clone()]),
+            Err(NotPushed::Overlap(..))
+        ));
+        // An HA pair.
+        let f = fed(
+            vec![
+                a(),
+                backend("k8s-2-a", &[("cluster", "k8s-2"), ("replica", "a")]),
+                backend("k8s-2-b", &[("cluster", "k8s-2"), ("replica", "b")]),
+            ],
+            vec![true, true, true],
+        );
+        assert!(matches!(names(&f, &[x.clone()]), Err(NotPushed::Replica(n)) if n == "k8s-2-a"));
+        assert!(matches!(
+            names(&f, &[x.clone(), only_2]),
+            Err(NotPushed::Replica(_))
+        ));
+    }
+}
