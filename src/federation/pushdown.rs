@@ -313,7 +313,7 @@ mod tests {
         let b = || backend("k8s-2", &[("cluster", "k8s-2")]);
         let f = fed(vec![a(), b()], vec![true, true]);
         assert_eq!(
-            names(&f, &[x.clone()]).ok(),
+            names(&f, std::slice::from_ref(&x)).ok(),
             Some(vec!["k8s-1".into(), "k8s-2".into()])
         );
         // The cluster matcher routes to one backend, and is not sent there.
@@ -323,9 +323,14 @@ mod tests {
         assert_eq!(t[0].matchers, vec![x.clone()]);
         // Off, or a backend that does not take it.
         let off = Federation::new(vec![a(), b()], FederationOptions::default());
-        assert!(matches!(names(&off, &[x.clone()]), Err(NotPushed::Off)));
+        assert!(matches!(
+            names(&off, std::slice::from_ref(&x)),
+            Err(NotPushed::Off)
+        ));
         let f = fed(vec![a(), b()], vec![true, false]);
-        assert!(matches!(names(&f, &[x.clone()]), Err(NotPushed::NotPushable(n)) if n == "k8s-2"));
+        assert!(
+            matches!(names(&f, std::slice::from_ref(&x)), Err(NotPushed::NotPushable(n)) if n == "k8s-2")
+        );
         // ... unless the node does not reach it.
         assert!(names(
             &f,
@@ -338,7 +343,7 @@ mod tests {
             vec![true, true],
         );
         assert!(matches!(
-            names(&f, &[x.clone()]),
+            names(&f, std::slice::from_ref(&x)),
             Err(NotPushed::Overlap(..))
         ));
         // An HA pair.
@@ -350,7 +355,9 @@ mod tests {
             ],
             vec![true, true, true],
         );
-        assert!(matches!(names(&f, &[x.clone()]), Err(NotPushed::Replica(n)) if n == "k8s-2-a"));
+        assert!(
+            matches!(names(&f, std::slice::from_ref(&x)), Err(NotPushed::Replica(n)) if n == "k8s-2-a")
+        );
         assert!(matches!(
             names(&f, &[x.clone(), only_2]),
             Err(NotPushed::Replica(_))
