@@ -34,6 +34,9 @@ pub(crate) const QUERY_PATH: &str = "/api/v1/query";
 /// Response header listing the backends a query's evaluation read from
 /// (comma-separated; absent when nothing was evaluated, e.g. a cache hit).
 pub const BACKENDS_HEADER: &str = "x-promfed-backends";
+/// Answer header: what exact pushdown sent to backends' query APIs (or
+/// read raw, and why), one note a node, `; `-separated.
+pub const PLAN_HEADER: &str = "x-promfed-plan";
 
 /// Largest request body accepted by default, bytes (`limits.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -79,7 +82,7 @@ impl AppState {
         limits: crate::limits::LimitsConfig,
     ) -> Arc<Self> {
         Arc::new(AppState {
-            engine: Engine::new(federation.clone()),
+            engine: Engine::over_federation(federation.clone()),
             federation,
             ready: AtomicBool::new(false),
             cache,
@@ -395,13 +398,33 @@ async fn answer(st: &AppState, p: &Params, q: &str, ask: Ask) -> Result<Response
             // The answer stays counted against the memory of all queries
             // until it has been sent.
             let held = crate::limits::current().map(|c| c.keep_bytes(body.capacity() as u64));
-            Ok((body, has_warnings, held, backends_read()))
+            Ok((body, has_warnings, held, (backends_read(), plan_notes())))
         })
         .await?;
-    Ok(with_backends(
-        query_response(body, has_warnings, held),
-        &backends,
+    let (backends, plan) = backends;
+    Ok(with_plan(
+        with_backends(query_response(body, has_warnings, held), &backends),
+        &plan,
     ))
+}
+
+/// The planner's notes for the current query.
+fn plan_notes() -> Vec<String> {
+    crate::limits::current()
+        .map(|ctx| ctx.plan())
+        .unwrap_or_default()
+}
+
+/// `resp` with the [`PLAN_HEADER`] when the planner noted anything.
+fn with_plan(mut resp: Response, plan: &[String]) -> Response {
+    if plan.is_empty() {
+        return resp;
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&plan.join("; ")) {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static(PLAN_HEADER), v);
+    }
+    resp
 }
 
 /// Whether an answer is small enough to encode on the current thread

@@ -64,6 +64,23 @@ pub struct Config {
     /// with `replicaLabels[]` and turn merging off with `dedup=false`.
     #[serde(default)]
     pub replica_labels: Vec<String>,
+    /// Exact pushdown (default false): a per-series range function of one
+    /// metric (`rate(x[5m])`, `increase`, `irate`, `delta`, `idelta`,
+    /// `deriv`, `changes`, `resets`, `*_over_time` but `absent_over_time`
+    /// and the experimental ones) is sent whole to the `/api/v1/query`
+    /// (`query_range`) of every backend that may hold the metric, and only
+    /// its answer (one point per series and step, gzipped JSON) comes back
+    /// instead of the raw samples; promfed evaluates the rest. A node is pushed only when
+    /// every backend it reaches has `pushdown: true`, none is an HA replica
+    /// (has a `replica_labels` label) and their external labels tell each
+    /// pair apart (so no series spans two backends); otherwise, or when a
+    /// backend's answer fails, warns or holds a native histogram, its
+    /// samples are read as usual. The `X-Promfed-Plan` answer header says
+    /// what was pushed. Requests with Thanos' `dedup`, `replicaLabels[]` or
+    /// `partial_response` parameters and cached queries are not pushed
+    /// down. Read at start.
+    #[serde(default)]
+    pub pushdown: bool,
     /// Limits on what one query or request may cost (see `limits.rs`).
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
@@ -203,6 +220,15 @@ pub struct BackendConfig {
     /// API). Metadata uses the HTTP API, or the StoreAPI for `thanos_store`.
     #[serde(default)]
     pub protocol: ReadProtocol,
+    /// Whether this backend's `/api/v1/query` and `/api/v1/query_range`
+    /// (at `url`, also for `remote_read`) evaluate PromQL exactly as the
+    /// Prometheus version promfed follows (3.8): a Prometheus 3.8 server or
+    /// a Thanos sidecar's Prometheus, not Thanos Query, Mimir or
+    /// VictoriaMetrics, whose functions differ. Only such backends take
+    /// part in the top-level `pushdown` (default false; not for
+    /// `thanos_store`, which has no query API).
+    #[serde(default)]
+    pub pushdown: bool,
     /// TLS towards this backend: CA, client certificate, skip-verify.
     #[serde(default)]
     pub tls: Option<crate::tls::BackendTlsConfig>,
@@ -461,6 +487,11 @@ impl Config {
             }
             if b.max_response_bytes == 0 {
                 problems.push(format!("{at}.max_response_bytes: must be greater than 0"));
+            }
+            if b.pushdown && b.protocol == ReadProtocol::ThanosStore {
+                problems.push(format!(
+                    "{at}.pushdown: a thanos_store backend has no query API to push down to"
+                ));
             }
             for (k, v) in &b.external_labels {
                 if !is_valid_label_name(k) {

@@ -5,6 +5,7 @@ mod batch;
 pub mod dedup;
 pub mod health;
 pub mod observe;
+pub mod pushdown;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -109,6 +110,9 @@ pub struct Federation {
     backends: Vec<Backend>,
     opts: FederationOptions,
     health: health::HealthBoard,
+    /// Per backend, whether sub-queries may be pushed down to it (empty:
+    /// pushdown off).
+    pushable: Vec<bool>,
 }
 
 /// Functions under which a replica switch must not make a counter go backwards.
@@ -121,6 +125,7 @@ impl Federation {
             backends,
             opts,
             health,
+            pushable: Vec::new(),
         }
     }
 

@@ -25,7 +25,9 @@ pub mod shares;
 mod tests;
 
 pub use admission::Limits;
-pub use budget::{carry, current, note_cache, sample_count, scope, QueryContext, TOO_MANY_SAMPLES};
+pub use budget::{
+    carry, current, note_cache, note_plan, sample_count, scope, QueryContext, TOO_MANY_SAMPLES,
+};
 pub use config::LimitsConfig;
 pub use error::{AdmissionError, ChargeError, QueryFailure, QueryTextError};
 pub use shape::QueryShape;

@@ -23,6 +23,7 @@ mod hash;
 mod labelset;
 mod memo;
 mod plan;
+mod pushdown;
 mod selector;
 mod steps;
 pub mod value;
@@ -122,11 +123,26 @@ const INLINE_EVAL_SAMPLES: usize = 20_000;
 #[derive(Clone)]
 pub struct Engine {
     source: Arc<dyn Source>,
+    /// The federation exact pushdown asks (`pushdown: true`), if any.
+    pushdown: Option<Arc<crate::federation::Federation>>,
 }
 
 impl Engine {
     pub fn new(source: Arc<dyn Source>) -> Self {
-        Engine { source }
+        Engine {
+            source,
+            pushdown: None,
+        }
+    }
+
+    /// An engine over `fed` that pushes exact sub-queries down to its
+    /// backends when the config turned pushdown on for any of them.
+    pub fn over_federation(fed: Arc<crate::federation::Federation>) -> Self {
+        let pushdown = fed.pushdown_on().then(|| Arc::clone(&fed));
+        Engine {
+            source: fed,
+            pushdown,
+        }
     }
 
     /// The source this engine reads.
@@ -229,8 +245,23 @@ impl Engine {
         } else {
             QueryOptions::default().lookback_delta_ms
         };
-        let (fetched, mut warnings) =
-            plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback).await?;
+        let pushed = match &self.pushdown {
+            Some(fed) => pushdown::push(fed, &expr, grid, bounds, instant).await,
+            None => pushdown::PushPlan::default(),
+        };
+        for note in pushed.notes {
+            crate::limits::note_plan(note);
+        }
+        let (mut fetched, mut warnings) = plan::fetch(
+            self.source.as_ref(),
+            &expr,
+            grid,
+            bounds,
+            lookback,
+            &pushed.values.keys().copied().collect(),
+        )
+        .await?;
+        fetched.pushed = pushed.values;
         let small = fetched.sample_count() <= INLINE_EVAL_SAMPLES;
         // Evaluation is CPU-bound: keep it off the async workers, unless it
         // is small (an instant query over few samples), where the hop to a

@@ -288,6 +288,8 @@ pub trait Source: Send + Sync {
 pub struct ApiData {
     pub data: serde_json::Value,
     pub warnings: Vec<String>,
+    /// Info-level annotations (`infos`) of a query answer.
+    pub infos: Vec<String>,
 }
 
 /// A source that stamps the request's [`ReadOptions`] on every select it

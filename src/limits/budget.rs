@@ -45,6 +45,9 @@ pub struct QueryContext {
     backends: Mutex<BTreeSet<String>>,
     /// How the cache answered (`hit`, `miss`, ...), when it did.
     cache: Mutex<Option<&'static str>>,
+    /// What the query planner pushed down to backends or read raw, one
+    /// note a node (`X-Promfed-Plan`).
+    plan: Mutex<Vec<String>>,
     /// Answer bytes read from backends, and their limit.
     pub fetched: fetched::FetchedBytes,
     /// This query's share of each backend's connections.
@@ -67,6 +70,7 @@ impl QueryContext {
             _slot: None,
             backends: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(None),
+            plan: Mutex::new(Vec::new()),
             fetched: fetched::FetchedBytes::new(cfg.max_fetched_bytes),
             backend_shares: shares::Shares::default(),
         }
@@ -224,6 +228,11 @@ impl QueryContext {
         self.cache.lock().ok().and_then(|c| *c)
     }
 
+    /// The planner's notes so far (what was pushed down).
+    pub fn plan(&self) -> Vec<String> {
+        self.plan.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
     /// The backends asked so far, by name.
     pub fn backends(&self) -> Vec<String> {
         self.backends
@@ -280,7 +289,16 @@ pub async fn scope<F: Future>(ctx: Arc<QueryContext>, fut: F) -> F::Output {
     QUERY.scope(ctx, fut).await
 }
 
-/// Records how the cache answered the current query (for the query log).
+/// Records a planner note for the current query, if any.
+pub fn note_plan(note: String) {
+    if let Some(ctx) = current() {
+        if let Ok(mut p) = ctx.plan.lock() {
+            p.push(note);
+        }
+    }
+}
+
+/// Records how the cache answered the current query, if any.
 pub fn note_cache(outcome: &'static str) {
     if let Some(ctx) = current() {
         if let Ok(mut c) = ctx.cache.lock() {

@@ -3,7 +3,7 @@
 
 mod narrow;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -113,6 +113,8 @@ struct Planner<'a> {
     bounds: Bounds,
     lookback: i64,
     needs: Vec<Need<'a>>,
+    /// Call nodes answered by pushdown: their selectors are not read.
+    pushed: &'a HashSet<usize>,
 }
 
 impl<'a> Planner<'a> {
@@ -140,6 +142,9 @@ impl<'a> Planner<'a> {
             }
             Expr::Paren(p) => self.walk(&p.expr, grid, func),
             Expr::Call(c) => {
+                if self.pushed.contains(&super::pushdown::call_id(c)) {
+                    return;
+                }
                 if c.func.name == "info" {
                     match c.args.args.get(1).map(|a| a.as_ref()) {
                         Some(Expr::VectorSelector(vs)) => self.need_named(
@@ -269,6 +274,8 @@ pub(crate) struct FetchedSeries {
 pub(crate) struct Fetched {
     sets: Vec<Vec<FetchedSeries>>,
     by_node: HashMap<usize, usize>,
+    /// The values of the call nodes pushed down, by node.
+    pub pushed: HashMap<usize, Vec<super::steps::VSeries>>,
 }
 
 impl Fetched {
@@ -321,11 +328,13 @@ pub(crate) async fn fetch(
     grid: Grid,
     bounds: Bounds,
     lookback: i64,
+    pushed: &HashSet<usize>,
 ) -> Result<(Fetched, Vec<String>), EngineError> {
     let mut p = Planner {
         bounds,
         lookback,
         needs: Vec::new(),
+        pushed,
     };
     p.walk(expr, grid, None);
     let mut reads: Vec<Read> = Vec::new();
@@ -455,7 +464,14 @@ pub(crate) async fn fetch(
         .enumerate()
         .flat_map(|(i, r)| r.nodes.iter().map(move |&n| (n, i)))
         .collect();
-    Ok((Fetched { sets, by_node }, warnings))
+    Ok((
+        Fetched {
+            sets,
+            by_node,
+            pushed: HashMap::new(),
+        },
+        warnings,
+    ))
 }
 
 #[cfg(test)]

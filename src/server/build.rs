@@ -57,13 +57,18 @@ pub fn federation_from_config(cfg: &Config) -> Result<Federation, ServeError> {
             })
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
-    Ok(Federation::new(
+    let fed = Federation::new(
         backends,
         FederationOptions {
             partial_response: cfg.partial_response == PartialResponse::Warn,
             replica_labels: cfg.replica_labels.clone(),
         },
-    ))
+    );
+    Ok(if cfg.pushdown {
+        fed.with_pushdown(cfg.backends.iter().map(|b| b.pushdown).collect())
+    } else {
+        fed
+    })
 }
 
 /// One configuration's running service: its router and the background

@@ -260,6 +260,7 @@ impl Source for Guarded {
                 d.map(|mut d| {
                     r.clean_json(&mut d.data);
                     d.warnings = r.clean_all(std::mem::take(&mut d.warnings));
+                    d.infos = r.clean_all(std::mem::take(&mut d.infos));
                     d
                 })
             }),

@@ -78,7 +78,7 @@ impl PrometheusHttpSource {
             .client
             .post(format!("{}/api/v1/query", self.base))
             .form(&[("query", query.as_str()), ("time", time.as_str())]);
-        let (data, warnings) = self.exchange::<MatrixData>(req, "/api/v1/query").await?;
+        let (data, warnings, _) = self.exchange::<MatrixData>(req, "/api/v1/query").await?;
         let data = data.ok_or_else(|| self.err("success response without data"))?;
         if data.result_type != "matrix" {
             return Err(self.err(format!(
@@ -117,7 +117,7 @@ impl PrometheusHttpSource {
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<(Option<T>, Vec<String>), SourceError> {
+    ) -> Result<(Option<T>, Vec<String>, Vec<String>), SourceError> {
         let resp = req
             .send()
             .await
@@ -167,7 +167,7 @@ impl PrometheusHttpSource {
                 parsed.error.unwrap_or_default()
             )));
         }
-        Ok((parsed.data, parsed.warnings))
+        Ok((parsed.data, parsed.warnings, parsed.infos))
     }
 }
 
@@ -200,16 +200,21 @@ impl PrometheusHttpSource {
         } else {
             self.client.get(url).query(params)
         };
-        // The client offers gzip unless a request says otherwise.
-        let req = if self.metadata_gzip {
+        // The client offers gzip unless a request says otherwise. Query
+        // answers (pushed-down sub-queries: one JSON point per series and
+        // step, label sets repeated) are always taken gzipped, as sample
+        // reads are.
+        let evaluates = matches!(path, "/api/v1/query" | "/api/v1/query_range");
+        let req = if self.metadata_gzip || evaluates {
             req
         } else {
             req.header(reqwest::header::ACCEPT_ENCODING, "identity")
         };
-        let (data, warnings) = self.exchange::<serde_json::Value>(req, path).await?;
+        let (data, warnings, infos) = self.exchange::<serde_json::Value>(req, path).await?;
         Ok(ApiData {
             data: data.unwrap_or_default(),
             warnings,
+            infos,
         })
     }
 
@@ -501,6 +506,8 @@ struct Envelope<T> {
     error: Option<String>,
     #[serde(default)]
     warnings: Vec<String>,
+    #[serde(default)]
+    infos: Vec<String>,
 }
 
 #[derive(Deserialize)]
