@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod chunk_encode;
 pub mod frame;
+mod held;
 pub mod prompb;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use self::chunk::{decode_xor_into, xor_sample_count};
 use self::frame::FrameReader;
+use self::held::HeldBytes;
 use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
 use super::{Select, SelectOutput, Source, SourceError};
 use crate::model::{Labels, Sample, Series};
@@ -178,6 +180,11 @@ impl RemoteReadSource {
         }
     }
 
+    /// The query's byte budget has no room for an answer's buffers.
+    fn over_budget(&self, e: crate::limits::meter::LimitError) -> SourceError {
+        SourceError::Limit(format!("backend {}: remote read response: {e}", self.name))
+    }
+
     fn error(&self, message: impl Into<String>) -> SourceError {
         SourceError::Backend {
             backend: self.name.clone(),
@@ -206,7 +213,13 @@ impl RemoteReadSource {
         let status = response.status();
         if !status.is_success() {
             let quote = self
-                .read_body(&mut response, ERROR_BODY_QUOTE, false, |_| Ok(true))
+                .read_body(
+                    &mut response,
+                    ERROR_BODY_QUOTE,
+                    false,
+                    |_| Ok(true),
+                    &mut HeldBytes::new(),
+                )
                 .await;
             let text = match quote {
                 Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
@@ -240,8 +253,15 @@ impl RemoteReadSource {
         } else {
             // One byte over the limit tells a body at the limit from a longer one.
             let limit = self.options.max_response_bytes;
+            let mut held = HeldBytes::new();
             let body = match self
-                .read_body(&mut response, limit, true, declared_len_within(limit))
+                .read_body(
+                    &mut response,
+                    limit,
+                    true,
+                    declared_len_within(limit),
+                    &mut held,
+                )
                 .await
             {
                 Ok(body) => body,
@@ -249,7 +269,7 @@ impl RemoteReadSource {
                 Err(e) => return Err(self.error(e.to_string())),
             };
             self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
-            self.decode_samples(body, &content_type, &mut out, budget_binds)?;
+            self.decode_samples(body, held, &content_type, &mut out, budget_binds)?;
         }
         Ok(out.finish(&self.name))
     }
@@ -266,12 +286,16 @@ impl RemoteReadSource {
         limit: usize,
         strict: bool,
         mut head: impl FnMut(&[u8]) -> Result<bool, BodyError>,
+        held: &mut HeldBytes,
     ) -> Result<Vec<u8>, BodyError> {
         let announced = response.content_length().unwrap_or(0);
         if strict && announced > limit as u64 {
             return Err(BodyError::TooLarge(limit));
         }
-        let mut body = Vec::with_capacity((announced as usize).min(limit));
+        let reserve = (announced as usize).min(limit);
+        held.take(reserve)
+            .map_err(|e| BodyError::Source(self.over_budget(e)))?;
+        let mut body = Vec::with_capacity(reserve);
         let mut head_seen = false;
         while body.len() < limit || strict {
             match response.chunk().await {
@@ -287,6 +311,9 @@ impl RemoteReadSource {
                     let take = bytes.len().min(limit - body.len());
                     if body.capacity() - body.len() < take {
                         let want = (body.len() + take).max(body.capacity() * 2).min(limit);
+                        // The buffer is charged for before it grows.
+                        held.take(want.saturating_sub(body.capacity()))
+                            .map_err(|e| BodyError::Source(self.over_budget(e)))?;
                         body.reserve_exact(want - body.len());
                     }
                     body.extend_from_slice(&bytes[..take]);
@@ -356,10 +383,13 @@ impl RemoteReadSource {
     }
 
     /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`, one
-    /// result per query. The compressed body is freed once decompressed.
+    /// result per query. Its decompressed length is checked against the
+    /// cap and charged to the query before it is allocated; the compressed
+    /// body is freed (and given back) once decompressed.
     fn decode_samples(
         &self,
         body: Vec<u8>,
+        mut held: HeldBytes,
         content_type: &str,
         out: &mut Collectors,
         budget_binds: bool,
@@ -379,13 +409,20 @@ impl RemoteReadSource {
                 .to_string(),
             ));
         }
+        // The decompressed message is charged to the query (beside the
+        // compressed body, charged as it was read) before it is allocated;
+        // each buffer is given back as soon as it is dropped.
+        held.take(len).map_err(|e| self.over_budget(e))?;
+        let compressed = body.capacity();
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&body)
             .map_err(|e| bad(e.to_string()))?;
         drop(body);
+        held.give(compressed);
         let response =
             prompb::ReadResponse::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
         drop(raw);
+        drop(held);
         // Every query is answered (an empty answer stands for none).
         if !response.results.is_empty() && response.results.len() != out.len() {
             return Err(self.error(format!(
