@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use promql_parser::label::{MatchOp, Matcher};
 use prost::Message;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use self::chunk::{decode_xor_into, xor_sample_count};
 use self::frame::FrameReader;
@@ -91,7 +91,7 @@ pub struct RemoteReadSource {
     name: String,
     url: String,
     timeout: Duration,
-    client: reqwest::Client,
+    client: super::http::BackendHttp,
     options: RemoteReadOptions,
     stats: Counters,
 }
@@ -122,7 +122,7 @@ impl RemoteReadSource {
         name: impl Into<String>,
         base_url: &str,
         timeout: Duration,
-        client: reqwest::Client,
+        client: super::http::BackendHttp,
     ) -> Self {
         RemoteReadSource {
             name: name.into(),
@@ -204,7 +204,10 @@ impl RemoteReadSource {
             .post(&self.url)
             .header(CONTENT_ENCODING, "snappy")
             .header(CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Read-Version", READ_VERSION)
+            .header(
+                http::HeaderName::from_static("x-prometheus-remote-read-version"),
+                READ_VERSION,
+            )
             .body(body)
             .send()
             .await
@@ -282,7 +285,7 @@ impl RemoteReadSource {
     /// `Ok(true)` (it has seen enough) or refuses the body.
     async fn read_body(
         &self,
-        response: &mut reqwest::Response,
+        response: &mut super::http::HttpResponse,
         limit: usize,
         strict: bool,
         mut head: impl FnMut(&[u8]) -> Result<bool, BodyError>,
@@ -331,7 +334,7 @@ impl RemoteReadSource {
     /// Decodes a streamed response frame by frame as it arrives.
     async fn read_chunks(
         &self,
-        response: &mut reqwest::Response,
+        response: &mut super::http::HttpResponse,
         out: &mut Collectors,
         budget_binds: bool,
     ) -> Result<(), SourceError> {
@@ -765,18 +768,10 @@ impl Collector {
     }
 }
 
-/// An error and its causes on one line, without the URL (which may carry
+/// An error and its causes on one line (never the URL, which may carry
 /// credentials).
-fn chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+fn chain(e: super::http::HttpError) -> String {
+    e.to_string()
 }
 
 #[cfg(test)]
