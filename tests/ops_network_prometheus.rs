@@ -111,28 +111,33 @@ async fn a_thousand_or_selectors_leave_a_real_prometheus_free_for_its_other_clie
         .map(|i| format!("m{i}"))
         .collect::<Vec<_>>()
         .join(" or ");
-    // Three such queries at once (each may use half the backend's
-    // connections): together they keep every connection busy, and each
-    // request ending races the next one for its connection.
+    // Three rounds of four such queries at once (each may use half the
+    // backend's connections): together they keep every connection busy,
+    // and each request ending races the next one for its connection.
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .no_proxy()
         .build()
         .expect("client");
-    let answers = futures::future::join_all((0..3).map(|i| {
-        let (c, query, url) = (c.clone(), query.clone(), p.url("/api/v1/query"));
-        async move {
-            let time = (1000 + i).to_string();
-            let r = c
-                .post(url)
-                .form(&[("query", query.as_str()), ("time", time.as_str())])
-                .send()
-                .await
-                .expect("send");
-            ops_support::json(r).await
-        }
-    }))
-    .await;
+    let mut answers = Vec::new();
+    for round in 0..3 {
+        answers.extend(
+            futures::future::join_all((0..4).map(|i| {
+                let (c, query, url) = (c.clone(), query.clone(), p.url("/api/v1/query"));
+                async move {
+                    let time = (1000 + 10 * round + i).to_string();
+                    let r = c
+                        .post(url)
+                        .form(&[("query", query.as_str()), ("time", time.as_str())])
+                        .send()
+                        .await
+                        .expect("send");
+                    ops_support::json(r).await
+                }
+            }))
+            .await,
+        );
+    }
     done.store(true, Ordering::Release);
     watcher.join().expect("watcher");
     let slowest = other_client.await.expect("join");
