@@ -312,3 +312,72 @@ impl HttpResponse {
 /// Compressed bytes fed to the gzip decoder at once (deflate expands at
 /// most ~1000-fold: a piece of output stays under ~4 MiB).
 const GUNZIP_STEP: usize = 4 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-answer HTTP server sending `body` gzip-compressed, and the
+    /// request it read.
+    async fn gzip_server(body: Vec<u8>) -> (String, tokio::task::JoinHandle<String>) {
+        use std::io::Write as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/api/v1/labels", l.local_addr().expect("addr"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&body).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut req = vec![0u8; 4096];
+            let n = s.read(&mut req).await.expect("read");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+                gz.len()
+            );
+            s.write_all(head.as_bytes()).await.expect("write");
+            s.write_all(&gz).await.expect("write");
+            String::from_utf8_lossy(&req[..n]).to_string()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn gzip_answers_are_decompressed_in_small_pieces() {
+        // 8 MiB of zeros compress ~1000-fold: still read in pieces of
+        // at most a few MiB, and whole.
+        let body = vec![0u8; 8 << 20];
+        let (url, server) = gzip_server(body.clone()).await;
+        let http = BackendHttp::plain();
+        let mut r = http
+            .get(url)
+            .query(&[("match[]", "up{a=\"b c\"}")])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.content_length(), None, "length unknown until inflated");
+        let (mut total, mut largest) = (0, 0);
+        while let Some(piece) = r.chunk().await.expect("chunk") {
+            assert!(piece.iter().all(|&b| b == 0));
+            total += piece.len();
+            largest = largest.max(piece.len());
+        }
+        assert_eq!(total, body.len());
+        assert!(largest <= 5 << 20, "a piece of {largest} bytes");
+        let req = server.await.expect("server");
+        assert!(
+            req.starts_with("GET /api/v1/labels?match%5B%5D=up%7Ba%3D%22b+c%22%7D HTTP/1.1\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase().contains("accept-encoding: gzip"),
+            "{req}"
+        );
+        drop(r);
+        // The connection went back to the pool: one open, within the cap.
+        assert!(http.open_connections() <= 1);
+    }
+}
