@@ -231,7 +231,9 @@ async fn main() -> Result<(), BoxError> {
         },
         read: Default::default(),
     };
-    let client = reqwest::Client::new();
+    // The backend client of a default backend (8 connections).
+    let client = promfed::source::http::BackendHttp::plain();
+    let api_client = reqwest::Client::new();
     let raw = reqwest::Client::builder().no_gzip().build()?;
     let http_source =
         PrometheusHttpSource::new("bench", &prom.base, client.clone(), Duration::from_secs(60));
@@ -296,7 +298,7 @@ async fn main() -> Result<(), BoxError> {
                 }
                 // The HTTP API source promfed uses (`protocol: query_api`);
                 // its body size is measured once, in the warm-up round.
-                _ if round == 0 => http_api_select(&client, &prom.base, "3h", end).await?,
+                _ if round == 0 => http_api_select(&api_client, &prom.base, "3h", end).await?,
                 _ => {
                     let out = http_source.select(&sel).await?;
                     (out.series, row.decoded_bytes)

@@ -3,7 +3,9 @@
 
 pub mod body;
 pub mod client;
+pub mod connector;
 pub mod guard;
+pub mod http;
 mod in_time_order;
 pub mod memory;
 pub mod prometheus;

@@ -1,6 +1,6 @@
 //! TLS: serving the API over rustls, and each backend's client TLS.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,45 +61,12 @@ impl BackendTlsConfig {
         }
         problems
     }
-
-    /// Applies this TLS section to a backend's client builder.
-    pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, TlsError> {
-        if let Some(ca) = &self.ca_file {
-            let pem = read(ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("reading CA file {}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("CA file {} holds no certificate", ca.display()).into());
-            }
-            b = b.tls_built_in_root_certs(false);
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                format!(
-                    "reading client certificate {} and key {}: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?;
-            b = b.identity(id);
-        }
-        if self.insecure_skip_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        Ok(b)
-    }
 }
 
 impl BackendTlsConfig {
-    /// The rustls client config of this section, for transports other
-    /// than reqwest (the StoreAPI's gRPC); `alpn` lists the protocols to
-    /// offer (`h2` for gRPC).
+    /// The rustls client config of this section; `alpn` lists the
+    /// protocols to offer (`http/1.1` for the HTTP backends'
+    /// `source::connector`, `h2` for the StoreAPI's gRPC).
     pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -186,10 +153,6 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError(format!("reading {}: {e}", path.display())))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

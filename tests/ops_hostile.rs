@@ -170,7 +170,12 @@ fn select() -> Select {
 }
 
 fn remote_read(b: &RawBackend) -> RemoteReadSource {
-    RemoteReadSource::new("rr", &b.url(), Duration::from_secs(1), client())
+    RemoteReadSource::new(
+        "rr",
+        &b.url(),
+        Duration::from_secs(1),
+        promfed::source::http::BackendHttp::plain(),
+    )
 }
 
 /// A streamed body whose chunks trickle in forever.
@@ -253,7 +258,12 @@ async fn remote_read_rejects_hostile_bodies_within_the_deadline() {
 async fn query_api_source_rejects_hostile_bodies_within_the_deadline() {
     for (name, respond) in hostile_http_answers() {
         let b = RawBackend::start(respond).await;
-        let src = PrometheusHttpSource::new("qa", &b.url(), client(), Duration::from_secs(1));
+        let src = PrometheusHttpSource::new(
+            "qa",
+            &b.url(),
+            promfed::source::http::BackendHttp::plain(),
+            Duration::from_secs(1),
+        );
         let started = Instant::now();
         let r = src.select(&select()).await;
         let took = started.elapsed();

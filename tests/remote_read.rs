@@ -146,7 +146,7 @@ impl Prometheus {
             "rr-test",
             &format!("{}/", self.base),
             Duration::from_secs(20),
-            reqwest::Client::new(),
+            promfed::source::http::BackendHttp::plain(),
         );
         match mode {
             ResponseMode::Chunks => s,
@@ -799,7 +799,12 @@ async fn select_from(
     base: &str,
     timeout: Duration,
 ) -> Result<promfed::source::SelectOutput, SourceError> {
-    let source = RemoteReadSource::new("fake", base, timeout, reqwest::Client::new());
+    let source = RemoteReadSource::new(
+        "fake",
+        base,
+        timeout,
+        promfed::source::http::BackendHttp::plain(),
+    );
     source
         .select(&select(vec![m("=", "__name__", "up")], 0, 1000))
         .await

@@ -8,11 +8,11 @@ use super::SourceError;
 /// current query and refusing more than `max` bytes (`what` names the cap
 /// in the error); `each` is given every piece.
 pub async fn read_capped(
-    response: &mut reqwest::Response,
+    response: &mut super::http::HttpResponse,
     max: usize,
     mut each: impl FnMut(&[u8]) -> Result<(), SourceError>,
     too_large: impl Fn() -> SourceError,
-    failed: impl Fn(reqwest::Error) -> SourceError,
+    failed: impl Fn(super::http::HttpError) -> SourceError,
 ) -> Result<usize, SourceError> {
     let mut total: usize = 0;
     while let Some(bytes) = response.chunk().await.map_err(&failed)? {

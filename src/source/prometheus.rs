@@ -24,7 +24,7 @@ pub const MAX_GET_QUERY_BYTES: usize = 4096;
 pub struct PrometheusHttpSource {
     name: String,
     base: String,
-    client: reqwest::Client,
+    client: super::http::BackendHttp,
     timeout: Duration,
     max_response_bytes: usize,
     /// Whether metadata and other API answers may come gzipped.
@@ -33,7 +33,12 @@ pub struct PrometheusHttpSource {
 
 impl PrometheusHttpSource {
     /// `base` is the API root, e.g. `http://prometheus:9090` (no trailing `/api/v1`).
-    pub fn new(name: &str, base: &str, client: reqwest::Client, timeout: Duration) -> Self {
+    pub fn new(
+        name: &str,
+        base: &str,
+        client: super::http::BackendHttp,
+        timeout: Duration,
+    ) -> Self {
         PrometheusHttpSource {
             name: name.to_string(),
             base: base.trim_end_matches('/').to_string(),
@@ -115,7 +120,7 @@ impl PrometheusHttpSource {
     /// warnings, or an error naming this backend and `what` was asked.
     async fn exchange<T: serde::de::DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
+        req: super::http::RequestBuilder<'_>,
         what: &str,
     ) -> Result<(Option<T>, Vec<String>, Vec<String>), SourceError> {
         let resp = req
@@ -208,7 +213,7 @@ impl PrometheusHttpSource {
         let req = if self.metadata_gzip || evaluates {
             req
         } else {
-            req.header(reqwest::header::ACCEPT_ENCODING, "identity")
+            req.header(http::header::ACCEPT_ENCODING, "identity")
         };
         let (data, warnings, infos) = self.exchange::<serde_json::Value>(req, path).await?;
         Ok(ApiData {
@@ -481,19 +486,10 @@ fn encoded_len(params: &[(String, String)]) -> usize {
     params.iter().map(|(k, v)| enc(k) + enc(v) + 2).sum()
 }
 
-/// Hides the URL (which may hold credentials) from a reqwest error.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(u) = e.url() {
-        msg = msg.replace(u.as_str(), "<backend>");
-    }
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
+/// An HTTP error and its causes (never the URL, which may hold
+/// credentials).
+fn without_url(e: &super::http::HttpError) -> String {
+    e.to_string()
 }
 
 /// Prometheus's answer envelope.

@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod chunk_encode;
 pub mod frame;
+mod held;
 pub mod prompb;
 
 use std::collections::BTreeMap;
@@ -12,12 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use promql_parser::label::{MatchOp, Matcher};
 use prost::Message;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
 use self::chunk::{decode_xor_into, xor_sample_count};
 use self::frame::FrameReader;
+use self::held::HeldBytes;
 use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
 use super::{Select, SelectOutput, Source, SourceError};
 use crate::model::{Labels, Sample};
@@ -89,7 +91,7 @@ pub struct RemoteReadSource {
     name: String,
     url: String,
     timeout: Duration,
-    client: reqwest::Client,
+    client: super::http::BackendHttp,
     options: RemoteReadOptions,
     stats: Counters,
 }
@@ -120,7 +122,7 @@ impl RemoteReadSource {
         name: impl Into<String>,
         base_url: &str,
         timeout: Duration,
-        client: reqwest::Client,
+        client: super::http::BackendHttp,
     ) -> Self {
         RemoteReadSource {
             name: name.into(),
@@ -179,6 +181,11 @@ impl RemoteReadSource {
         }
     }
 
+    /// The query's byte budget has no room for an answer's buffers.
+    fn over_budget(&self, e: crate::limits::meter::LimitError) -> SourceError {
+        SourceError::Limit(format!("backend {}: remote read response: {e}", self.name))
+    }
+
     fn error(&self, message: impl Into<String>) -> SourceError {
         SourceError::Backend {
             backend: self.name.clone(),
@@ -198,7 +205,10 @@ impl RemoteReadSource {
             .post(&self.url)
             .header(CONTENT_ENCODING, "snappy")
             .header(CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Read-Version", READ_VERSION)
+            .header(
+                http::HeaderName::from_static("x-prometheus-remote-read-version"),
+                READ_VERSION,
+            )
             .body(body)
             .send()
             .await
@@ -207,7 +217,13 @@ impl RemoteReadSource {
         let status = response.status();
         if !status.is_success() {
             let quote = self
-                .read_body(&mut response, ERROR_BODY_QUOTE, false, |_| Ok(true))
+                .read_body(
+                    &mut response,
+                    ERROR_BODY_QUOTE,
+                    false,
+                    |_| Ok(true),
+                    &mut HeldBytes::new(),
+                )
                 .await;
             let text = match quote {
                 Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
@@ -241,8 +257,15 @@ impl RemoteReadSource {
         } else {
             // One byte over the limit tells a body at the limit from a longer one.
             let limit = self.options.max_response_bytes;
+            let mut held = HeldBytes::new();
             let body = match self
-                .read_body(&mut response, limit, true, declared_len_within(limit))
+                .read_body(
+                    &mut response,
+                    limit,
+                    true,
+                    declared_len_within(limit),
+                    &mut held,
+                )
                 .await
             {
                 Ok(body) => body,
@@ -250,7 +273,7 @@ impl RemoteReadSource {
                 Err(e) => return Err(self.error(e.to_string())),
             };
             self.stats.sample_responses.fetch_add(1, Ordering::Relaxed);
-            self.decode_samples(body, &content_type, &mut out, budget_binds)?;
+            self.decode_samples(body, held, &content_type, &mut out, budget_binds)?;
         }
         Ok(out.finish(&self.name))
     }
@@ -263,16 +286,20 @@ impl RemoteReadSource {
     /// `Ok(true)` (it has seen enough) or refuses the body.
     async fn read_body(
         &self,
-        response: &mut reqwest::Response,
+        response: &mut super::http::HttpResponse,
         limit: usize,
         strict: bool,
         mut head: impl FnMut(&[u8]) -> Result<bool, BodyError>,
+        held: &mut HeldBytes,
     ) -> Result<Vec<u8>, BodyError> {
         let announced = response.content_length().unwrap_or(0);
         if strict && announced > limit as u64 {
             return Err(BodyError::TooLarge(limit));
         }
-        let mut body = Vec::with_capacity((announced as usize).min(limit));
+        let reserve = (announced as usize).min(limit);
+        held.take(reserve)
+            .map_err(|e| BodyError::Source(self.over_budget(e)))?;
+        let mut body = Vec::with_capacity(reserve);
         let mut head_seen = false;
         while body.len() < limit || strict {
             match response.chunk().await {
@@ -288,6 +315,9 @@ impl RemoteReadSource {
                     let take = bytes.len().min(limit - body.len());
                     if body.capacity() - body.len() < take {
                         let want = (body.len() + take).max(body.capacity() * 2).min(limit);
+                        // The buffer is charged for before it grows.
+                        held.take(want.saturating_sub(body.capacity()))
+                            .map_err(|e| BodyError::Source(self.over_budget(e)))?;
                         body.reserve_exact(want - body.len());
                     }
                     body.extend_from_slice(&bytes[..take]);
@@ -305,7 +335,7 @@ impl RemoteReadSource {
     /// Decodes a streamed response frame by frame as it arrives.
     async fn read_chunks(
         &self,
-        response: &mut reqwest::Response,
+        response: &mut super::http::HttpResponse,
         out: &mut Collectors,
         budget_binds: bool,
     ) -> Result<(), SourceError> {
@@ -357,10 +387,13 @@ impl RemoteReadSource {
     }
 
     /// Decodes a SAMPLES response: a snappy-compressed `ReadResponse`, one
-    /// result per query. The compressed body is freed once decompressed.
+    /// result per query. Its decompressed length is checked against the
+    /// cap and charged to the query before it is allocated; the compressed
+    /// body is freed (and given back) once decompressed.
     fn decode_samples(
         &self,
         body: Vec<u8>,
+        mut held: HeldBytes,
         content_type: &str,
         out: &mut Collectors,
         budget_binds: bool,
@@ -380,13 +413,20 @@ impl RemoteReadSource {
                 .to_string(),
             ));
         }
+        // The decompressed message is charged to the query (beside the
+        // compressed body, charged as it was read) before it is allocated;
+        // each buffer is given back as soon as it is dropped.
+        held.take(len).map_err(|e| self.over_budget(e))?;
+        let compressed = body.capacity();
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&body)
             .map_err(|e| bad(e.to_string()))?;
         drop(body);
+        held.give(compressed);
         let response =
             prompb::ReadResponse::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
         drop(raw);
+        drop(held);
         // Every query is answered (an empty answer stands for none).
         if !response.results.is_empty() && response.results.len() != out.len() {
             return Err(self.error(format!(
@@ -741,18 +781,10 @@ impl Collector {
     }
 }
 
-/// An error and its causes on one line, without the URL (which may carry
+/// An error and its causes on one line (never the URL, which may carry
 /// credentials).
-fn chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+fn chain(e: super::http::HttpError) -> String {
+    e.to_string()
 }
 
 #[cfg(test)]

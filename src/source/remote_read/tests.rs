@@ -276,7 +276,7 @@ fn sample_limit_is_enforced_both_ways() {
 
 #[test]
 fn base_url_slashes_are_normalised() {
-    let client = reqwest::Client::new();
+    let client = crate::source::http::BackendHttp::plain();
     for base in ["http://h:9090", "http://h:9090/", "http://h:9090//"] {
         let s = RemoteReadSource::new("b", base, Duration::from_secs(1), client.clone());
         assert_eq!(s.url, "http://h:9090/api/v1/read");
