@@ -7,10 +7,12 @@
 //! comparisons and the wire ignore it, as Prometheus's do after `Compact(0)`.
 
 mod bounds_table;
+mod display;
 mod ops;
 
 use std::sync::Arc;
 
+pub use display::go_g;
 pub use ops::HistogramError;
 
 /// Schema of native histograms with custom bucket bounds (NHCB).
