@@ -102,9 +102,8 @@ pub(crate) fn apply(op: Op, l: &Elem, r: &Elem, ann: &mut Annotations) -> Option
     }
 }
 
-/// Prometheus's `FloatHistogram.Equals`: same schema, bounds, zero bucket,
-/// count, sum (bit for bit, so NaN equals NaN) and non-empty buckets.
+/// Prometheus's `FloatHistogram.Equals` (bit for bit, explicit empty
+/// buckets count).
 fn equals(a: &FloatHistogram, b: &FloatHistogram) -> bool {
-    let same = |x: f64, y: f64| x.to_bits() == y.to_bits() || x == y;
-    a.approx_eq(b, same)
+    a.equals(b)
 }
