@@ -16,6 +16,9 @@
 //! (`promql_conformance/skips.rs`) is checked too: a skip whose reason no
 //! longer holds fails the test.
 //!
+//! promfed's own files in `tests/promql_fidelity/*.test` run after the
+//! corpus.
+//!
 //! Run: `cargo test --test promql_conformance -- --nocapture`.
 
 #[path = "promql_conformance/dsl.rs"]
@@ -58,6 +61,22 @@ fn testdata_dir() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// promfed's own promqltest files (`tests/promql_fidelity/*.test`): cases
+/// where promfed once differed from 3.8, checked against 3.8's own
+/// promqltest by `scripts/check-fidelity-tests`.
+fn fidelity_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/promql_fidelity");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "test"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 /// The fewest evals that pass today; a change that loses any fails.
@@ -580,6 +599,7 @@ async fn promql_conformance() {
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
     files.sort();
+    files.extend(fidelity_files());
     let mut total = Tally::default();
     let mut failures: Vec<String> = Vec::new();
     let mut used_skips = vec![false; SKIPS.len()];

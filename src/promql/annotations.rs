@@ -24,6 +24,21 @@ impl Annotations {
         }
     }
 
+    /// True when nothing was noted.
+    pub fn is_empty(&self) -> bool {
+        self.warnings.is_empty() && self.infos.is_empty()
+    }
+
+    /// Adds every annotation of `other` (without duplicates).
+    pub fn absorb(&mut self, other: Annotations) {
+        for w in other.warnings {
+            self.warn(w);
+        }
+        for i in other.infos {
+            self.info(i);
+        }
+    }
+
     /// `rate`/`increase` over a metric whose name says it is no counter.
     pub fn possible_non_counter(&mut self, metric: &str) {
         self.info(format!(
