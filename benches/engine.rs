@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use promfed::model::histogram::{Bucket, FloatHistogram};
 use promfed::model::Labels;
 use promfed::promql::{Engine, QueryOptions};
 use promfed::source::memory::MemorySource;
@@ -71,7 +72,54 @@ fn data() -> MemorySource {
             }
         }
     }
+    add_native(&mut src, &mut rng, samples);
     src
+}
+
+/// 1k native histogram counters (schema 3, 24 populated buckets, a zero
+/// bucket), `istio_request_duration_milliseconds` as Istio exposes it when
+/// native histograms are on.
+fn add_native(src: &mut MemorySource, rng: &mut ChaCha8Rng, samples: i64) {
+    for h in 0..1000u32 {
+        let labels = Labels::from_pairs([
+            (
+                "__name__",
+                "istio_request_duration_milliseconds".to_string(),
+            ),
+            ("destination_workload", format!("workload-{}", h % 50)),
+            ("pod", format!("pod-{h}")),
+        ]);
+        let first = 20 + (h % 8) as i32;
+        let mut counts = [0.0f64; 24];
+        let (mut zero, mut sum) = (0.0, 0.0);
+        for k in 0..=samples {
+            let jitter = rng.gen_range(0..500);
+            for (i, c) in counts.iter_mut().enumerate() {
+                let n = rng.gen_range(0.0..3.0f64).floor();
+                *c += n;
+                sum += n * 2f64.powf((first + i as i32) as f64 / 8.0);
+            }
+            zero += rng.gen_range(0.0..2.0f64).floor();
+            let positive: Vec<Bucket> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &count)| Bucket {
+                    index: first + i as i32,
+                    count,
+                })
+                .collect();
+            let fh = FloatHistogram {
+                schema: 3,
+                zero_threshold: 1e-128,
+                zero_count: zero,
+                count: zero + counts.iter().sum::<f64>(),
+                sum,
+                positive,
+                ..FloatHistogram::default()
+            };
+            src.add_histogram(labels.clone(), START + k * STEP + jitter, fh);
+        }
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -97,6 +145,10 @@ fn bench(c: &mut Criterion) {
         (
             "histogram_quantile",
             "histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket[5m])))",
+        ),
+        (
+            "native_histogram_quantile",
+            "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds[5m])))",
         ),
         (
             "topk",

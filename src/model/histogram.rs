@@ -7,10 +7,12 @@
 //! comparisons and the wire ignore it, as Prometheus's do after `Compact(0)`.
 
 mod bounds_table;
+mod display;
 mod ops;
 
 use std::sync::Arc;
 
+pub use display::go_g;
 pub use ops::HistogramError;
 
 /// Schema of native histograms with custom bucket bounds (NHCB).
@@ -261,6 +263,29 @@ impl FloatHistogram {
                     .all(|(x, y)| x.index == y.index && eq(x.count, y.count))
         };
         same(&self.positive, &other.positive) && same(&self.negative, &other.negative)
+    }
+
+    /// Prometheus's `FloatHistogram.Equals` (what `==` and `!=` between
+    /// histograms use): same schema, custom bounds and zero threshold;
+    /// count, sum, zero count and every bucket bit for bit (NaN equals NaN,
+    /// 0 differs from -0); the same buckets present, an explicit empty
+    /// bucket included.
+    pub fn equals(&self, other: &FloatHistogram) -> bool {
+        let bits = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        let buckets = |a: &[Bucket], b: &[Bucket]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| x.index == y.index && bits(x.count, y.count))
+        };
+        self.schema == other.schema
+            && bits(self.count, other.count)
+            && bits(self.sum, other.sum)
+            && (!self.uses_custom_buckets() || self.custom_values[..] == other.custom_values[..])
+            && self.zero_threshold == other.zero_threshold
+            && bits(self.zero_count, other.zero_count)
+            && buckets(&self.negative, &other.negative)
+            && buckets(&self.positive, &other.positive)
     }
 
     /// Checks the invariants Prometheus's `Validate` checks.

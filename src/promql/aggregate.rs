@@ -383,9 +383,14 @@ fn count_values(
         let base = g.project(&s.labels);
         for (step, v) in s.vals.iter().enumerate() {
             meter::tick()?;
-            let Some(v) = *v else { continue };
+            // A histogram's value is Go's `FloatHistogram.String`.
+            let value = match (*v, s.hist(step)) {
+                (Some(v), _) => go_format_f(v),
+                (None, Some(h)) => h.go_string(),
+                (None, None) => continue,
+            };
             let mut labels = base.clone();
-            labels.set(label, &go_format_f(v));
+            labels.set(label, &value);
             let i = match index.get(&labels) {
                 Some(&i) => i,
                 None => {

@@ -24,6 +24,21 @@ impl Annotations {
         }
     }
 
+    /// True when nothing was noted.
+    pub fn is_empty(&self) -> bool {
+        self.warnings.is_empty() && self.infos.is_empty()
+    }
+
+    /// Adds every annotation of `other` (without duplicates).
+    pub fn absorb(&mut self, other: Annotations) {
+        for w in other.warnings {
+            self.warn(w);
+        }
+        for i in other.infos {
+            self.info(i);
+        }
+    }
+
     /// `rate`/`increase` over a metric whose name says it is no counter.
     pub fn possible_non_counter(&mut self, metric: &str) {
         self.info(format!(
@@ -65,35 +80,7 @@ impl Annotations {
 
 /// Formats a float as Go's `%g` does for the values annotations print.
 pub(crate) fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let a = v.abs();
-    if a != 0.0 && !(1e-4..1e21).contains(&a) {
-        let s = format!("{v:e}");
-        // Rust writes 1e21 / 1.5e-5; Go writes 1e+21 / 1.5e-05.
-        if let Some((m, e)) = s.split_once('e') {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            let digits = if digits.len() < 2 {
-                format!("0{digits}")
-            } else {
-                digits.to_string()
-            };
-            return format!("{m}e{sign}{digits}");
-        }
-        return s;
-    }
-    format!("{v}")
+    crate::model::histogram::go_g(v)
 }
 
 #[cfg(test)]

@@ -173,13 +173,18 @@ fn vector_scalar(
     ann: &mut Annotations,
 ) -> Vec<VSeries> {
     let drop = !op.is_comparison() || return_bool;
+    let mut last = hist::LastPerStep::default();
     for series in &mut v {
+        let n = series.hists.len();
         for (i, hp) in series.hists.iter_mut().enumerate() {
             let Some(h) = hp.take() else { continue };
             let sv = Elem::F(s[i]);
             let hv = Elem::H(h);
             let (l, r) = if swap { (&sv, &hv) } else { (&hv, &sv) };
-            let Some((res, keep)) = hist::apply(op, l, r, ann) else {
+            let mut note = Annotations::default();
+            let applied = hist::apply(op, l, r, &mut note);
+            last.keep(i, n, note);
+            let Some((res, keep)) = applied else {
                 continue;
             };
             let res = if op.is_comparison() && swap { hv } else { res };
@@ -211,6 +216,7 @@ fn vector_scalar(
             series.drop_name = true;
         }
     }
+    last.flush(ann);
     v.retain(|s| !s.is_empty());
     v
 }
@@ -330,6 +336,7 @@ fn vector_vector(
     let mut matched: Vec<Vec<bool>> = vec![Vec::new(); members.len()];
     let mut out: Vec<(VSeries, usize)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut last = hist::LastPerStep::default();
     for (i, ls) in many.iter().enumerate() {
         let Some(gi) = many_group[i] else { continue };
         let track = one_to_one && many_count[gi] > 1;
@@ -373,7 +380,10 @@ fn vector_vector(
                         continue;
                     };
                     let (el, er) = if swapped { (re, le) } else { (le, re) };
-                    let Some((res, keep)) = hist::apply(op, &el, &er, ann) else {
+                    let mut note = Annotations::default();
+                    let applied = hist::apply(op, &el, &er, &mut note);
+                    last.keep(step, n, note);
+                    let Some((res, keep)) = applied else {
                         continue;
                     };
                     if return_bool {
@@ -455,6 +465,7 @@ fn vector_vector(
             }
         }
     }
+    last.flush(ann);
     Ok(out.into_iter().map(|(s, _)| s).collect())
 }
 

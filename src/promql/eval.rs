@@ -268,12 +268,27 @@ pub(crate) fn merge_same_labels(series: Vec<VSeries>) -> Result<Vec<VSeries>, En
         match index.get(&key) {
             Some(&i) => {
                 let o = &mut out[i];
-                for (dst, src) in o.vals.iter_mut().zip(s.vals) {
+                let n = o.vals.len();
+                let taken =
+                    |o: &VSeries, step: usize| o.vals[step].is_some() || o.hist(step).is_some();
+                for (step, src) in s.vals.into_iter().enumerate().take(n) {
                     if let Some(v) = src {
-                        if dst.is_some() {
+                        if taken(o, step) {
                             return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
                         }
-                        *dst = Some(v);
+                        o.vals[step] = Some(v);
+                    }
+                }
+                // Histogram points too: a step holds a float or a histogram.
+                for (step, src) in s.hists.into_iter().enumerate().take(n) {
+                    if let Some(h) = src {
+                        if taken(o, step) {
+                            return Err(EngineError::Execution(DUPLICATE_LABELSET.into()));
+                        }
+                        if o.hists.is_empty() {
+                            o.hists = vec![None; n];
+                        }
+                        o.hists[step] = Some(h);
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! subtract (reducing to the smaller schema, reconciling zero buckets and
 //! custom bounds), scale, and counter reset detection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::{
@@ -112,6 +113,68 @@ fn add_buckets(schema: i32, threshold: f64, sign: f64, a: &[Bucket], b: &[Bucket
                 a.next();
             }
             (None, None) => return out,
+        }
+    }
+}
+
+/// `a += sign·b` as [`add_buckets`] computes it, in place (no allocation)
+/// when every bucket of `b` that counts is already in `a`, the common case
+/// of histograms of one series or of one layout.
+fn add_buckets_into(schema: i32, threshold: f64, sign: f64, a: &mut Vec<Bucket>, b: &[Bucket]) {
+    let exp = schema != CUSTOM_BUCKETS_SCHEMA;
+    let skip = if exp {
+        b.iter()
+            .take_while(|x| exponential_bound(x.index, schema) <= threshold)
+            .count()
+    } else {
+        0
+    };
+    let b = &b[skip..];
+    // Every index of `b` in `a`? Both are sorted: one merge walk.
+    let mut j = 0usize;
+    for y in b {
+        while j < a.len() && a[j].index < y.index {
+            j += 1;
+        }
+        if j == a.len() || a[j].index != y.index {
+            *a = add_buckets(schema, threshold, sign, a, b);
+            return;
+        }
+    }
+    let mut j = 0usize;
+    for y in b {
+        while a[j].index < y.index {
+            j += 1;
+        }
+        a[j].count += sign * y.count;
+    }
+}
+
+/// The buckets `bs` of `h` as histogram `seen_by` sees them in reset
+/// detection: reduced to its schema (allocating only then), those inside
+/// its zero bucket left out (bounds rise with the index: a prefix).
+fn visible_buckets<'a>(
+    seen_by: &FloatHistogram,
+    h: &FloatHistogram,
+    bs: &'a [Bucket],
+) -> Cow<'a, [Bucket]> {
+    if h.uses_custom_buckets() {
+        return Cow::Borrowed(bs);
+    }
+    let bs: Cow<'a, [Bucket]> = if h.schema > seen_by.schema {
+        Cow::Owned(reduce(bs, h.schema, seen_by.schema))
+    } else {
+        Cow::Borrowed(bs)
+    };
+    let skip = bs
+        .iter()
+        .take_while(|b| exponential_bound(b.index, seen_by.schema) <= seen_by.zero_threshold)
+        .count();
+    match bs {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[skip..]),
+        Cow::Owned(mut b) => {
+            b.drain(..skip);
+            Cow::Owned(b)
         }
     }
 }
@@ -260,19 +323,23 @@ impl FloatHistogram {
             }
             return Ok(res);
         }
-        let (op, on) = if other.schema > self.schema {
+        let (op, on): (Cow<'_, [Bucket]>, Cow<'_, [Bucket]>) = if other.schema > self.schema {
             (
-                reduce(&other.positive, other.schema, self.schema),
-                reduce(&other.negative, other.schema, self.schema),
+                Cow::Owned(reduce(&other.positive, other.schema, self.schema)),
+                Cow::Owned(reduce(&other.negative, other.schema, self.schema)),
             )
         } else {
             if other.schema < self.schema {
                 self.reduce_resolution(other.schema);
             }
-            (other.positive.clone(), other.negative.clone())
+            (
+                Cow::Borrowed(&other.positive),
+                Cow::Borrowed(&other.negative),
+            )
         };
-        self.positive = add_buckets(self.schema, self.zero_threshold, sign, &self.positive, &op);
-        self.negative = add_buckets(self.schema, self.zero_threshold, sign, &self.negative, &on);
+        let (schema, threshold) = (self.schema, self.zero_threshold);
+        add_buckets_into(schema, threshold, sign, &mut self.positive, &op);
+        add_buckets_into(schema, threshold, sign, &mut self.negative, &on);
         Ok(res)
     }
 
@@ -392,21 +459,10 @@ impl FloatHistogram {
         if threshold != self.zero_threshold || self.zero_count < prev_zero {
             return true;
         }
-        let visible = |h: &FloatHistogram, bs: &[Bucket]| -> Vec<Bucket> {
-            if h.uses_custom_buckets() {
-                return bs.to_vec();
-            }
-            let mut bs = if h.schema > self.schema {
-                reduce(bs, h.schema, self.schema)
-            } else {
-                bs.to_vec()
-            };
-            bs.retain(|b| exponential_bound(b.index, self.schema) > self.zero_threshold);
-            bs
-        };
-        let went_down = |cur: Vec<Bucket>, prev: Vec<Bucket>| {
+        let visible = |h: &FloatHistogram, bs| visible_buckets(self, h, bs);
+        let went_down = |cur: &[Bucket], prev: &[Bucket]| {
             let mut c = cur.iter().peekable();
-            for p in &prev {
+            for p in prev {
                 while c.peek().is_some_and(|x| x.index < p.index) {
                     c.next();
                 }
@@ -426,11 +482,11 @@ impl FloatHistogram {
             false
         };
         went_down(
-            visible(self, &self.positive),
-            visible(previous, &previous.positive),
+            &visible(self, &self.positive),
+            &visible(previous, &previous.positive),
         ) || went_down(
-            visible(self, &self.negative),
-            visible(previous, &previous.negative),
+            &visible(self, &self.negative),
+            &visible(previous, &previous.negative),
         )
     }
 
@@ -457,5 +513,49 @@ impl FloatHistogram {
             prev_bound = b;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn buckets() -> impl Strategy<Value = Vec<Bucket>> {
+        proptest::collection::btree_map(-6i32..12, 0.0f64..100.0, 0..10).prop_map(|m| {
+            m.into_iter()
+                .map(|(index, count)| Bucket { index, count })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// The in-place sum is the allocating one, bit for bit, whether or
+        /// not `b`'s buckets are all in `a` (and with a zero threshold
+        /// that hides some of `b`'s).
+        #[test]
+        fn add_buckets_into_is_add_buckets(
+            a in buckets(),
+            b in buckets(),
+            sign in prop_oneof![Just(1.0f64), Just(-1.0f64)],
+            threshold in prop_oneof![Just(0.0f64), Just(1.0), Just(4.0)],
+            subset in any::<bool>(),
+        ) {
+            // Half the cases: b restricted to a's indexes (the in-place path).
+            let b: Vec<Bucket> = if subset {
+                b.into_iter().filter(|x| a.iter().any(|y| y.index == x.index)).collect()
+            } else {
+                b
+            };
+            let want = add_buckets(1, threshold, sign, &a, &b);
+            let mut got = a.clone();
+            add_buckets_into(1, threshold, sign, &mut got, &b);
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert_eq!(g.index, w.index);
+                prop_assert_eq!(g.count.to_bits(), w.count.to_bits());
+            }
+        }
     }
 }

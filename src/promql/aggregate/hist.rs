@@ -1,5 +1,5 @@
-//! Native histograms in aggregations: sum and avg add them (3.8's
-//! annotations for mixes and conflicts), count and group count them, the
+//! Native histograms in aggregations: sum adds them, avg takes 3.8's
+//! incremental mean (annotations for mixes and conflicts as 3.8's), count and group count them, the
 //! float-only aggregations ignore them with an info.
 
 use std::sync::Arc;
@@ -58,20 +58,26 @@ pub(super) fn aggregate(
                 CounterResetHint::NotCounterReset => c.not_reset_seen = true,
                 _ => {}
             }
-            match c.sum.as_mut() {
-                None => c.sum = Some((**h).clone()),
-                Some(acc) => match acc.add(h) {
-                    Ok(r) => {
-                        if r.nhcb_bounds_reconciled {
-                            ann.mismatched_custom_buckets(HistOp::Agg);
-                        }
+            let Some(acc) = c.sum.as_mut() else {
+                c.sum = Some((**h).clone());
+                continue;
+            };
+            let added = if kind == Kind::Avg {
+                add_to_mean(acc, h, c.n)
+            } else {
+                acc.add(h).map(|r| r.nhcb_bounds_reconciled)
+            };
+            match added {
+                Ok(reconciled) => {
+                    if reconciled {
+                        ann.mismatched_custom_buckets(HistOp::Agg);
                     }
-                    Err(_) => {
-                        c.incompatible = true;
-                        c.sum = None;
-                        ann.mixed_exponential_custom(s.labels.metric_name().unwrap_or(""));
-                    }
-                },
+                }
+                Err(_) => {
+                    c.incompatible = true;
+                    c.sum = None;
+                    ann.mixed_exponential_custom(s.labels.metric_name().unwrap_or(""));
+                }
             }
         }
     }
@@ -83,14 +89,30 @@ pub(super) fn aggregate(
                 if c.reset_seen && c.not_reset_seen {
                     ann.counter_reset_collision(HistOp::Agg);
                 }
-                if kind == Kind::Avg {
-                    h.div(c.n);
-                }
                 h.compact();
                 Some(Arc::new(h))
             })
             .collect(),
     )
+}
+
+/// One step of 3.8's incremental mean of histograms: `mean += h/n - mean/n`
+/// (the `n`th histogram of the group), computed as 3.8 does it (divide both,
+/// subtract, add), so that the result has the same bits and does not
+/// overflow where the plain sum would. True when custom bounds were
+/// reconciled.
+fn add_to_mean(
+    mean: &mut FloatHistogram,
+    h: &FloatHistogram,
+    n: f64,
+) -> Result<bool, crate::model::histogram::HistogramError> {
+    let mut to_add = h.clone();
+    to_add.div(n);
+    let mut part = mean.clone();
+    part.div(n);
+    let sub = to_add.sub(&part)?;
+    let add = mean.add(&to_add)?;
+    Ok(sub.nhcb_bounds_reconciled || add.nhcb_bounds_reconciled)
 }
 
 /// Drops the histogram points of `input` for an aggregation that takes

@@ -75,8 +75,11 @@ pub(crate) fn apply(op: Op, l: &Elem, r: &Elem, ann: &mut Annotations) -> Option
                 };
                 match combined {
                     Ok(c) => {
+                        // 3.8 reports the collision as the pair's error:
+                        // the pair gives no element.
                         if c.counter_reset_collision {
                             ann.counter_reset_collision(what);
+                            return None;
                         }
                         if c.nhcb_bounds_reconciled {
                             ann.mismatched_custom_buckets(what);
@@ -102,9 +105,38 @@ pub(crate) fn apply(op: Op, l: &Elem, r: &Elem, ann: &mut Annotations) -> Option
     }
 }
 
-/// Prometheus's `FloatHistogram.Equals`: same schema, bounds, zero bucket,
-/// count, sum (bit for bit, so NaN equals NaN) and non-empty buckets.
+/// The one annotation per step a binary operator reports in 3.8: its loop
+/// over the elements of the left-hand (the "many") side keeps only the
+/// last annotation a pair gave (`lastErr` in `VectorBinop` and
+/// `VectorscalarBinop`). Pairs note into a scratch [`Annotations`] handed
+/// to [`LastPerStep::keep`]; [`LastPerStep::flush`] reports what is left.
+#[derive(Default)]
+pub(crate) struct LastPerStep(Vec<Option<Annotations>>);
+
+impl LastPerStep {
+    /// Keeps `note` as the last annotation of `step` (of `n`), when there is one.
+    pub(crate) fn keep(&mut self, step: usize, n: usize, note: Annotations) {
+        if note.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0 = vec![None; n];
+        }
+        if let Some(slot) = self.0.get_mut(step) {
+            *slot = Some(note);
+        }
+    }
+
+    /// Reports the last annotation of every step.
+    pub(crate) fn flush(self, ann: &mut Annotations) {
+        for note in self.0.into_iter().flatten() {
+            ann.absorb(note);
+        }
+    }
+}
+
+/// Prometheus's `FloatHistogram.Equals` (bit for bit, explicit empty
+/// buckets count).
 fn equals(a: &FloatHistogram, b: &FloatHistogram) -> bool {
-    let same = |x: f64, y: f64| x.to_bits() == y.to_bits() || x == y;
-    a.approx_eq(b, same)
+    a.equals(b)
 }

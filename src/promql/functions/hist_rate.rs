@@ -1,6 +1,8 @@
 //! rate, increase, delta, irate and idelta over native histograms, as
 //! Prometheus 3.8's `histogramRate`, `extrapolatedRate` and `instantValue`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Window;
@@ -8,6 +10,7 @@ use crate::limits::meter;
 use crate::model::histogram::{CounterResetHint, FloatHistogram, HistogramSample};
 use crate::model::Sample;
 use crate::promql::annotations::{Annotations, HistOp};
+use crate::promql::hash::labels_hash;
 use crate::promql::steps::{RSeries, RangeVec, VSeries};
 use crate::promql::EngineError;
 
@@ -20,21 +23,72 @@ fn window(s: &RSeries, lo: i64, hi: i64) -> (&[Sample], &[HistogramSample]) {
     (&s.samples[fa..fb], &s.hists[ha..hb])
 }
 
-/// The slot of series `s` in `out`, created when missing.
-fn slot<'a>(out: &'a mut Vec<VSeries>, s: &RSeries, n: usize) -> &'a mut VSeries {
-    let pos = match out.iter().position(|o| o.labels == s.labels) {
-        Some(p) => p,
-        None => {
-            out.push(VSeries {
-                labels: s.labels.clone(),
-                drop_name: true,
-                vals: vec![None; n],
-                hists: Vec::new(),
-            });
-            out.len() - 1
+/// Where each input series' results go in `out`: the entries already
+/// there (float results) by label hash, and those added here. A series
+/// looks its slot up once, not once per step.
+struct Slots {
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+impl Slots {
+    fn new(out: &[VSeries]) -> Self {
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, o) in out.iter().enumerate() {
+            by_hash.entry(labels_hash(&o.labels)).or_default().push(i);
         }
-    };
-    &mut out[pos]
+        Slots { by_hash }
+    }
+
+    /// The position of `s`'s entry in `out`, if there is one.
+    fn find(&self, out: &[VSeries], s: &RSeries) -> Option<usize> {
+        self.by_hash
+            .get(&labels_hash(&s.labels))?
+            .iter()
+            .copied()
+            .find(|&i| out[i].labels == s.labels)
+    }
+
+    /// The position of `s`'s entry in `out`, created when missing.
+    fn get(&mut self, out: &mut Vec<VSeries>, s: &RSeries, n: usize) -> usize {
+        if let Some(i) = self.find(out, s) {
+            return i;
+        }
+        out.push(VSeries {
+            labels: s.labels.clone(),
+            drop_name: true,
+            vals: vec![None; n],
+            hists: Vec::new(),
+        });
+        let i = out.len() - 1;
+        self.by_hash
+            .entry(labels_hash(&s.labels))
+            .or_default()
+            .push(i);
+        i
+    }
+}
+
+/// The slot of one series, looked up on first use.
+struct Slot(Option<usize>);
+
+impl Slot {
+    fn get<'a>(
+        &mut self,
+        slots: &mut Slots,
+        out: &'a mut Vec<VSeries>,
+        s: &RSeries,
+        n: usize,
+    ) -> &'a mut VSeries {
+        let i = match self.0 {
+            Some(i) => i,
+            None => {
+                let i = slots.get(out, s, n);
+                self.0 = Some(i);
+                i
+            }
+        };
+        &mut out[i]
+    }
 }
 
 fn set_hist(o: &mut VSeries, i: usize, n: usize, h: FloatHistogram) {
@@ -55,7 +109,8 @@ fn histogram_rate(
 ) -> Option<FloatHistogram> {
     let first = &points[0].h;
     let last = &points[points.len() - 1].h;
-    let mut prev: FloatHistogram = (**first).clone();
+    // Borrowed: only a reset at the second sample replaces it.
+    let mut prev: Cow<'_, FloatHistogram> = Cow::Borrowed(&**first);
     let mut custom = prev.uses_custom_buckets();
     if counter
         && (first.counter_reset_hint == CounterResetHint::Gauge
@@ -66,11 +121,11 @@ fn histogram_rate(
     if counter && points.len() > 1 {
         let second = &points[1].h;
         if second.detect_reset(&prev) {
-            prev = FloatHistogram {
+            prev = Cow::Owned(FloatHistogram {
                 schema: second.schema,
                 custom_values: Arc::clone(&second.custom_values),
                 ..FloatHistogram::default()
-            };
+            });
             custom = second.uses_custom_buckets();
         }
     }
@@ -140,25 +195,27 @@ pub(crate) fn add_extrapolated(
     ann: &mut Annotations,
 ) -> Result<(), EngineError> {
     let n = m.windows.len();
+    let mut slots = Slots::new(out);
     for s in m.series.iter().filter(|s| !s.hists.is_empty()) {
         meter::tick_by(n)?;
-        let metric = s.labels.metric_name().unwrap_or("").to_string();
+        let metric = s.labels.metric_name().unwrap_or("");
+        let mut slot = Slot(slots.find(out, s));
         for (i, &(lo, hi)) in m.windows.iter().enumerate() {
             let (fw, hw) = window(s, lo, hi);
             if hw.is_empty() {
                 continue;
             }
             if !fw.is_empty() {
-                ann.mixed_floats_histograms(&metric);
-                if let Some(o) = out.iter_mut().find(|o| o.labels == s.labels) {
-                    o.vals[i] = None;
+                ann.mixed_floats_histograms(metric);
+                if let Some(o) = slot.0 {
+                    out[o].vals[i] = None;
                 }
                 continue;
             }
             if hw.len() < 2 {
                 continue;
             }
-            let Some(mut h) = histogram_rate(hw, counter, &metric, ann) else {
+            let Some(mut h) = histogram_rate(hw, counter, metric, ann) else {
                 continue;
             };
             let w = Window {
@@ -189,7 +246,7 @@ pub(crate) fn add_extrapolated(
                 factor /= w.range_ms as f64 / 1000.0;
             }
             h.mul(factor);
-            set_hist(slot(out, s, n), i, n, h);
+            set_hist(slot.get(&mut slots, out, s, n), i, n, h);
         }
     }
     out.retain(|s| !s.is_empty());
@@ -220,9 +277,11 @@ pub(crate) fn add_instant(
     ann: &mut Annotations,
 ) -> Result<(), EngineError> {
     let n = m.windows.len();
+    let mut slots = Slots::new(out);
     for s in m.series.iter().filter(|s| !s.hists.is_empty()) {
         meter::tick_by(n)?;
         let metric = s.labels.metric_name().unwrap_or("").to_string();
+        let mut slot = Slot(slots.find(out, s));
         for (i, &(lo, hi)) in m.windows.iter().enumerate() {
             let (fw, hw) = window(s, lo, hi);
             if hw.is_empty() || fw.len() + hw.len() < 2 {
@@ -236,7 +295,7 @@ pub(crate) fn add_instant(
             last.sort_by_key(Point::t);
             let (a, b) = (&last[last.len() - 2], &last[last.len() - 1]);
             let dt = b.t() - a.t();
-            let o = slot(out, s, n);
+            let o = slot.get(&mut slots, out, s, n);
             o.vals[i] = None;
             if dt == 0 {
                 continue;

@@ -62,6 +62,7 @@ pub(crate) fn info(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineErr
     }
     let drop_unmatched = data_matchers.iter().any(|m| !m.is_match(""));
     let n = ev.grid.len();
+    reject_histogram_infos(&base, &infos, &is_info_metric, n)?;
     let mut out: Vec<VSeries> = Vec::new();
     for s in base {
         if is_info_metric(&s.labels) {
@@ -120,4 +121,51 @@ pub(crate) fn info(ev: &mut Evaluator<'_>, args: &Args) -> Result<Val, EngineErr
         }
     }
     merge_same_labels(out).map(Val::Vector)
+}
+
+/// Fails as 3.8 does ("info sample should be float") when, at a step where
+/// the base vector has any sample, an info series Prometheus would fetch
+/// holds a histogram: it fetches those whose `instance`/`job` values appear
+/// on some base series that is not itself an info series (each label
+/// checked on its own, only labels some base series has).
+fn reject_histogram_infos(
+    base: &[VSeries],
+    infos: &[VSeries],
+    is_info_metric: &dyn Fn(&Labels) -> bool,
+    n: usize,
+) -> Result<(), EngineError> {
+    if infos.iter().all(|i| i.hists.iter().all(Option::is_none)) {
+        return Ok(());
+    }
+    let mut wanted: [Vec<&str>; IDENTIFYING.len()] = Default::default();
+    for s in base.iter().filter(|s| !is_info_metric(&s.labels)) {
+        for (k, name) in IDENTIFYING.iter().enumerate() {
+            match s.labels.get(name) {
+                Some(v) if !v.is_empty() => wanted[k].push(v),
+                _ => {}
+            }
+        }
+    }
+    if wanted.iter().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let fetched = |l: &Labels| {
+        IDENTIFYING
+            .iter()
+            .zip(&wanted)
+            .all(|(name, vals)| vals.is_empty() || vals.contains(&l.get(name).unwrap_or("")))
+    };
+    for step in 0..n {
+        let base_here = base
+            .iter()
+            .any(|s| s.vals[step].is_some() || s.hist(step).is_some());
+        if base_here
+            && infos
+                .iter()
+                .any(|i| i.hist(step).is_some() && fetched(&i.labels))
+        {
+            return Err(EngineError::Execution("info sample should be float".into()));
+        }
+    }
+    Ok(())
 }
