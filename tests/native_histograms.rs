@@ -14,11 +14,11 @@ use promfed::source::remote_read::prompb;
 
 const SAMPLES: usize = 200;
 
-/// Series of one cluster: (name, kind, extra label, seed, reset sample).
-fn cluster_series(
-    cluster: &str,
-    start: i64,
-) -> Vec<(Vec<(String, String)>, Vec<prompb::Histogram>)> {
+/// A series' labels and its histogram samples.
+type Written = (Vec<(String, String)>, Vec<prompb::Histogram>);
+
+/// Series of one cluster: counters (one with a reset), a float counter, a gauge.
+fn cluster_series(cluster: &str, start: i64) -> Vec<Written> {
     let mut out = Vec::new();
     let base = cluster.bytes().map(u64::from).sum::<u64>();
     for (i, (name, kind, reset)) in [
