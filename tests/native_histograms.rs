@@ -1,11 +1,13 @@
 //! Native histograms end to end: real Prometheus 3.8 servers (k8s-1,
 //! k8s-2, and k8s-3 as an HA pair whose replica b lacks ten minutes)
 //! holding remote-written native histograms, promfed over them (remote
-//! read, streamed chunks), and one Prometheus 3.8 holding the union of the
+//! read, streamed chunks; and the Thanos StoreAPI through a sidecar per
+//! server), and one Prometheus 3.8 holding the union of the
 //! data with the cluster label in it: every histogram query answers the
 //! same JSON result, instant and range.
 
 mod common;
+mod thanos_support;
 
 use common::native_data::{histograms, series, Kind};
 use common::remote_write::{start_receiver, write};
@@ -151,6 +153,27 @@ async fn federated_histogram_queries_equal_the_union() {
         "replica_labels: [replica]\n",
     );
     let pf = Promfed::start(&config).expect("promfed");
+    // The same servers behind Thanos sidecars, read over the StoreAPI.
+    let work = common::TempDir::new("promfed-nh-sidecars").expect("dir");
+    let mut sidecars = Vec::new();
+    let mut store_yaml =
+        String::from("listen: 127.0.0.1:0\nreplica_labels: [replica]\nbackends:\n");
+    for (name, server) in [
+        ("k8s-1", &k1),
+        ("k8s-2", &k2),
+        ("k8s-3-a", &k3a),
+        ("k8s-3-b", &k3b),
+    ] {
+        let sc = thanos_support::ThanosProc::sidecar(name, server, work.path()).expect("sidecar");
+        store_yaml.push_str(&thanos_support::store_backend(
+            name,
+            &sc.grpc_url(),
+            &[],
+            "10s",
+        ));
+        sidecars.push(sc);
+    }
+    let pf_store = Promfed::start(&store_yaml).expect("promfed over sidecars");
     let at = (now - 60_000) as f64 / 1000.0;
     let mut failures = Vec::new();
     for q in QUERIES {
