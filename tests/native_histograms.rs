@@ -178,14 +178,16 @@ async fn federated_histogram_queries_equal_the_union() {
     let mut failures = Vec::new();
     for q in QUERIES {
         let want = query(&union.url, q, at).await.expect("union");
-        let got = query(&pf.url, q, at).await.expect("promfed");
         assert_eq!(want.status, 200, "{q}: {}", want.body);
-        if normalized(&got.body) != normalized(&want.body) {
-            failures.push(format!(
-                "instant {q}:\n got {}\nwant {}",
-                normalized(&got.body),
-                normalized(&want.body)
-            ));
+        for (via, base) in [("remote read", &pf.url), ("storeapi", &pf_store.url)] {
+            let got = query(base, q, at).await.expect("promfed");
+            if normalized(&got.body) != normalized(&want.body) {
+                failures.push(format!(
+                    "instant {q} ({via}):\n got {}\nwant {}",
+                    normalized(&got.body),
+                    normalized(&want.body)
+                ));
+            }
         }
         assert!(
             want.body["data"]["result"]
@@ -198,13 +200,15 @@ async fn federated_histogram_queries_equal_the_union() {
         }
         let (s, e) = (at - 1800.0, at);
         let want = query_range(&union.url, q, s, e, 60.0).await.expect("union");
-        let got = query_range(&pf.url, q, s, e, 60.0).await.expect("promfed");
-        if normalized(&got.body) != normalized(&want.body) {
-            failures.push(format!(
-                "range {q}:\n got {}\nwant {}",
-                normalized(&got.body),
-                normalized(&want.body)
-            ));
+        for (via, base) in [("remote read", &pf.url), ("storeapi", &pf_store.url)] {
+            let got = query_range(base, q, s, e, 60.0).await.expect("promfed");
+            if normalized(&got.body) != normalized(&want.body) {
+                failures.push(format!(
+                    "range {q} ({via}):\n got {}\nwant {}",
+                    normalized(&got.body),
+                    normalized(&want.body)
+                ));
+            }
         }
     }
     assert!(
