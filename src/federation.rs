@@ -5,6 +5,7 @@ mod batch;
 pub mod dedup;
 pub mod health;
 pub mod observe;
+pub(crate) mod points;
 pub mod pushdown;
 
 use std::borrow::Cow;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use futures::future::{join_all, BoxFuture};
 use promql_parser::label::Matcher;
 
-use crate::model::{Labels, Sample, Series};
+use crate::model::{Labels, Series};
 use crate::source::{
     matches_all, ApiData, MetaOutput, MetaQuery, ReadOptions, Select, SelectOutput, Source,
     SourceError, StoreInfo,
@@ -433,39 +434,25 @@ fn backend_select(b: &Backend, sel: &Select, read: &ReadOptions) -> Option<Selec
 }
 
 /// Sorts series by labels and merges those with equal label sets into one,
-/// keeping one sample per timestamp (the first source's on a tie).
+/// keeping one sample per timestamp (the first source's on a tie, whether
+/// float or native histogram).
 pub fn merge_series(mut all: Vec<Series>) -> Vec<Series> {
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut out: Vec<Series> = Vec::with_capacity(all.len());
     for s in all {
         match out.last_mut() {
             Some(last) if last.labels == s.labels => {
-                last.samples = merge_samples(&last.samples, &s.samples);
+                if last.histograms.is_empty() && s.histograms.is_empty() {
+                    last.samples = points::merge_sorted(&last.samples, &s.samples);
+                } else {
+                    let merged =
+                        points::merge_sorted(&points::points_of(last), &points::points_of(&s));
+                    (last.samples, last.histograms) = points::split(merged);
+                }
             }
             _ => out.push(s),
         }
     }
-    out
-}
-
-fn merge_samples(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i].t < b[j].t {
-            out.push(a[i]);
-            i += 1;
-        } else if b[j].t < a[i].t {
-            out.push(b[j]);
-            j += 1;
-        } else {
-            out.push(a[i]);
-            i += 1;
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
     out
 }
 

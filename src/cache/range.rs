@@ -6,8 +6,11 @@
 //! concatenated series by series, and a stored piece answers any later
 //! request whose points fall on the same `start % step` lattice.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::federation::points::{points_of, split, Timed};
+use crate::model::histogram::HistogramSample;
 use crate::model::{Labels, Sample, Series};
 
 /// A stored piece: every series' points in `[start, end]` (both on the
@@ -56,16 +59,42 @@ pub fn gaps(extents: &[Extent], start: i64, end: i64, step: i64) -> Vec<(i64, i6
 /// wins a tie). Series left without samples are dropped, as Prometheus
 /// never returns an empty series.
 pub fn merge<'a>(pieces: impl IntoIterator<Item = &'a [Series]>, lo: i64, hi: i64) -> Vec<Series> {
-    let mut by_labels: BTreeMap<&Labels, Vec<Sample>> = BTreeMap::new();
+    let pieces: Vec<&[Series]> = pieces.into_iter().collect();
+    if pieces
+        .iter()
+        .all(|p| p.iter().all(|s| s.histograms.is_empty()))
+    {
+        return merge_by(
+            &pieces,
+            lo,
+            hi,
+            |s| Cow::Borrowed(&s.samples),
+            |samples| (samples, Vec::new()),
+        );
+    }
+    // Native histograms too: one stream per series, whatever the kind.
+    merge_by(&pieces, lo, hi, |s| Cow::Owned(points_of(s)), split)
+}
+
+/// [`merge`] over `points` of each series, turned back by `finish`.
+fn merge_by<'a, P: Timed + 'a>(
+    pieces: &[&'a [Series]],
+    lo: i64,
+    hi: i64,
+    points: impl Fn(&'a Series) -> Cow<'a, [P]>,
+    finish: impl Fn(Vec<P>) -> (Vec<Sample>, Vec<HistogramSample>),
+) -> Vec<Series> {
+    let mut by_labels: BTreeMap<&Labels, Vec<P>> = BTreeMap::new();
     for series in pieces {
-        for s in series {
-            let from = s.samples.partition_point(|p| p.t < lo);
-            let to = s.samples.partition_point(|p| p.t <= hi);
+        for s in series.iter() {
+            let all = points(s);
+            let from = all.partition_point(|p| p.time() < lo);
+            let to = all.partition_point(|p| p.time() <= hi);
             if from < to {
                 by_labels
                     .entry(&s.labels)
                     .or_default()
-                    .extend_from_slice(&s.samples[from..to]);
+                    .extend_from_slice(&all[from..to]);
             }
         }
     }
@@ -73,18 +102,19 @@ pub fn merge<'a>(pieces: impl IntoIterator<Item = &'a [Series]>, lo: i64, hi: i6
         .into_iter()
         .map(|(labels, mut samples)| {
             // Stable: of equal timestamps the later piece comes last; keep it.
-            samples.sort_by_key(|p| p.t);
-            let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+            samples.sort_by_key(Timed::time);
+            let mut out: Vec<P> = Vec::with_capacity(samples.len());
             for p in samples {
                 match out.last_mut() {
-                    Some(last) if last.t == p.t => *last = p,
+                    Some(last) if last.time() == p.time() => *last = p,
                     _ => out.push(p),
                 }
             }
+            let (samples, histograms) = finish(out);
             Series {
                 labels: labels.clone(),
-                samples: out,
-                histograms: Vec::new(),
+                samples,
+                histograms,
             }
         })
         .collect()
@@ -130,12 +160,87 @@ pub fn insert(
 }
 
 /// Binary encoding of extents (for the stores). Floats keep their bits, so
-/// NaN payloads (stale markers) survive.
+/// NaN payloads (stale markers) survive. `PFX2` adds each series' native
+/// histograms after its floats; `PFX1` entries (floats only) still decode.
 pub mod codec {
+    use std::sync::Arc;
+
     use super::Extent;
+    use crate::model::histogram::{Bucket, CounterResetHint, FloatHistogram, HistogramSample};
     use crate::model::{Labels, Sample, Series};
 
-    const MAGIC: &[u8; 4] = b"PFX1";
+    const MAGIC: &[u8; 4] = b"PFX2";
+    const MAGIC_FLOATS_ONLY: &[u8; 4] = b"PFX1";
+
+    fn put_f64(out: &mut Vec<u8>, v: f64) {
+        out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    fn put_histogram(out: &mut Vec<u8>, p: &HistogramSample) {
+        let h = &p.h;
+        out.extend_from_slice(&p.t.to_le_bytes());
+        out.push(match h.counter_reset_hint {
+            CounterResetHint::Unknown => 0,
+            CounterResetHint::CounterReset => 1,
+            CounterResetHint::NotCounterReset => 2,
+            CounterResetHint::Gauge => 3,
+        });
+        out.extend_from_slice(&i64::from(h.schema).to_le_bytes());
+        for v in [h.zero_threshold, h.zero_count, h.count, h.sum] {
+            put_f64(out, v);
+        }
+        for side in [&h.positive, &h.negative] {
+            put_len(out, side.len());
+            for b in side {
+                out.extend_from_slice(&i64::from(b.index).to_le_bytes());
+                put_f64(out, b.count);
+            }
+        }
+        put_len(out, h.custom_values.len());
+        for &v in h.custom_values.iter() {
+            put_f64(out, v);
+        }
+    }
+
+    fn histogram(r: &mut Reader<'_>) -> Option<HistogramSample> {
+        let t = r.i64()?;
+        let hint = CounterResetHint::from_u8(*r.take(1)?.first()?)?;
+        let schema = i32::try_from(r.i64()?).ok()?;
+        let f = |r: &mut Reader<'_>| r.u64().map(f64::from_bits);
+        let (zero_threshold, zero_count, count, sum) = (f(r)?, f(r)?, f(r)?, f(r)?);
+        let mut sides = [Vec::new(), Vec::new()];
+        for side in &mut sides {
+            let n = r.len()?;
+            side.reserve(n.min(1 << 12));
+            for _ in 0..n {
+                let index = i32::try_from(r.i64()?).ok()?;
+                side.push(Bucket {
+                    index,
+                    count: f(r)?,
+                });
+            }
+        }
+        let n = r.len()?;
+        let mut custom = Vec::with_capacity(n.min(1 << 12));
+        for _ in 0..n {
+            custom.push(f(r)?);
+        }
+        let [positive, negative] = sides;
+        Some(HistogramSample {
+            t,
+            h: Arc::new(FloatHistogram {
+                counter_reset_hint: hint,
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive,
+                negative,
+                custom_values: custom.into(),
+            }),
+        })
+    }
 
     pub fn encode(extents: &[Extent]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
@@ -156,6 +261,10 @@ pub mod codec {
                     out.extend_from_slice(&p.t.to_le_bytes());
                     out.extend_from_slice(&p.v.to_bits().to_le_bytes());
                 }
+                put_len(&mut out, s.histograms.len());
+                for p in &s.histograms {
+                    put_histogram(&mut out, p);
+                }
             }
         }
         out
@@ -164,9 +273,11 @@ pub mod codec {
     /// `None` when `buf` is not a whole, well-formed encoding.
     pub fn decode(buf: &[u8]) -> Option<Vec<Extent>> {
         let mut r = Reader { buf, pos: 0 };
-        if r.take(4)? != MAGIC {
-            return None;
-        }
+        let with_histograms = match r.take(4)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_FLOATS_ONLY => false,
+            _ => return None,
+        };
         let n = r.len()?;
         let mut extents = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
@@ -189,10 +300,18 @@ pub mod codec {
                     let v = f64::from_bits(r.u64()?);
                     samples.push(Sample { t, v });
                 }
+                let mut histograms = Vec::new();
+                if with_histograms {
+                    let nh = r.len()?;
+                    histograms.reserve(nh.min(1 << 12));
+                    for _ in 0..nh {
+                        histograms.push(histogram(&mut r)?);
+                    }
+                }
                 series.push(Series {
                     labels: Labels::from_pairs(pairs),
                     samples,
-                    histograms: Vec::new(),
+                    histograms,
                 });
             }
             extents.push(Extent { start, end, series });
@@ -280,6 +399,41 @@ mod tests {
             assert!(codec::decode(&enc[..cut]).is_none(), "cut at {cut}");
         }
         assert!(codec::decode(b"garbage!").is_none());
+    }
+
+    #[test]
+    fn codec_and_merge_carry_histograms() {
+        use crate::model::histogram::{Bucket, FloatHistogram, HistogramSample};
+        let h = |t: i64, count: f64| HistogramSample {
+            t,
+            h: std::sync::Arc::new(FloatHistogram {
+                schema: -53,
+                count,
+                sum: count * 2.0,
+                positive: vec![Bucket { index: 1, count }],
+                custom_values: vec![0.5, 1.0].into(),
+                counter_reset_hint: crate::model::histogram::CounterResetHint::Gauge,
+                ..FloatHistogram::default()
+            }),
+        };
+        let mut x = piece(0, 40, 10, &["a"]);
+        x.series[0].samples.truncate(2);
+        x.series[0].histograms = vec![h(20, 3.0), h(30, 4.0), h(40, 5.0)];
+        let enc = codec::encode(std::slice::from_ref(&x));
+        let dec = codec::decode(&enc).expect("decodes");
+        assert_eq!(dec[0], x);
+        let mut later = piece(30, 50, 10, &["a"]);
+        later.series[0].samples.truncate(1); // a float at 30 replaces the histogram
+        later.series[0].histograms = vec![h(40, 6.0), h(50, 7.0)];
+        let merged = merge([x.series.as_slice(), later.series.as_slice()], 10, 50);
+        let ts: Vec<i64> = merged[0].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, vec![10, 30]);
+        let hs: Vec<(i64, f64)> = merged[0]
+            .histograms
+            .iter()
+            .map(|p| (p.t, p.h.count))
+            .collect();
+        assert_eq!(hs, vec![(20, 3.0), (40, 6.0), (50, 7.0)]);
     }
 
     proptest! {

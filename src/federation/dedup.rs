@@ -5,10 +5,17 @@
 //! replica has been silent for more than twice its own scrape gap; the
 //! other replica then fills the hole from half a gap after the last sample
 //! taken, so the sample rate stays that of one replica.
+//!
+//! Float and native histogram samples are one stream here, as Thanos's
+//! dedup iterator reads them: a series that turns from floats into
+//! histograms (or back) is merged by time whatever the kind, and counter
+//! adjustment applies only between two float samples (Thanos adjusts
+//! float counters only; Prometheus has no replica dedup).
 
 use std::collections::BTreeMap;
 
-use crate::model::{Labels, Sample, Series};
+use super::points::{points_of, split, Timed};
+use crate::model::{Labels, Series};
 
 /// Deduplicates `series` (sorted by labels) over `replica_labels`. With
 /// `counter_adjust`, a switch to a replica whose counter is behind shifts
@@ -28,52 +35,59 @@ pub fn dedup(series: Vec<Series>, replica_labels: &[String], counter_adjust: boo
     groups
         .into_iter()
         .map(|(labels, mut replicas)| {
-            let samples = if replicas.len() == 1 {
-                replicas.pop().map(|s| s.samples).unwrap_or_default()
+            let (samples, histograms) = if replicas.len() == 1 {
+                replicas
+                    .pop()
+                    .map(|s| (s.samples, s.histograms))
+                    .unwrap_or_default()
+            } else if replicas.iter().all(|r| r.histograms.is_empty()) {
+                let lists: Vec<&[_]> = replicas.iter().map(|r| r.samples.as_slice()).collect();
+                (merge_replicas(&lists, counter_adjust), Vec::new())
             } else {
-                merge_replicas(&replicas, counter_adjust)
+                let points: Vec<_> = replicas.iter().map(points_of).collect();
+                let lists: Vec<&[_]> = points.iter().map(Vec::as_slice).collect();
+                split(merge_replicas(&lists, counter_adjust))
             };
             Series {
                 labels,
                 samples,
-                histograms: Vec::new(),
+                histograms,
             }
         })
         .collect()
 }
 
 /// The penalty merge of several replicas' samples (each in time order).
-fn merge_replicas(replicas: &[Series], counter_adjust: bool) -> Vec<Sample> {
-    let n = replicas.len();
-    let samples: Vec<&[Sample]> = replicas.iter().map(|r| r.samples.as_slice()).collect();
+fn merge_replicas<P: Timed>(samples: &[&[P]], counter_adjust: bool) -> Vec<P> {
+    let n = samples.len();
     // Next unread index per replica.
     let mut next = vec![0usize; n];
     // Offset added to each replica's values (counter adjustment).
     let mut adj = vec![0.0f64; n];
     let total: usize = samples.iter().map(|s| s.len()).sum();
-    let mut out: Vec<Sample> = Vec::with_capacity(total / n + 1);
+    let mut out: Vec<P> = Vec::with_capacity(total / n + 1);
 
     // Start on the replica with the earliest sample (the first on a tie).
     let Some(mut cur) = (0..n)
         .filter(|&r| !samples[r].is_empty())
-        .min_by_key(|&r| (samples[r][0].t, r))
+        .min_by_key(|&r| (samples[r][0].time(), r))
     else {
         return out;
     };
     loop {
-        let last_t = out.last().map(|s| s.t);
+        let last_t = out.last().map(Timed::time);
         // Skip what is not after the last sample taken.
         if let Some(lt) = last_t {
             for r in 0..n {
-                while next[r] < samples[r].len() && samples[r][next[r]].t <= lt {
+                while next[r] < samples[r].len() && samples[r][next[r]].time() <= lt {
                     next[r] += 1;
                 }
             }
         }
-        let t_cur = samples[cur].get(next[cur]).map(|s| s.t);
+        let t_cur = samples[cur].get(next[cur]).map(Timed::time);
         // The current replica's own scrape gap, from its last two samples.
-        let gap =
-            (next[cur] >= 2).then(|| samples[cur][next[cur] - 1].t - samples[cur][next[cur] - 2].t);
+        let gap = (next[cur] >= 2)
+            .then(|| samples[cur][next[cur] - 1].time() - samples[cur][next[cur] - 2].time());
         let stay = match (last_t, t_cur, gap) {
             (None, _, _) => true,
             (Some(_), Some(_), None) => true,
@@ -93,10 +107,10 @@ fn merge_replicas(replicas: &[Series], counter_adjust: bool) -> Vec<Sample> {
             let from = lt.saturating_add(gap.unwrap_or(0) / 2);
             let mut best: Option<(i64, usize, usize)> = None;
             for r in (0..n).filter(|&r| r != cur) {
-                let i = next[r] + samples[r][next[r]..].partition_point(|s| s.t <= from);
+                let i = next[r] + samples[r][next[r]..].partition_point(|s| s.time() <= from);
                 if let Some(s) = samples[r].get(i) {
-                    if best.is_none_or(|(bt, _, _)| s.t < bt) {
-                        best = Some((s.t, r, i));
+                    if best.is_none_or(|(bt, _, _)| s.time() < bt) {
+                        best = Some((s.time(), r, i));
                     }
                 }
             }
@@ -104,10 +118,11 @@ fn merge_replicas(replicas: &[Series], counter_adjust: bool) -> Vec<Sample> {
                 (Some((bt, r, i)), tc) if tc.is_none_or(|tc| bt < tc) => {
                     next[r] = i;
                     if counter_adjust {
-                        if let Some(prev) = out.last() {
-                            let v = samples[r][i].v + adj[r];
-                            if v < prev.v {
-                                adj[r] += prev.v - v;
+                        let prev = out.last().and_then(Timed::float);
+                        if let (Some(prev), Some(v)) = (prev, samples[r][i].float()) {
+                            let v = v + adj[r];
+                            if v < prev {
+                                adj[r] += prev - v;
                             }
                         }
                     }
@@ -119,11 +134,7 @@ fn merge_replicas(replicas: &[Series], counter_adjust: bool) -> Vec<Sample> {
             }
         }
         let Some(r) = pick else { break };
-        let s = samples[r][next[r]];
-        out.push(Sample {
-            t: s.t,
-            v: s.v + adj[r],
-        });
+        out.push(samples[r][next[r]].shifted(adj[r]));
         next[r] += 1;
     }
     out
@@ -132,7 +143,54 @@ fn merge_replicas(replicas: &[Series], counter_adjust: bool) -> Vec<Sample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::histogram::{FloatHistogram, HistogramSample};
+    use crate::model::Sample;
     use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// A replica that turns from floats into histograms at `switch_t`.
+    fn mixed(name: &str, times: &[i64], switch_t: i64) -> Series {
+        let mut s = replica(name, &[]);
+        for &t in times {
+            if t < switch_t {
+                s.samples.push(Sample { t, v: t as f64 });
+            } else {
+                s.histograms.push(HistogramSample {
+                    t,
+                    h: Arc::new(FloatHistogram {
+                        count: t as f64,
+                        sum: 1.0,
+                        ..FloatHistogram::default()
+                    }),
+                });
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn histograms_and_floats_are_one_stream_for_the_penalty_rule() {
+        let full: Vec<i64> = (0..80).map(|i| i * 15_000 + 3).collect();
+        let holed: Vec<i64> = full
+            .iter()
+            .copied()
+            .filter(|t| !(300_000..900_000).contains(t))
+            .collect();
+        for order in [["a", "b"], ["b", "a"]] {
+            let out = dedup(
+                vec![
+                    mixed(order[0], &holed, 600_000),
+                    mixed(order[1], &full, 600_000),
+                ],
+                &replicas(),
+                true,
+            );
+            assert_eq!(out.len(), 1);
+            let want = mixed("x", &full, 600_000);
+            assert_eq!(out[0].samples, want.samples, "order {order:?}");
+            assert_eq!(out[0].histograms, want.histograms, "order {order:?}");
+        }
+    }
 
     fn replica(name: &str, samples: &[(i64, f64)]) -> Series {
         Series {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::Sample;
 use crate::source::memory::MemorySource;
 use promql_parser::label::MatchOp;
 use proptest::prelude::*;
@@ -280,4 +281,33 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn merge_keeps_histograms_and_the_first_source_on_a_tie() {
+    use crate::model::histogram::{FloatHistogram, HistogramSample};
+    let h = |t: i64, count: f64| HistogramSample {
+        t,
+        h: std::sync::Arc::new(FloatHistogram {
+            count,
+            ..FloatHistogram::default()
+        }),
+    };
+    let labels = Labels::from_pairs([("__name__", "h")]);
+    let a = Series {
+        labels: labels.clone(),
+        samples: vec![Sample { t: 10, v: 1.0 }],
+        histograms: vec![h(20, 2.0), h(30, 3.0)],
+    };
+    let b = Series {
+        labels: labels.clone(),
+        samples: vec![Sample { t: 30, v: 9.0 }, Sample { t: 40, v: 4.0 }],
+        histograms: vec![h(5, 0.5), h(20, 8.0)],
+    };
+    let out = merge_series(vec![a, b]);
+    assert_eq!(out.len(), 1);
+    let ts: Vec<i64> = out[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(ts, vec![10, 40]);
+    let hs: Vec<(i64, f64)> = out[0].histograms.iter().map(|s| (s.t, s.h.count)).collect();
+    assert_eq!(hs, vec![(5, 0.5), (20, 2.0), (30, 3.0)]);
 }

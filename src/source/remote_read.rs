@@ -4,11 +4,13 @@
 
 pub mod chunk;
 pub mod chunk_encode;
+mod collect;
 pub mod frame;
 mod held;
+pub mod histogram_chunk;
+pub mod histogram_pb;
 pub mod prompb;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,12 +19,11 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use promql_parser::label::{MatchOp, Matcher};
 use prost::Message;
 
-use self::chunk::{decode_xor_into, xor_sample_count};
+use self::collect::{CollectError, Collectors};
 use self::frame::FrameReader;
 use self::held::HeldBytes;
-use self::prompb::{ChunkEncoding, MatcherType, ResponseType};
+use self::prompb::{MatcherType, ResponseType};
 use super::{Select, SelectOutput, Source, SourceError};
-use crate::model::{Labels, Sample};
 
 /// Content type of a STREAMED_XOR_CHUNKS response.
 const STREAMED_CONTENT_TYPE: &str = "application/x-streamed-protobuf";
@@ -575,210 +576,6 @@ enum BodyError {
     /// The query's own budget is spent.
     #[error(transparent)]
     Source(SourceError),
-}
-
-/// Why a response's series cannot be gathered.
-#[derive(Debug, thiserror::Error)]
-enum CollectError {
-    #[error(transparent)]
-    Chunk(#[from] chunk::ChunkError),
-    #[error("more than {0} samples selected")]
-    TooManySamples(usize),
-    #[error("answers query {0}, which was not asked")]
-    NoSuchQuery(usize),
-    /// The query's backends together sent more than its `max_samples`.
-    #[error("{}", crate::limits::TOO_MANY_SAMPLES)]
-    Budget,
-}
-
-/// Gathers a batch's series per query, under one sample budget for all,
-/// and under the query's own, shared with its other backends' answers as
-/// they arrive (`QueryContext::arrive`).
-struct Collectors {
-    each: Vec<Collector>,
-    max_samples: usize,
-    /// Samples gathered so far by all of them.
-    total: usize,
-    query: Option<std::sync::Arc<crate::limits::QueryContext>>,
-}
-
-impl Collectors {
-    fn new(sels: &[Select], max_samples: usize) -> Self {
-        Collectors {
-            each: sels
-                .iter()
-                .map(|s| Collector::new(s.start_ms, s.end_ms, max_samples))
-                .collect(),
-            max_samples,
-            total: 0,
-            query: crate::limits::current(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.each.len()
-    }
-
-    /// Runs `add` on query `i`'s collector with what is left of the budget.
-    fn with<T>(
-        &mut self,
-        i: usize,
-        add: impl FnOnce(&mut Collector) -> Result<T, CollectError>,
-    ) -> Result<T, CollectError> {
-        let Some(c) = self.each.get_mut(i) else {
-            return Err(CollectError::NoSuchQuery(i));
-        };
-        let before = c.total;
-        c.max_samples = self.max_samples.saturating_sub(self.total - before);
-        // What every backend of the query may still send, together.
-        let shared = self.query.as_ref().map(|q| {
-            usize::try_from(q.arriving_left())
-                .unwrap_or(usize::MAX)
-                .saturating_add(before)
-        });
-        let shared_binds = shared.is_some_and(|s| s < c.max_samples);
-        if let Some(s) = shared {
-            c.max_samples = c.max_samples.min(s);
-        }
-        let r = add(c);
-        self.total = self.total - before + c.total;
-        match r {
-            Err(CollectError::TooManySamples(_)) if shared_binds => Err(CollectError::Budget),
-            Ok(v) => {
-                if let Some(q) = &self.query {
-                    q.arrive((c.total - before) as u64)
-                        .map_err(|_| CollectError::Budget)?;
-                }
-                Ok(v)
-            }
-            r => r,
-        }
-    }
-
-    fn add_chunked(&mut self, i: usize, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
-        self.with(i, |c| c.add_chunked(series))
-    }
-
-    fn add_samples(&mut self, i: usize, ts: prompb::TimeSeries) -> Result<(), CollectError> {
-        self.with(i, |c| c.add_samples(ts))
-    }
-
-    fn finish(self, backend: &str) -> Vec<SelectOutput> {
-        self.each.into_iter().map(|c| c.finish(backend)).collect()
-    }
-}
-
-/// Gathers the series of one query's answer, clipped to its range.
-struct Collector {
-    start_ms: i64,
-    end_ms: i64,
-    max_samples: usize,
-    /// Samples gathered so far (duplicates from overlapping chunks included).
-    total: usize,
-    series: BTreeMap<Labels, Vec<Sample>>,
-    histogram_chunks: usize,
-    histogram_samples: usize,
-    unknown_chunks: usize,
-}
-
-impl Collector {
-    fn new(start_ms: i64, end_ms: i64, max_samples: usize) -> Self {
-        Collector {
-            start_ms,
-            end_ms,
-            max_samples,
-            total: 0,
-            series: BTreeMap::new(),
-            histogram_chunks: 0,
-            histogram_samples: 0,
-            unknown_chunks: 0,
-        }
-    }
-
-    fn samples_of(&mut self, labels: Vec<prompb::Label>) -> &mut Vec<Sample> {
-        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
-        self.series.entry(labels).or_default()
-    }
-
-    /// Adds one streamed series (or a slice of it).
-    fn add_chunked(&mut self, series: prompb::ChunkedSeries) -> Result<(), CollectError> {
-        let (start, end, max) = (self.start_ms, self.end_ms, self.max_samples);
-        let mut total = self.total;
-        let mut histograms = 0;
-        let mut unknown = 0;
-        let samples = self.samples_of(series.labels);
-        for c in series.chunks {
-            if c.max_time_ms < start || c.min_time_ms > end {
-                continue;
-            }
-            match ChunkEncoding::try_from(c.r#type) {
-                Ok(ChunkEncoding::Xor) => {
-                    // Checked before decoding, from the count the header announces.
-                    let announced = xor_sample_count(&c.data);
-                    if total + announced > max {
-                        return Err(CollectError::TooManySamples(max));
-                    }
-                    let before = samples.len();
-                    samples.reserve(announced);
-                    decode_xor_into(&c.data, start, end, samples)?;
-                    total += samples.len() - before;
-                }
-                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => histograms += 1,
-                Ok(ChunkEncoding::Unknown) | Err(_) => unknown += 1,
-            }
-        }
-        self.total = total;
-        self.histogram_chunks += histograms;
-        self.unknown_chunks += unknown;
-        Ok(())
-    }
-
-    /// Adds one series of a SAMPLES response.
-    fn add_samples(&mut self, ts: prompb::TimeSeries) -> Result<(), CollectError> {
-        let (start, end) = (self.start_ms, self.end_ms);
-        self.histogram_samples += ts.histograms.len();
-        self.total += ts.samples.len();
-        if self.total > self.max_samples {
-            return Err(CollectError::TooManySamples(self.max_samples));
-        }
-        let samples = self.samples_of(ts.labels);
-        samples.extend(
-            ts.samples
-                .iter()
-                .filter(|s| (start..=end).contains(&s.timestamp))
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
-                }),
-        );
-        Ok(())
-    }
-
-    /// Series sorted by labels, each in time order with one sample per
-    /// timestamp; series left without samples are dropped.
-    fn finish(self, backend: &str) -> SelectOutput {
-        let mut warnings = Vec::new();
-        if self.histogram_chunks > 0 {
-            warnings.push(format!(
-                "backend {backend}: skipped {} native histogram chunk(s): native histograms are not evaluated yet",
-                self.histogram_chunks
-            ));
-        }
-        if self.histogram_samples > 0 {
-            warnings.push(format!(
-                "backend {backend}: skipped {} native histogram sample(s): native histograms are not evaluated yet",
-                self.histogram_samples
-            ));
-        }
-        if self.unknown_chunks > 0 {
-            warnings.push(format!(
-                "backend {backend}: skipped {} chunk(s) of unknown encoding",
-                self.unknown_chunks
-            ));
-        }
-        let series = super::in_time_order::series_in_time_order(self.series);
-        SelectOutput { series, warnings }
-    }
 }
 
 /// An error and its causes on one line (never the URL, which may carry

@@ -29,8 +29,10 @@ pub mod compare;
 pub mod differential;
 pub mod gateway;
 pub mod grafana;
+pub mod native_data;
 pub mod peers;
 pub mod process;
+pub mod remote_write;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -341,6 +341,19 @@ impl PromServer {
         external_labels: &[(&str, &str)],
         work: &Path,
     ) -> Result<PromServer, HarnessError> {
+        Self::start_with_args(tools, name, tsdb, external_labels, work, &[])
+    }
+
+    /// [`PromServer::start`] with extra command-line flags (e.g.
+    /// `--web.enable-remote-write-receiver`).
+    pub fn start_with_args(
+        tools: &super::Tools,
+        name: &str,
+        tsdb: &Path,
+        external_labels: &[(&str, &str)],
+        work: &Path,
+        extra: &[&str],
+    ) -> Result<PromServer, HarnessError> {
         let config_path = work.join(format!("prometheus-{name}.yml"));
         let mut yml =
             String::from("# promfed test harness: no scrape jobs, data is backfilled.\nglobal:\n");
@@ -366,6 +379,7 @@ impl PromServer {
                 .arg(format!("--storage.tsdb.path={}", tsdb.display()))
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--storage.tsdb.retention.time=3650d")
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)

@@ -27,21 +27,21 @@ pub enum ChunkError {
 }
 
 /// Reads bits, most significant first, from a byte slice.
-struct BitReader<'a> {
+pub(super) struct BitReader<'a> {
     data: &'a [u8],
     /// Position in bits from the start of `data`.
     pos: usize,
 }
 
 /// The bit stream ran out.
-struct OutOfBits;
+pub(super) struct OutOfBits;
 
 impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(super) fn new(data: &'a [u8]) -> Self {
         BitReader { data, pos: 0 }
     }
 
-    fn read_bit(&mut self) -> Result<bool, OutOfBits> {
+    pub(super) fn read_bit(&mut self) -> Result<bool, OutOfBits> {
         let byte = *self.data.get(self.pos / 8).ok_or(OutOfBits)?;
         let bit = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
@@ -49,7 +49,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads `n` bits (at most 64) as the low bits of a `u64`.
-    fn read_bits(&mut self, n: u32) -> Result<u64, OutOfBits> {
+    pub(super) fn read_bits(&mut self, n: u32) -> Result<u64, OutOfBits> {
         debug_assert!(n <= 64);
         let mut remaining = n as usize;
         if self.data.len() * 8 - self.pos < remaining {
@@ -68,7 +68,12 @@ impl<'a> BitReader<'a> {
         Ok(v)
     }
 
-    fn read_byte(&mut self) -> Result<u8, OutOfBits> {
+    /// Bits not read yet.
+    pub(super) fn bits_left(&self) -> usize {
+        (self.data.len() * 8).saturating_sub(self.pos)
+    }
+
+    pub(super) fn read_byte(&mut self) -> Result<u8, OutOfBits> {
         // At most 8 bits, so the conversion cannot truncate.
         Ok(self.read_bits(8)? as u8)
     }

@@ -3,7 +3,7 @@
 //!
 //! Only the fields promfed reads or writes are declared; prost skips the
 //! others (exemplars, for instance) when decoding. Native histograms are
-//! kept as raw bytes: promfed only counts them, to warn that it skipped them.
+//! decoded by `histogram_pb.rs`.
 //!
 //! These are not the StoreAPI's messages of `thanos_store/storepb.rs`, even
 //! where the shapes match: another protocol, with its own field numbers and
@@ -147,9 +147,71 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
-    /// Native histogram samples (`prometheus.Histogram`), left encoded.
-    #[prost(bytes = "vec", repeated, tag = "4")]
-    pub histograms: Vec<Vec<u8>>,
+    /// Native histogram samples.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
+}
+
+/// `prometheus.Histogram`: an integer histogram (`count_int`, bucket
+/// deltas) or a float one (`count_float`, absolute bucket counts).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    #[prost(oneof = "HistogramCount", tags = "1, 2")]
+    pub count: Option<HistogramCount>,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(oneof = "HistogramZeroCount", tags = "6, 7")]
+    pub zero_count: Option<HistogramZeroCount>,
+    #[prost(message, repeated, tag = "8")]
+    pub negative_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "9")]
+    pub negative_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "10")]
+    pub negative_counts: Vec<f64>,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "13")]
+    pub positive_counts: Vec<f64>,
+    /// `Histogram.ResetHint`: 0 unknown, 1 yes, 2 no, 3 gauge.
+    #[prost(int32, tag = "14")]
+    pub reset_hint: i32,
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
+}
+
+/// `prometheus.Histogram.count`.
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum HistogramCount {
+    #[prost(uint64, tag = "1")]
+    CountInt(u64),
+    #[prost(double, tag = "2")]
+    CountFloat(f64),
+}
+
+/// `prometheus.Histogram.zero_count`.
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum HistogramZeroCount {
+    #[prost(uint64, tag = "6")]
+    ZeroCountInt(u64),
+    #[prost(double, tag = "7")]
+    ZeroCountFloat(f64),
+}
+
+/// `prometheus.BucketSpan`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
 }
 
 /// `prometheus.Chunk`: one TSDB chunk; its time range is inclusive.

@@ -1,6 +1,8 @@
 use super::chunk::tests::encode_xor;
+use super::collect::{CollectError, Collector};
+use super::prompb::ChunkEncoding;
 use super::*;
-use crate::model::stale_nan;
+use crate::model::{stale_nan, Sample};
 
 fn re(v: &str) -> MatchOp {
     MatchOp::Re(regex::Regex::new(&format!("^(?:{v})$")).expect("regex"))
@@ -187,26 +189,16 @@ fn chunks_are_clipped_and_empty_series_dropped() {
 }
 
 #[test]
-fn histogram_and_unknown_chunks_are_skipped_with_warnings() {
+fn unknown_chunks_are_skipped_with_a_warning_and_bad_histograms_refused() {
     let mut c = Collector::new(0, 100, 100);
     let mut stale = samples([10]);
     stale[0].v = stale_nan();
     c.add_chunked(prompb::ChunkedSeries {
         labels: vec![label("__name__", "h")],
-        chunks: vec![
-            prompb::Chunk {
-                r#type: ChunkEncoding::Histogram.into(),
-                ..xor_chunk(&samples([10]))
-            },
-            prompb::Chunk {
-                r#type: ChunkEncoding::FloatHistogram.into(),
-                ..xor_chunk(&samples([20]))
-            },
-            prompb::Chunk {
-                r#type: 42,
-                ..xor_chunk(&samples([30]))
-            },
-        ],
+        chunks: vec![prompb::Chunk {
+            r#type: 42,
+            ..xor_chunk(&samples([30]))
+        }],
     })
     .expect("decodes");
     c.add_chunked(prompb::ChunkedSeries {
@@ -214,19 +206,41 @@ fn histogram_and_unknown_chunks_are_skipped_with_warnings() {
         chunks: vec![xor_chunk(&stale)],
     })
     .expect("decodes");
-    c.add_samples(prompb::TimeSeries {
-        labels: vec![label("__name__", "s")],
-        samples: vec![],
-        histograms: vec![vec![1, 2, 3]],
-    })
-    .expect("within limits");
     let out = c.finish("k8s-1");
     assert_eq!(out.series.len(), 1);
     assert_eq!(out.series[0].samples[0].v.to_bits(), stale_nan().to_bits());
-    assert_eq!(out.warnings.len(), 3, "{:?}", out.warnings);
-    assert!(out.warnings[0].contains("backend k8s-1: skipped 2 native histogram chunk(s)"));
-    assert!(out.warnings[1].contains("skipped 1 native histogram sample(s)"));
-    assert!(out.warnings[2].contains("skipped 1 chunk(s) of unknown encoding"));
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(out.warnings[0].contains("backend k8s-1: skipped 1 chunk(s) of unknown encoding"));
+
+    // An XOR chunk read as a histogram chunk is garbage: an error, not a panic.
+    let mut c = Collector::new(0, 100, 100);
+    let err = c.add_chunked(prompb::ChunkedSeries {
+        labels: vec![label("__name__", "g")],
+        chunks: vec![prompb::Chunk {
+            r#type: ChunkEncoding::Histogram.into(),
+            ..xor_chunk(&samples([10, 20, 30]))
+        }],
+    });
+    assert!(err.is_err(), "{err:?}");
+    // Spans announcing more buckets than given: refused.
+    let err = c.add_samples(prompb::TimeSeries {
+        labels: vec![label("__name__", "s")],
+        samples: vec![],
+        histograms: vec![prompb::Histogram {
+            count: Some(prompb::HistogramCount::CountInt(1)),
+            positive_spans: vec![prompb::BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            positive_deltas: vec![1],
+            timestamp: 10,
+            ..Default::default()
+        }],
+    });
+    assert!(
+        err.as_ref().is_err_and(|e| e.to_string().contains("spans")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -192,10 +192,11 @@ fn split_series_merge_and_chunks_are_clipped() {
 }
 
 #[test]
-fn histogram_unknown_and_downsampled_chunks_are_refused() {
+fn bad_histogram_unknown_and_downsampled_chunks_are_refused() {
     for (kind, raw, want) in [
-        (1, true, "native histogram chunk (encoding 1)"),
-        (2, true, "native histogram chunk (encoding 2)"),
+        // XOR bytes read as histogram chunks: garbage, refused clearly.
+        (1, true, "histogram chunk"),
+        (2, true, "histogram chunk"),
         (9, true, "unknown encoding 9"),
         (0, false, "without raw data"),
     ] {

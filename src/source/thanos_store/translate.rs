@@ -8,8 +8,10 @@ use promql_parser::label::{MatchOp, Matcher};
 
 use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
 use super::{CallError, RESPONSE_BATCH_SIZE};
+use crate::model::histogram::HistogramSample;
 use crate::model::{Labels, Sample};
 use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
+use crate::source::remote_read::histogram_chunk::{decode_histogram_into, histogram_sample_count};
 use crate::source::{any_series_matcher, MetaQuery, ReadOptions, Select, SelectOutput, StoreInfo};
 
 /// The partial-response strategy of promfed's policy for this request.
@@ -121,7 +123,7 @@ pub(super) struct Collector {
     end_ms: i64,
     max_samples: usize,
     total: usize,
-    series: BTreeMap<Labels, Vec<Sample>>,
+    series: BTreeMap<Labels, (Vec<Sample>, Vec<HistogramSample>)>,
 }
 
 impl Collector {
@@ -141,7 +143,7 @@ impl Collector {
         let labels = labels_of(s.labels);
         let (start, end) = (self.start_ms, self.end_ms);
         let mut total = self.total;
-        let samples = self.series.entry(labels.clone()).or_default();
+        let (samples, histograms) = self.series.entry(labels.clone()).or_default();
         for c in s.chunks {
             if c.max_time < start || c.min_time > end {
                 continue;
@@ -164,11 +166,17 @@ impl Collector {
                         .map_err(|e| bad(e.to_string()))?;
                     total += samples.len() - before;
                 }
-                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => {
-                    return Err(bad(format!(
-                        "a native histogram chunk (encoding {}): native histograms are not evaluated yet",
-                        raw.r#type
-                    )))
+                // Thanos sends Prometheus's own histogram chunk encodings.
+                Ok(e @ (ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram)) => {
+                    let announced = histogram_sample_count(&raw.data);
+                    if total.saturating_add(announced) > self.max_samples {
+                        return Err(CallError::TooManySamples(self.max_samples));
+                    }
+                    let before = histograms.len();
+                    let float = e == ChunkEncoding::FloatHistogram;
+                    decode_histogram_into(&raw.data, float, start, end, histograms)
+                        .map_err(|e| bad(e.to_string()))?;
+                    total += histograms.len() - before;
                 }
                 Err(_) => {
                     return Err(bad(format!("a chunk of unknown encoding {}", raw.r#type)));

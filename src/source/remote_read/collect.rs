@@ -1,0 +1,235 @@
+//! Gathers the series of remote-read answers (streamed chunks or plain
+//! samples, floats and native histograms) per query, clipped to each
+//! query's range and under one sample budget.
+
+use std::collections::BTreeMap;
+
+use super::chunk::{self, decode_xor_into, xor_sample_count};
+use super::histogram_chunk::{self, decode_histogram_into, histogram_sample_count};
+use super::histogram_pb::{histogram_sample, HistogramPbError};
+use super::prompb::{self, ChunkEncoding};
+use crate::model::{Labels, Sample};
+use crate::source::in_time_order::{series_in_time_order, Gathered};
+use crate::source::{Select, SelectOutput};
+
+/// Why a response's series cannot be gathered.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CollectError {
+    #[error(transparent)]
+    Chunk(#[from] chunk::ChunkError),
+    #[error(transparent)]
+    HistogramChunk(#[from] histogram_chunk::HistogramChunkError),
+    #[error(transparent)]
+    Histogram(#[from] HistogramPbError),
+    #[error("more than {0} samples selected")]
+    TooManySamples(usize),
+    #[error("answers query {0}, which was not asked")]
+    NoSuchQuery(usize),
+    /// The query's backends together sent more than its `max_samples`.
+    #[error("{}", crate::limits::TOO_MANY_SAMPLES)]
+    Budget,
+}
+
+/// Gathers a batch's series per query, under one sample budget for all,
+/// and under the query's own, shared with its other backends' answers as
+/// they arrive (`QueryContext::arrive`).
+pub(super) struct Collectors {
+    each: Vec<Collector>,
+    max_samples: usize,
+    /// Samples gathered so far by all of them.
+    total: usize,
+    query: Option<std::sync::Arc<crate::limits::QueryContext>>,
+}
+
+impl Collectors {
+    pub(super) fn new(sels: &[Select], max_samples: usize) -> Self {
+        Collectors {
+            each: sels
+                .iter()
+                .map(|s| Collector::new(s.start_ms, s.end_ms, max_samples))
+                .collect(),
+            max_samples,
+            total: 0,
+            query: crate::limits::current(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    /// Runs `add` on query `i`'s collector with what is left of the budget.
+    fn with<T>(
+        &mut self,
+        i: usize,
+        add: impl FnOnce(&mut Collector) -> Result<T, CollectError>,
+    ) -> Result<T, CollectError> {
+        let Some(c) = self.each.get_mut(i) else {
+            return Err(CollectError::NoSuchQuery(i));
+        };
+        let before = c.total;
+        c.max_samples = self.max_samples.saturating_sub(self.total - before);
+        // What every backend of the query may still send, together.
+        let shared = self.query.as_ref().map(|q| {
+            usize::try_from(q.arriving_left())
+                .unwrap_or(usize::MAX)
+                .saturating_add(before)
+        });
+        let shared_binds = shared.is_some_and(|s| s < c.max_samples);
+        if let Some(s) = shared {
+            c.max_samples = c.max_samples.min(s);
+        }
+        let r = add(c);
+        self.total = self.total - before + c.total;
+        match r {
+            Err(CollectError::TooManySamples(_)) if shared_binds => Err(CollectError::Budget),
+            Ok(v) => {
+                if let Some(q) = &self.query {
+                    q.arrive((c.total - before) as u64)
+                        .map_err(|_| CollectError::Budget)?;
+                }
+                Ok(v)
+            }
+            r => r,
+        }
+    }
+
+    pub(super) fn add_chunked(
+        &mut self,
+        i: usize,
+        series: prompb::ChunkedSeries,
+    ) -> Result<(), CollectError> {
+        self.with(i, |c| c.add_chunked(series))
+    }
+
+    pub(super) fn add_samples(
+        &mut self,
+        i: usize,
+        ts: prompb::TimeSeries,
+    ) -> Result<(), CollectError> {
+        self.with(i, |c| c.add_samples(ts))
+    }
+
+    pub(super) fn finish(self, backend: &str) -> Vec<SelectOutput> {
+        self.each.into_iter().map(|c| c.finish(backend)).collect()
+    }
+}
+
+/// Gathers the series of one query's answer, clipped to its range.
+pub(super) struct Collector {
+    start_ms: i64,
+    end_ms: i64,
+    max_samples: usize,
+    /// Samples gathered so far (duplicates from overlapping chunks included).
+    total: usize,
+    series: BTreeMap<Labels, Gathered>,
+    unknown_chunks: usize,
+}
+
+impl Collector {
+    pub(super) fn new(start_ms: i64, end_ms: i64, max_samples: usize) -> Self {
+        Collector {
+            start_ms,
+            end_ms,
+            max_samples,
+            total: 0,
+            series: BTreeMap::new(),
+            unknown_chunks: 0,
+        }
+    }
+
+    fn series_of(&mut self, labels: Vec<prompb::Label>) -> &mut Gathered {
+        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
+        self.series.entry(labels).or_default()
+    }
+
+    /// Adds one streamed series (or a slice of it).
+    pub(super) fn add_chunked(
+        &mut self,
+        series: prompb::ChunkedSeries,
+    ) -> Result<(), CollectError> {
+        let (start, end, max) = (self.start_ms, self.end_ms, self.max_samples);
+        let mut total = self.total;
+        let mut unknown = 0;
+        let g = self.series_of(series.labels);
+        for c in series.chunks {
+            if c.max_time_ms < start || c.min_time_ms > end {
+                continue;
+            }
+            let encoding = ChunkEncoding::try_from(c.r#type);
+            // Checked before decoding, from the count the header announces.
+            let announced = match encoding {
+                Ok(ChunkEncoding::Xor) => xor_sample_count(&c.data),
+                Ok(ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram) => {
+                    histogram_sample_count(&c.data)
+                }
+                Ok(ChunkEncoding::Unknown) | Err(_) => {
+                    unknown += 1;
+                    continue;
+                }
+            };
+            if total + announced > max {
+                return Err(CollectError::TooManySamples(max));
+            }
+            match encoding {
+                Ok(ChunkEncoding::Xor) => {
+                    let before = g.0.len();
+                    g.0.reserve(announced);
+                    decode_xor_into(&c.data, start, end, &mut g.0)?;
+                    total += g.0.len() - before;
+                }
+                Ok(e) => {
+                    let before = g.1.len();
+                    let float = e == ChunkEncoding::FloatHistogram;
+                    decode_histogram_into(&c.data, float, start, end, &mut g.1)?;
+                    total += g.1.len() - before;
+                }
+                Err(_) => {}
+            }
+        }
+        self.total = total;
+        self.unknown_chunks += unknown;
+        Ok(())
+    }
+
+    /// Adds one series of a SAMPLES response.
+    pub(super) fn add_samples(&mut self, ts: prompb::TimeSeries) -> Result<(), CollectError> {
+        let (start, end) = (self.start_ms, self.end_ms);
+        self.total += ts.samples.len() + ts.histograms.len();
+        if self.total > self.max_samples {
+            return Err(CollectError::TooManySamples(self.max_samples));
+        }
+        let g = self.series_of(ts.labels);
+        g.0.extend(
+            ts.samples
+                .iter()
+                .filter(|s| (start..=end).contains(&s.timestamp))
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                }),
+        );
+        for h in ts
+            .histograms
+            .iter()
+            .filter(|h| (start..=end).contains(&h.timestamp))
+        {
+            g.1.push(histogram_sample(h)?);
+        }
+        Ok(())
+    }
+
+    /// Series sorted by labels, each in time order with one sample per
+    /// timestamp; series left without samples are dropped.
+    pub(super) fn finish(self, backend: &str) -> SelectOutput {
+        let mut warnings = Vec::new();
+        if self.unknown_chunks > 0 {
+            warnings.push(format!(
+                "backend {backend}: skipped {} chunk(s) of unknown encoding",
+                self.unknown_chunks
+            ));
+        }
+        let series = series_in_time_order(self.series);
+        SelectOutput { series, warnings }
+    }
+}
