@@ -1,5 +1,6 @@
 //! The data every layer shares: label sets, samples and series.
 
+pub mod gomath;
 pub mod histogram;
 pub mod query_text;
 pub mod time;

@@ -203,9 +203,10 @@ static FUNCTIONS: &[(&str, Impl)] = &[
     ("floor", Impl::Map(f64::floor)),
     ("exp", Impl::Map(f64::exp)),
     ("sqrt", Impl::Map(f64::sqrt)),
-    ("ln", Impl::Map(f64::ln)),
-    ("log2", Impl::Map(f64::log2)),
-    ("log10", Impl::Map(f64::log10)),
+    // Go's logarithms, bit for bit (libm's differ in the last bit).
+    ("ln", Impl::Map(crate::model::gomath::ln)),
+    ("log2", Impl::Map(crate::model::gomath::log2)),
+    ("log10", Impl::Map(crate::model::gomath::log10)),
     ("sgn", Impl::Map(math::sgn)),
     ("acos", Impl::Map(f64::acos)),
     ("acosh", Impl::Map(f64::acosh)),

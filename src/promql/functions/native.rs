@@ -2,6 +2,7 @@
 //! and the native half of histogram_quantile and histogram_fraction.
 
 use super::{arg, Args};
+use crate::model::gomath;
 use crate::model::histogram::{BucketBounds, FloatHistogram};
 use crate::model::Labels;
 use crate::promql::annotations::Annotations;
@@ -193,12 +194,13 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram, metric: &str, ann: &mut Annot
     if h.uses_custom_buckets() || (b.lower <= 0.0 && b.upper >= 0.0) {
         return b.lower + (b.upper - b.lower) * fraction;
     }
-    let log_lower = b.lower.abs().log2();
-    let log_upper = b.upper.abs().log2();
+    // Go's Log2/Exp2, not libm's: they differ in the last bit.
+    let log_lower = gomath::log2(b.lower.abs());
+    let log_upper = gomath::log2(b.upper.abs());
     if b.lower > 0.0 {
-        (log_lower + (log_upper - log_lower) * fraction).exp2()
+        gomath::exp2(log_lower + (log_upper - log_lower) * fraction)
     } else {
-        -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+        -gomath::exp2(log_upper + (log_lower - log_upper) * (1.0 - fraction))
     }
 }
 
@@ -231,7 +233,11 @@ pub(crate) fn fraction(
             rank + b.count * (v - b.lower) / (b.upper - b.lower)
         };
         let exponential = |b: &BucketBounds, v: f64, rank: f64| {
-            let (ll, lu, lv) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+            let (ll, lu, lv) = (
+                gomath::log2(b.lower.abs()),
+                gomath::log2(b.upper.abs()),
+                gomath::log2(v.abs()),
+            );
             let f = if v > 0.0 {
                 (lv - ll) / (lu - ll)
             } else {

@@ -1,0 +1,2 @@
+module gomath
+go 1.26
