@@ -34,8 +34,10 @@ fn frexp(x: f64) -> (f64, i32) {
 }
 
 /// Go's `math.Log` on amd64 (`archLog`): the FreeBSD `e_log.c` algorithm.
+// Go's constants as Go writes them (they round to the f64s Go uses).
+#[allow(clippy::excessive_precision)]
 pub fn ln(x: f64) -> f64 {
-    const HSQRT2: f64 = 7.071_067_811_865_475_244_01e-01;
+    const HSQRT2: f64 = std::f64::consts::FRAC_1_SQRT_2;
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
     const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
     const L1: f64 = 6.666_666_666_666_735_130e-01;
@@ -101,6 +103,7 @@ fn ldexp(frac: f64, exp: i64) -> f64 {
 }
 
 /// Go's `math.Exp2` (pure Go on amd64).
+#[allow(clippy::excessive_precision)]
 pub fn exp2(x: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
     const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;

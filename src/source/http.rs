@@ -1,5 +1,5 @@
 //! A backend's HTTP/1.1 client: hyper-util's pool over a
-//! [`CappedConnector`](super::connector::CappedConnector), so that at most
+//! [`CappedConnector`], so that at most
 //! `max_connections` sockets are ever open to the backend, idle ones
 //! closing after `idle_connection_timeout`. Requests carry the backend's
 //! credentials; answers the client asked gzip for are decompressed as they
