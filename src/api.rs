@@ -416,15 +416,8 @@ fn plan_notes() -> Vec<String> {
 }
 
 /// `resp` with the [`PLAN_HEADER`] when the planner noted anything.
-fn with_plan(mut resp: Response, plan: &[String]) -> Response {
-    if plan.is_empty() {
-        return resp;
-    }
-    if let Ok(v) = header::HeaderValue::from_str(&plan.join("; ")) {
-        resp.headers_mut()
-            .insert(header::HeaderName::from_static(PLAN_HEADER), v);
-    }
-    resp
+fn with_plan(resp: Response, plan: &[String]) -> Response {
+    with_list_header(resp, PLAN_HEADER, plan, "; ")
 }
 
 /// Whether an answer is small enough to encode on the current thread
@@ -446,13 +439,24 @@ fn backends_read() -> Vec<String> {
 }
 
 /// `resp` with the [`BACKENDS_HEADER`] when any backend was read.
-fn with_backends(mut resp: Response, backends: &[String]) -> Response {
-    if backends.is_empty() {
+fn with_backends(resp: Response, backends: &[String]) -> Response {
+    with_list_header(resp, BACKENDS_HEADER, backends, ",")
+}
+
+/// `resp` with header `name` holding `items` joined by `sep`, unless there
+/// are none (or they cannot be a header value).
+fn with_list_header(
+    mut resp: Response,
+    name: &'static str,
+    items: &[String],
+    sep: &str,
+) -> Response {
+    if items.is_empty() {
         return resp;
     }
-    if let Ok(v) = header::HeaderValue::from_str(&backends.join(",")) {
+    if let Ok(v) = header::HeaderValue::from_str(&items.join(sep)) {
         resp.headers_mut()
-            .insert(header::HeaderName::from_static(BACKENDS_HEADER), v);
+            .insert(header::HeaderName::from_static(name), v);
     }
     resp
 }

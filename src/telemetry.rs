@@ -36,6 +36,14 @@ fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
     register(IntGaugeVec::new(Opts::new(name, help), labels).ok()?)
 }
 
+fn gauge(name: &str, help: &str) -> Option<IntGauge> {
+    register(IntGauge::new(name, help).ok()?)
+}
+
+fn counter(name: &str, help: &str) -> Option<IntCounter> {
+    register(IntCounter::new(name, help).ok()?)
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     register(IntCounterVec::new(Opts::new(name, help), labels).ok()?)
 }
@@ -101,13 +109,7 @@ static SAMPLES_FETCHED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 });
 
 static BYTES_RECEIVED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "promfed_backend_bytes_received_total",
-            "Answer body bytes read from all backends together, as they arrive (remote read and StoreAPI as sent on the wire; HTTP API answers after content decoding).",
-        )
-        .ok()?,
-    )
+    counter("promfed_backend_bytes_received_total", "Answer body bytes read from all backends together, as they arrive (remote read and StoreAPI as sent on the wire; HTTP API answers after content decoding).")
 });
 
 /// Counts `n` answer bytes just read from a backend.
@@ -152,27 +154,20 @@ static QUERIES_REFUSED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     )
 });
 
-static IN_FLIGHT: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
-    register(IntGauge::new("promfed_queries_in_flight", "Queries being evaluated now.").ok()?)
-});
+static IN_FLIGHT: LazyLock<Option<IntGauge>> =
+    LazyLock::new(|| gauge("promfed_queries_in_flight", "Queries being evaluated now."));
 
 static QUERY_MEMORY: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
-    register(
-        IntGauge::new(
-            "promfed_query_memory_bytes",
-            "Bytes all queries hold now, as charged to limits.max_memory_bytes.",
-        )
-        .ok()?,
+    gauge(
+        "promfed_query_memory_bytes",
+        "Bytes all queries hold now, as charged to limits.max_memory_bytes.",
     )
 });
 
 static QUERY_MEMORY_LIMIT: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
-    register(
-        IntGauge::new(
-            "promfed_query_memory_limit_bytes",
-            "limits.max_memory_bytes in force.",
-        )
-        .ok()?,
+    gauge(
+        "promfed_query_memory_limit_bytes",
+        "limits.max_memory_bytes in force.",
     )
 });
 
@@ -258,12 +253,9 @@ pub fn auth_throttled(reason: &str) {
 }
 
 static AUTH_REFUSED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "promfed_http_unauthorized_total",
-            "Requests refused for missing or wrong credentials.",
-        )
-        .ok()?,
+    counter(
+        "promfed_http_unauthorized_total",
+        "Requests refused for missing or wrong credentials.",
     )
 });
 
@@ -276,12 +268,9 @@ static RELOADS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 });
 
 static LAST_RELOAD_OK: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
-    register(
-        IntGauge::new(
-            "promfed_config_last_reload_successful",
-            "Whether the last config reload succeeded (1) or was refused (0).",
-        )
-        .ok()?,
+    gauge(
+        "promfed_config_last_reload_successful",
+        "Whether the last config reload succeeded (1) or was refused (0).",
     )
 });
 

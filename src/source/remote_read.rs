@@ -10,6 +10,7 @@ mod held;
 pub mod histogram_chunk;
 pub mod histogram_pb;
 pub mod prompb;
+mod xor_value;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -10,6 +10,7 @@
 //! bits; `11` brings a new window (5 bits of leading zeros, 6 bits of
 //! length, 0 meaning 64) before the bits themselves.
 
+use super::xor_value::{XorValue, XorValueError};
 use crate::model::Sample;
 
 /// Why a chunk could not be decoded.
@@ -118,9 +119,7 @@ impl From<OutOfBits> for ReadError {
 struct XorState {
     t: i64,
     t_delta: i64,
-    v_bits: u64,
-    leading: u32,
-    trailing: u32,
+    value: XorValue,
 }
 
 impl XorState {
@@ -149,26 +148,10 @@ impl XorState {
     }
 
     fn read_value(&mut self, r: &mut BitReader<'_>) -> Result<(), ReadError> {
-        if !r.read_bit()? {
-            return Ok(());
-        }
-        if r.read_bit()? {
-            // Both fields are at most 6 bits wide: the conversions are exact.
-            let leading = r.read_bits(5)? as u32;
-            let mut bits = r.read_bits(6)? as u32;
-            if bits == 0 {
-                bits = 64;
-            }
-            if leading + bits > 64 {
-                return Err(ReadError::BadWindow { leading, bits });
-            }
-            self.leading = leading;
-            self.trailing = 64 - leading - bits;
-        }
-        let bits = 64 - self.leading - self.trailing;
-        let delta = r.read_bits(bits)?;
-        self.v_bits ^= delta << self.trailing;
-        Ok(())
+        self.value.read(r).map_err(|e| match e {
+            XorValueError::OutOfBits => ReadError::OutOfBits,
+            XorValueError::BadWindow { leading, bits } => ReadError::BadWindow { leading, bits },
+        })
     }
 }
 
@@ -198,9 +181,7 @@ pub fn decode_xor_into(
     let mut st = XorState {
         t: 0,
         t_delta: 0,
-        v_bits: 0,
-        leading: 0,
-        trailing: 0,
+        value: XorValue::default(),
     };
     let err = |e: ReadError, decoded: usize| match e {
         ReadError::OutOfBits => ChunkError::Truncated { decoded, expected },
@@ -211,7 +192,7 @@ pub fn decode_xor_into(
         let step = match i {
             0 => r.read_varint().and_then(|t| {
                 st.t = t;
-                st.v_bits = r.read_bits(64)?;
+                st.value = XorValue::first(&mut r)?;
                 Ok(())
             }),
             1 => r.read_uvarint().and_then(|d| {
@@ -234,7 +215,7 @@ pub fn decode_xor_into(
         if st.t >= min_t {
             out.push(Sample {
                 t: st.t,
-                v: f64::from_bits(st.v_bits),
+                v: st.value.value(),
             });
         }
     }

@@ -31,6 +31,7 @@
 use std::sync::Arc;
 
 use super::chunk::{BitReader, OutOfBits};
+use super::xor_value::{XorValue, XorValueError};
 use crate::model::histogram::{
     Bucket, CounterResetHint, FloatHistogram, HistogramError, HistogramSample, Span,
     CUSTOM_BUCKETS_SCHEMA, EXPONENTIAL_SCHEMA_MAX, EXPONENTIAL_SCHEMA_MIN,
@@ -85,6 +86,15 @@ impl From<OutOfBits> for ReadError {
     }
 }
 
+impl From<XorValueError> for ReadError {
+    fn from(e: XorValueError) -> Self {
+        match e {
+            XorValueError::OutOfBits => ReadError::OutOfBits,
+            XorValueError::BadWindow { leading, bits } => ReadError::BadWindow { leading, bits },
+        }
+    }
+}
+
 impl From<HistogramChunkError> for ReadError {
     fn from(e: HistogramChunkError) -> Self {
         ReadError::Chunk(e)
@@ -123,52 +133,6 @@ fn read_varbit_int(r: &mut BitReader<'_>) -> Result<i64, OutOfBits> {
     } else {
         bits as i64
     })
-}
-
-/// A float XORed with its previous value, with the window of meaningful
-/// bits it was last written with.
-#[derive(Clone, Copy, Default)]
-struct XorValue {
-    bits: u64,
-    leading: u32,
-    trailing: u32,
-}
-
-impl XorValue {
-    fn first(r: &mut BitReader<'_>) -> Result<Self, OutOfBits> {
-        Ok(XorValue {
-            bits: r.read_bits(64)?,
-            ..XorValue::default()
-        })
-    }
-
-    fn read(&mut self, r: &mut BitReader<'_>) -> Result<(), ReadError> {
-        if !r.read_bit()? {
-            return Ok(());
-        }
-        if r.read_bit()? {
-            // Both fields are at most 6 bits wide: the conversions are exact.
-            let leading = r.read_bits(5)? as u32;
-            let mut bits = r.read_bits(6)? as u32;
-            if bits == 0 {
-                bits = 64;
-            }
-            if leading + bits > 64 {
-                return Err(ReadError::BadWindow { leading, bits });
-            }
-            self.leading = leading;
-            self.trailing = 64 - leading - bits;
-        }
-        let bits = 64 - self.leading - self.trailing;
-        let delta = r.read_bits(bits)?;
-        // `trailing` < 64 whenever bits are read (at least one bit is meaningful).
-        self.bits ^= delta.checked_shl(self.trailing).unwrap_or(0);
-        Ok(())
-    }
-
-    fn value(&self) -> f64 {
-        f64::from_bits(self.bits)
-    }
 }
 
 /// The layout every sample of a chunk shares.
