@@ -16,11 +16,26 @@ use crate::promql::EngineError;
 
 /// The floats and histograms of `s` in the window `(lo, hi]`.
 fn window(s: &RSeries, lo: i64, hi: i64) -> (&[Sample], &[HistogramSample]) {
+    let (fw, hw, _) = window_at(s, lo, hi);
+    (fw, hw)
+}
+
+/// [`window`], with the index in `s.hists` of the window's first histogram.
+fn window_at(s: &RSeries, lo: i64, hi: i64) -> (&[Sample], &[HistogramSample], usize) {
     let fa = s.samples.partition_point(|p| p.t <= lo);
     let fb = s.samples.partition_point(|p| p.t <= hi).max(fa);
     let ha = s.hists.partition_point(|p| p.t <= lo);
     let hb = s.hists.partition_point(|p| p.t <= hi).max(ha);
-    (&s.samples[fa..fb], &s.hists[ha..hb])
+    (&s.samples[fa..fb], &s.hists[ha..hb], ha)
+}
+
+/// Whether each histogram of `hists` is a counter reset against the one
+/// before it (`false` for the first): computed once per series, not once
+/// per overlapping window.
+fn reset_flags(hists: &[HistogramSample]) -> Vec<bool> {
+    std::iter::once(false)
+        .chain(hists.windows(2).map(|p| p[1].h.detect_reset(&p[0].h)))
+        .collect()
 }
 
 /// Where each input series' results go in `out`: the entries already
@@ -100,9 +115,11 @@ fn set_hist(o: &mut VSeries, i: usize, n: usize, h: FloatHistogram) {
 }
 
 /// The increase (or, not for counters, the change) between the first and
-/// last histogram of a window, reset-corrected for counters.
+/// last histogram of a window, reset-corrected for counters. `resets[k]`
+/// is `points[k].h.detect_reset(&points[k - 1].h)` (used for counters only).
 fn histogram_rate(
     points: &[HistogramSample],
+    resets: &[bool],
     counter: bool,
     metric: &str,
     ann: &mut Annotations,
@@ -118,9 +135,15 @@ fn histogram_rate(
     {
         ann.native_histogram_not_counter(metric);
     }
+    let mut second_reset = false;
     if counter && points.len() > 1 {
         let second = &points[1].h;
-        if second.detect_reset(&prev) {
+        if resets
+            .get(1)
+            .copied()
+            .unwrap_or_else(|| second.detect_reset(&prev))
+        {
+            second_reset = true;
             prev = Cow::Owned(FloatHistogram {
                 schema: second.schema,
                 custom_values: Arc::clone(&second.custom_values),
@@ -163,8 +186,18 @@ fn histogram_rate(
         // From the first histogram, or the empty one standing in for it
         // when the second already reset.
         let mut prev: &FloatHistogram = &prev;
-        for p in &points[1..] {
-            if p.h.detect_reset(prev) {
+        for (k, p) in points.iter().enumerate().skip(1) {
+            // Against the window's previous histogram the flag holds; the
+            // empty stand-in for a reset first one is checked here.
+            let reset = if k == 1 && second_reset {
+                p.h.detect_reset(prev)
+            } else {
+                resets
+                    .get(k)
+                    .copied()
+                    .unwrap_or_else(|| p.h.detect_reset(prev))
+            };
+            if reset {
                 match h.add(prev) {
                     Ok(c) if c.nhcb_bounds_reconciled => ann.mismatched_custom_buckets(HistOp::Add),
                     Ok(_) => {}
@@ -200,8 +233,13 @@ pub(crate) fn add_extrapolated(
         meter::tick_by(n)?;
         let metric = s.labels.metric_name().unwrap_or("");
         let mut slot = Slot(slots.find(out, s));
+        let flags = if counter {
+            reset_flags(&s.hists)
+        } else {
+            Vec::new()
+        };
         for (i, &(lo, hi)) in m.windows.iter().enumerate() {
-            let (fw, hw) = window(s, lo, hi);
+            let (fw, hw, ha) = window_at(s, lo, hi);
             if hw.is_empty() {
                 continue;
             }
@@ -215,7 +253,8 @@ pub(crate) fn add_extrapolated(
             if hw.len() < 2 {
                 continue;
             }
-            let Some(mut h) = histogram_rate(hw, counter, metric, ann) else {
+            let resets = flags.get(ha..ha + hw.len()).unwrap_or(&[]);
+            let Some(mut h) = histogram_rate(hw, resets, counter, metric, ann) else {
                 continue;
             };
             let w = Window {
