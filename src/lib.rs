@@ -36,7 +36,8 @@
 //! - [`limits`]: query admission, deadlines and the per-query budget.
 //! - [`telemetry`]: promfed's own metrics on `/metrics` and the query log.
 //! - [`recent`]: per-thread memos of recent long inputs (query text).
-//! - [`model`]: labels, samples, series, time bounds and durations.
+//! - [`model`]: labels, samples, series, time bounds and durations, the one
+//!   PromQL parse entry point, Go's logarithms.
 //!
 //! The demo's traffic simulator is a crate of its own (`crates/istio-sim`),
 //! not part of this library.
