@@ -54,10 +54,7 @@ fn harness() -> &'static Harness {
             addr
         });
         let base = format!("http://{addr}");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = promfed::source::http::BackendHttp::plain();
         Harness {
             api: PrometheusHttpSource::new("fuzz", &base, client.clone(), Duration::from_secs(5)),
             rread: RemoteReadSource::new("fuzz", &base, Duration::from_secs(5), client),
