@@ -25,11 +25,11 @@ async fn metric(c: &reqwest::Client, p: &Promfed, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_queries_take_an_admission_slot_and_end_at_the_query_timeout() {
-    // A warm query of 10080 subqueries of 3600 points: about a second of CPU, far
+    // A warm query of 10080 subqueries of 86400 points: many seconds of CPU, far
     // past the 250 ms query timeout.
     let p = Promfed::start(
         "warm-admission",
-        "backends:\n  - name: k8s-1\n    url: http://127.0.0.1:1\nquery_log: stderr\nlimits:\n  query_timeout: 250ms\n  max_concurrent_queries: 1\ncache:\n  grid: 2s\n  warm_queries: ['max_over_time(max_over_time(vector(1)[1h:1s])[7d:1m])']\n",
+        "backends:\n  - name: k8s-1\n    url: http://127.0.0.1:1\nquery_log: stderr\nlimits:\n  query_timeout: 250ms\n  max_concurrent_queries: 1\ncache:\n  grid: 2s\n  warm_queries: ['max_over_time(max_over_time(vector(1)[1d:1s])[7d:1m])']\n",
     );
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
