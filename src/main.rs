@@ -137,6 +137,15 @@ fn main() -> ExitCode {
             reload_interval,
         } => {
             init_logging(log_json);
+            if let Some((before, after)) = promfed::server::connections::raise_open_files_limit() {
+                if after > before {
+                    tracing::debug!(
+                        before,
+                        after,
+                        "open-file soft limit raised to the hard limit"
+                    );
+                }
+            }
             // The worker pool: evaluation, fan-out, probes, cache warming.
             // HTTP connections have threads of their own (`io_threads`).
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -72,6 +72,17 @@ pub fn open_files_limit() -> Option<usize> {
         .ok()
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go programs (Prometheus, Thanos) do at start: the defaults of many
+/// systems (1024 soft, far more hard) would otherwise cap client
+/// connections and backend sockets at a few hundred. Returns the limits
+/// before and after, or `None` when it cannot be read or changed.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let (soft, _hard) = rlimit::Resource::NOFILE.get().ok()?;
+    let raised = rlimit::increase_nofile_limit(u64::MAX).ok()?;
+    Some((soft, raised))
+}
+
 impl Registry {
     /// The registry of `cfg`, its cap lowered to what the open-file limit
     /// allows (with [`RESERVED_FDS`] kept for the rest).
