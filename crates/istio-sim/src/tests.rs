@@ -329,3 +329,36 @@ fn schedule_steps_cover_the_run() {
     assert!(reset_step.weight > 0, "reset must hit canary traffic");
     assert!((s.counter_reset.at as f64 - reset_step.mid()).abs() > 60.0);
 }
+
+/// `ts_roundtrips` decides without text what printing `secs.mmm` and
+/// parsing it back as a float (as promtool does) decides.
+#[test]
+fn ts_roundtrips_agrees_with_the_text_route() {
+    let by_text = |t: i64| {
+        let s = format!("{}.{:03}", t / 1000, t % 1000);
+        s.parse::<f64>().map(|f| (f * 1000.0) as i64 == t) == Ok(true)
+    };
+    let mut disagree = Vec::new();
+    let mut rejected = 0;
+    let starts = [
+        0,
+        DEFAULT_START * 1000,
+        1_700_000_000_000,
+        4_102_444_800_000,
+    ];
+    for start in starts {
+        for t in start..start + 200_000 {
+            if by_text(t) != mesh::ts_roundtrips(t) {
+                disagree.push(t);
+            }
+            rejected += usize::from(!by_text(t));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{:?}",
+        &disagree[..disagree.len().min(10)]
+    );
+    // The check is not vacuous: some timestamps do not survive the text.
+    assert!(rejected > 1000, "{rejected}");
+}
