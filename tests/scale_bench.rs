@@ -16,7 +16,8 @@
 //! instant and as a 1 h range at step 15 s), with two fresh promfeds per
 //! query, one reading raw samples and one with `pushdown: true` (every
 //! backend `pushdown: true`): the median latency of `BENCH_RUNS` (default
-//! 7) runs per side, the three sides alternating; each side's own CPU
+//! 7; ten times that for queries the union answers within 50 ms) runs per
+//! side, the three sides alternating; each side's own CPU
 //! (utime + stime) per query, and for promfed the N cluster servers' CPU
 //! during its queries; promfed's peak RSS (VmHWM) over its RSS before the
 //! first query; the bytes promfed received
@@ -27,7 +28,9 @@
 //!
 //! `scripts/bench-scale` (builds tsdb-writer, then `cargo test --release
 //! --test scale_bench -- --ignored --nocapture`); needs the peers of
-//! `scripts/peers`. `BENCH_NS` (default `2,8,16`) picks the N. Only
+//! `scripts/peers`. `BENCH_NS` (default `2,8,16`) picks the N,
+//! `BENCH_QUERIES` the queries (name prefixes: `seed`, `dashboard`);
+//! `BENCH_HOLD=FILE` pauses for a profiler (see [`hold_for_profiling`]). Only
 //! 127.0.0.1 is contacted; every process is stopped by its pid.
 
 mod common;
@@ -38,7 +41,7 @@ mod measure;
 #[path = "scale_bench/report.rs"]
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{ApiResponse, HarnessError, PromServer, TempDir, Tools};
@@ -87,6 +90,15 @@ async fn ask(base: &str, q: &str, a: Ask) -> Result<ApiResponse, HarnessError> {
         return Err(err(base, format!("{q}: HTTP {}: {}", r.status, r.body)));
     }
     Ok(r)
+}
+
+/// Whether `BENCH_QUERIES` (comma-separated name prefixes, default all)
+/// picks the query `name`.
+fn picked(name: &str) -> bool {
+    std::env::var("BENCH_QUERIES").map_or(true, |v| {
+        v.split(',')
+            .any(|p| !p.trim().is_empty() && name.starts_with(p.trim()))
+    })
 }
 
 /// promfed's config over `backends` (name, url), pushdown on or off.
@@ -225,10 +237,17 @@ async fn measure_query(
     backends: &[&str],
     backend_pids: &[u32],
 ) -> Result<Row, HarnessError> {
-    let runs = env_usize("BENCH_RUNS", 7).max(1);
     let tps = measure::ticks_per_sec();
     let upid = union.pid().ok_or_else(|| err("union", "not running"))?;
+    let t = Instant::now();
     let want = ask(&union.url, q, a).await?;
+    // Cheap queries run ten times as often: CPU comes in 10 ms ticks.
+    let runs = env_usize("BENCH_RUNS", 7).max(1)
+        * if t.elapsed() < Duration::from_millis(50) {
+            10
+        } else {
+            1
+        };
     // Fresh promfeds: their peak RSS is this query's.
     let mut ps = Vec::new();
     let mut sides = [Side::default(); 3];
@@ -239,6 +258,13 @@ async fn measure_query(
         let s0 = measure::sent_bytes(backends).await?;
         let got = ask(&p.url, q, a).await?;
         sides[i].sent = measure::sent_bytes(backends).await? - s0;
+        // Each scrape of the servers' /metrics is a new connection of its
+        // own: counted without a query first, then taken off.
+        let c0 = measure::accepted_connections(backends).await?;
+        let c1 = measure::accepted_connections(backends).await?;
+        ask(&p.url, q, a).await?;
+        let c2 = measure::accepted_connections(backends).await?;
+        sides[i].conns = (c2 - c1) - (c1 - c0);
         let diff = common::compare::difference(&got, &want);
         if let Some(d) = &diff {
             println!(
@@ -247,6 +273,7 @@ async fn measure_query(
             );
         }
         sides[i].equal = diff.is_none();
+        sides[i].runs = runs;
         ps.push((p, pid));
     }
     let mut recv0 = [0.0; 2];
@@ -287,6 +314,7 @@ async fn measure_query(
     }
     let [raw, push, mut union_side] = sides;
     union_side.equal = true;
+    union_side.runs = runs;
     Ok(Row {
         n,
         name,
@@ -295,6 +323,28 @@ async fn measure_query(
         union: union_side,
         touched,
     })
+}
+
+/// `BENCH_HOLD=FILE`: with the 16 cluster servers up, writes a raw
+/// promfed config over all of them to FILE and waits (at most 30 minutes)
+/// until FILE is removed, to run promfed by hand under a profiler
+/// (`heaptrack target/release/promfed serve --config FILE`).
+async fn hold_for_profiling(file: &Path, clusters: &[PromServer]) -> Result<(), HarnessError> {
+    let backends: Vec<(&str, &str)> = clusters
+        .iter()
+        .map(|s| (s.name.as_str(), s.url.as_str()))
+        .collect();
+    std::fs::write(file, config(&backends, false))
+        .map_err(io(format!("writing {}", file.display())))?;
+    println!(
+        "holding: promfed config in {}; remove it to go on",
+        file.display()
+    );
+    let t = Instant::now();
+    while file.exists() && t.elapsed() < Duration::from_secs(1800) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -324,6 +374,9 @@ async fn bench_scale_promfed_vs_union() -> Result<(), HarnessError> {
     }
     for c in &mut clusters {
         c.wait_ready(common::READY_TIMEOUT)?;
+    }
+    if let Ok(hold) = std::env::var("BENCH_HOLD") {
+        hold_for_profiling(Path::new(&hold), &clusters).await?;
     }
     let at = dirs.schedule.end as f64 - 30.0;
     let queries: [(&'static str, &str, Ask, &str); 3] = [
@@ -361,7 +414,7 @@ async fn bench_scale_promfed_vs_union() -> Result<(), HarnessError> {
         let urls: Vec<&str> = backends.iter().map(|b| b.1).collect();
         let pids: Vec<u32> = clusters[..n].iter().filter_map(PromServer::pid).collect();
         let (raw, push) = (config(&backends, false), config(&backends, true));
-        for (name, q, a, touched_q) in &queries {
+        for (name, q, a, touched_q) in queries.iter().filter(|q| picked(q.0)) {
             let touched = ask(&union.url, touched_q, Ask::Instant(at))
                 .await?
                 .first_value()

@@ -87,3 +87,13 @@ pub async fn sent_bytes(urls: &[&str]) -> Result<f64, HarnessError> {
     }
     Ok(total)
 }
+
+/// Connections the Prometheus servers at `urls` have accepted so far
+/// (`net_conntrack_listener_conn_accepted_total`).
+pub async fn accepted_connections(urls: &[&str]) -> Result<f64, HarnessError> {
+    let mut total = 0.0;
+    for u in urls {
+        total += metric(u, "net_conntrack_listener_conn_accepted_total").await?;
+    }
+    Ok(total)
+}

@@ -17,6 +17,11 @@ pub struct Side {
     /// What the cluster servers sent for one query (their
     /// `prometheus_http_response_size_bytes_sum`).
     pub sent: f64,
+    /// Connections the cluster servers accepted during a second (warm)
+    /// query: 0 when promfed's pool reuses them.
+    pub conns: f64,
+    /// Timed runs.
+    pub runs: usize,
     pub equal: bool,
 }
 
@@ -37,14 +42,16 @@ fn over_idle(s: &Side) -> f64 {
 pub fn print_line(r: &Row) {
     let side = |what: &str, s: &Side| {
         format!(
-            "{what} {:.1} ms (CPU {:.1} ms, backends {:.1} ms), peak RSS {:.1} MB (idle {:.1}), {:.0} kB received, {:.0} kB sent by backends, {}",
+            "{what} {:.1} ms over {} runs (CPU {:.1} ms, backends {:.1} ms), peak RSS {:.1} MB (idle {:.1}), {:.0} kB received, {:.0} kB sent by backends, {} new connections on a warm query, {}",
             s.ms,
+            s.runs,
             s.cpu_ms,
             s.backend_cpu_ms,
             s.rss_mb,
             s.idle_rss_mb,
             s.received / 1e3,
             s.sent / 1e3,
+            s.conns,
             if s.equal { "equal" } else { "DIFFERS" }
         )
     };
