@@ -33,6 +33,8 @@
 //! `BENCH_HOLD=FILE` pauses for a profiler (see [`hold_for_profiling`]). Only
 //! 127.0.0.1 is contacted; every process is stopped by its pid.
 
+#[path = "scale_bench/check.rs"]
+mod check;
 mod common;
 #[path = "scale_bench/data.rs"]
 mod data;

@@ -11,7 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use istio_sim::{ClusterData, Simulation};
+use istio_sim::{ClusterData, Kind, Simulation};
 
 use super::common::HarnessError;
 use super::{err, io};
@@ -38,19 +38,25 @@ fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
 /// label, in tsdb-writer's input format (see tests/tsdb-writer/main.go).
 fn write_series(sim: &Simulation, which: &[usize], w: &mut impl Write) -> std::io::Result<()> {
     for c in which.iter().filter_map(|&i| sim.clusters.get(i)) {
-        write_cluster_series(c, w)?;
+        write_cluster_series(sim, c, w)?;
     }
     w.write_all(&0u32.to_le_bytes())
 }
 
-fn write_cluster_series(c: &ClusterData, w: &mut impl Write) -> std::io::Result<()> {
+fn write_cluster_series(
+    sim: &Simulation,
+    c: &ClusterData,
+    w: &mut impl Write,
+) -> std::io::Result<()> {
     for s in &c.series {
         let n = s.labels.len() + 2;
-        w.write_all(
-            &u32::try_from(n)
-                .map_err(std::io::Error::other)?
-                .to_le_bytes(),
-        )?;
+        let n = u32::try_from(n).map_err(std::io::Error::other)?;
+        let histogram = sim
+            .families
+            .get(s.family)
+            .is_some_and(|f| f.kind == Kind::Histogram);
+        w.write_all(&n.to_le_bytes())?;
+        w.write_all(&[u8::from(histogram)])?;
         put_str(w, "__name__")?;
         put_str(w, &s.name)?;
         put_str(w, "cluster")?;

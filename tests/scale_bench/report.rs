@@ -76,7 +76,7 @@ pub fn print_tables(rows: &[Row], ns: &[usize], names: &[&'static str]) {
     for r in rows {
         let touched_mb = r.touched * 16.0 / 1e6;
         println!(
-            "| {} | {} | {:.1} / {:.1} | {:.2} | {:.1} + {:.1} ({:.1}) | {:.1} | {:.1} | {:.2} | {:.0} | {} |",
+            "| {} | {} | {:.1} / {:.1} | {:.2} | {:.1} + {:.1} ({:.1}) | {:.1} | {:.3} | {:.1} | {:.0} | {} |",
             r.n,
             r.name,
             r.raw.ms,

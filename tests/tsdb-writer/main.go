@@ -8,9 +8,14 @@
 //
 // Input, little endian, repeated until a record with 0 labels:
 //
-//	u32 label count, then per label: u32 len, name, u32 len, value
+//	u32 label count, u8 metric type (0 other, 1 histogram, 2 summary),
+//	then per label: u32 len, name, u32 len, value
 //	u32 sample count, then per sample: i64 timestamp (ms), f64 value
 //
+// The `le` label of a histogram's series and the `quantile` label of a
+// summary's are normalized as Prometheus's OpenMetrics parser normalizes
+// them (`1` becomes `1.0`), so that the block holds what promtool's
+// backfill or a scrape would store.
 // Every sample must lie in one 2 h block window (aligned to 2 h, as
 // Prometheus aligns its blocks). Prints the block's ULID, series and
 // samples.
@@ -25,7 +30,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"strconv"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -76,6 +83,16 @@ func (r *reader) str() (string, error) {
 	return string(b), nil
 }
 
+// normalize is textparse's normalizeFloatsInLabelValues.
+func normalize(kind byte, name, value string) string {
+	if (kind == 1 && name == model.BucketLabel) || (kind == 2 && name == model.QuantileLabel) {
+		if f, err := strconv.ParseFloat(value, 64); err == nil {
+			return labels.FormatOpenMetricsFloat(f)
+		}
+	}
+	return value
+}
+
 func run(out string) (err error) {
 	w, err := tsdb.NewBlockWriter(promslog.NewNopLogger(), out, 2*blockMs)
 	if err != nil {
@@ -95,6 +112,10 @@ func run(out string) (err error) {
 		if n == 0 {
 			break
 		}
+		var kind [1]byte
+		if _, err := io.ReadFull(in.r, kind[:]); err != nil {
+			return fmt.Errorf("series %d: %w", series, err)
+		}
 		b := labels.NewScratchBuilder(int(n))
 		for i := uint32(0); i < n; i++ {
 			name, err := in.str()
@@ -105,7 +126,7 @@ func run(out string) (err error) {
 			if err != nil {
 				return fmt.Errorf("series %d: %w", series, err)
 			}
-			b.Add(name, value)
+			b.Add(name, normalize(kind[0], name, value))
 		}
 		b.Sort()
 		lset := b.Labels()
