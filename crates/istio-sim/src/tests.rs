@@ -362,3 +362,44 @@ fn ts_roundtrips_agrees_with_the_text_route() {
     // The check is not vacuous: some timestamps do not survive the text.
     assert!(rejected > 1000, "{rejected}");
 }
+
+/// `background_mesh_series` adds exactly that many `istio_requests_total`
+/// series a cluster, destination-reported by the background services,
+/// with unique label sets and counters that never decrease.
+#[test]
+fn background_mesh_series_are_added() {
+    let base = small(Canary::Good);
+    let plain = Simulation::generate(&base).expect("valid config");
+    let with = Simulation::generate(&SimConfig {
+        background_mesh_series: 50,
+        ..base
+    })
+    .expect("valid config");
+    for (i, c) in with.clusters.iter().enumerate() {
+        let requests = |c: &ClusterData| {
+            c.series
+                .iter()
+                .filter(|s| s.name == "istio_requests_total")
+                .count()
+        };
+        assert_eq!(requests(c), requests(&plain.clusters[i]) + 50);
+        let bg: Vec<&SimSeries> = c
+            .series
+            .iter()
+            .filter(|s| s.name == "istio_requests_total")
+            .filter(|s| s.labels.get("destination_app") == Some("cart"))
+            .collect();
+        assert!(!bg.is_empty());
+        for s in &bg {
+            assert_eq!(s.labels.get("reporter"), Some("destination"));
+            assert_eq!(s.labels.get("destination_cluster"), Some(c.name.as_str()));
+            assert!(s.samples.windows(2).all(|w| w[0].v <= w[1].v));
+        }
+        let unique: BTreeSet<String> = c
+            .series
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.labels))
+            .collect();
+        assert_eq!(unique.len(), c.series.len(), "label sets are unique");
+    }
+}
