@@ -1,36 +1,55 @@
 //! The scale benchmark (issue #17): promfed over N cluster Prometheus 3.8
 //! servers against one union Prometheus 3.8 holding the same N clusters,
 //! for N = 2, 8, 16, in one run. Data: `istio-sim` for 16 clusters, 65
-//! minutes, with `BENCH_BACKGROUND` (default 2,000, about 2,600 series a
-//! cluster; 20,000 for the issue's tens of thousands) plain background
-//! series per cluster on top of the Istio mesh, each cluster backfilled
-//! with promtool into its own blocks (the `cluster` label in the data, as
-//! in the union; the cluster servers also carry it as external label).
-//! The union of N is the N clusters' blocks hard-linked into one data
-//! directory, compacted by the union Prometheus itself before it is timed.
+//! minutes: the Istio mesh plus background services, `BENCH_BACKGROUND`
+//! (default 18,000) plain application series and `BENCH_MESH_BACKGROUND`
+//! (default 2,000) `istio_requests_total` series of those services per
+//! cluster, about 20,600 series a cluster; each cluster written into its
+//! own block by `tests/tsdb-writer` (Prometheus 3.8's tsdb library; see
+//! `scale_bench/data.rs`), with the `cluster` label in the data, as in the
+//! union (the cluster servers also carry it as external label). The union
+//! of N is the N clusters' series written into one block, as a Prometheus
+//! holding all N would have compacted them.
 //!
 //! Per N and query (the seed's success-rate query instant; the dashboard's
 //! `sum by (destination_workload, cluster) (rate(istio_requests_total[5m]))`
-//! instant and as a 1 h range at step 15 s), with a fresh promfed per
-//! query: the median latency of `BENCH_RUNS` (default 7) runs per side,
-//! alternating; promfed's peak RSS (VmHWM) and CPU (utime + stime) per
-//! query; the bytes promfed received from backends per query
-//! (`promfed_backend_bytes_received_total`); and the raw samples the query
-//! touches (`count_over_time` on the union) at 16 bytes each. Every
-//! promfed answer is compared with the union's.
+//! instant and as a 1 h range at step 15 s), with two fresh promfeds per
+//! query, one reading raw samples and one with `pushdown: true` (every
+//! backend `pushdown: true`): the median latency of `BENCH_RUNS` (default
+//! 7; ten times that for queries the union answers within 50 ms) runs per
+//! side, the three sides alternating; each side's own CPU
+//! (utime + stime) per query, and for promfed the N cluster servers' CPU
+//! during its queries; promfed's peak RSS (VmHWM) over its RSS before the
+//! first query; the bytes promfed received
+//! (`promfed_backend_bytes_received_total`) and the bytes the cluster
+//! servers sent for one query (`prometheus_http_response_size_bytes_sum`);
+//! and the raw samples the query touches (`count_over_time` on the union)
+//! at 16 bytes each. Every promfed answer is compared with the union's.
 //!
-//! `scripts/bench-scale` (= `cargo test --release --test scale_bench --
-//! --ignored --nocapture`); needs the peers of `scripts/peers`.
-//! `BENCH_NS` (default `2,8,16`) picks the N. Only 127.0.0.1 is contacted;
-//! every process is stopped by its pid.
+//! `scripts/bench-scale` (builds tsdb-writer, then `cargo test --release
+//! --test scale_bench -- --ignored --nocapture`); needs the peers of
+//! `scripts/peers`. `BENCH_NS` (default `2,8,16`) picks the N,
+//! `BENCH_QUERIES` the queries (name prefixes: `seed`, `dashboard`);
+//! `BENCH_HOLD=FILE` pauses for a profiler (see [`hold_for_profiling`]). Only
+//! 127.0.0.1 is contacted; every process is stopped by its pid.
 
+#[path = "scale_bench/check.rs"]
+mod check;
 mod common;
+#[path = "scale_bench/data.rs"]
+mod data;
+#[path = "scale_bench/measure.rs"]
+mod measure;
+#[path = "scale_bench/report.rs"]
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{ApiResponse, HarnessError, PromServer, TempDir, Tools};
 use istio_sim::{SimConfig, Simulation, SUCCESS_RATE_QUERY};
+use measure::{cpu_ticks, cpu_ticks_all, median, ms, status_kb};
+use report::{Row, Side};
 
 const DASHBOARD: &str = "sum by (destination_workload, cluster) (rate(istio_requests_total[5m]))";
 /// Every cluster of the run; N takes the first N.
@@ -57,133 +76,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
     move |source| HarnessError::Io { what, source }
 }
 
-/// utime + stime of `pid`, clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// A `/proc/<pid>/status` field, kB.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// A metric's value (summed over its series) from a `/metrics` page.
-async fn metric(base: &str, name: &str) -> Result<f64, HarnessError> {
-    let (_, text) = common::client::get_text(base, "/metrics").await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
-/// Hard-links every file under `from` into `to` (same tree).
-fn link_tree(from: &Path, to: &Path) -> Result<(), HarnessError> {
-    std::fs::create_dir_all(to).map_err(io(format!("creating {}", to.display())))?;
-    for e in std::fs::read_dir(from).map_err(io(format!("reading {}", from.display())))? {
-        let e = e.map_err(io("reading a directory entry"))?;
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        if src.is_dir() {
-            link_tree(&src, &dst)?;
-        } else {
-            std::fs::hard_link(&src, &dst).map_err(io(format!("linking {}", src.display())))?;
-        }
-    }
-    Ok(())
-}
-
-/// Block directories (ULIDs) of a TSDB directory.
-fn blocks(tsdb: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tsdb)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.join("meta.json").exists())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn dir_bytes(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        dir_bytes(&p)
-                    } else {
-                        e.metadata().map_or(0, |m| m.len())
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Writes cluster `i`'s OpenMetrics text (with its `cluster` label) and
-/// backfills it into `tsdb`; the text is removed afterwards.
-fn backfill_cluster(
-    tools: &Tools,
-    sim: &Simulation,
-    i: usize,
-    work: &Path,
-    tsdb: &Path,
-) -> Result<u64, HarnessError> {
-    let one = Simulation {
-        config: sim.config.clone(),
-        schedule: sim.schedule.clone(),
-        families: sim.families.clone(),
-        clusters: vec![sim.clusters[i].clone()],
-    };
-    let om = work.join(format!("c{i}.om"));
-    {
-        let f = std::fs::File::create(&om).map_err(io(format!("creating {}", om.display())))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        one.write_union(&mut w)
-            .and_then(|()| std::io::Write::flush(&mut w))
-            .map_err(io(format!("writing {}", om.display())))?;
-    }
-    let text = std::fs::metadata(&om).map_or(0, |m| m.len());
-    let r = common::process::backfill(tools, &om, tsdb);
-    let _ = std::fs::remove_file(&om);
-    r.map(|()| text)
-}
-
 /// One timed query: instant at `time`, or a range `(start, end, step)`.
 #[derive(Clone, Copy)]
 enum Ask {
@@ -202,19 +94,259 @@ async fn ask(base: &str, q: &str, a: Ask) -> Result<ApiResponse, HarnessError> {
     Ok(r)
 }
 
-/// One row of the table.
-struct Row {
+/// Whether `BENCH_QUERIES` (comma-separated name prefixes, default all)
+/// picks the query `name`.
+fn picked(name: &str) -> bool {
+    std::env::var("BENCH_QUERIES").map_or(true, |v| {
+        v.split(',')
+            .any(|p| !p.trim().is_empty() && name.starts_with(p.trim()))
+    })
+}
+
+/// promfed's config over `backends` (name, url), pushdown on or off.
+fn config(backends: &[(&str, &str)], pushdown: bool) -> String {
+    let mut y = format!("listen: 127.0.0.1:0\npushdown: {pushdown}\nbackends:\n");
+    for (name, url) in backends {
+        y.push_str(&format!(
+            "  - name: {name}\n    url: {url}\n    timeout: 60s\n    pushdown: true\n    external_labels: {{cluster: {name}}}\n"
+        ));
+    }
+    y
+}
+
+/// The data directories: one per cluster, and the union of the first N
+/// clusters for each N.
+struct Dirs {
+    clusters: Vec<PathBuf>,
+    unions: Vec<(usize, PathBuf)>,
+    schedule: istio_sim::Schedule,
+}
+
+/// Simulates the 16 clusters and writes each into its own block and each
+/// union of N into one block (as a Prometheus that had scraped them all
+/// would hold them), two blocks at a time (the machine has two cores).
+fn make_data(dir: &TempDir, names: &[String], ns: &[usize]) -> Result<Dirs, HarnessError> {
+    let background = env_usize("BENCH_BACKGROUND", 18_000);
+    let mesh = env_usize("BENCH_MESH_BACKGROUND", 2_000);
+    let writer = data::writer_bin()?;
+    let t0 = Instant::now();
+    let sim = Simulation::generate(&SimConfig {
+        clusters: names.to_vec(),
+        duration_secs: DURATION_SECS,
+        background_series: background,
+        background_mesh_series: mesh,
+        ..SimConfig::default()
+    })?;
+    let series: usize = (0..CLUSTERS).map(|i| sim.counts(i).series).sum();
+    let samples: usize = (0..CLUSTERS).map(|i| sim.counts(i).samples).sum();
+    println!(
+        "\ndata: {CLUSTERS} clusters, {} series and {} samples per cluster on average ({background} plain and {mesh} istio_requests_total background series each), simulated in {:.1?}",
+        series / CLUSTERS,
+        samples / CLUSTERS,
+        t0.elapsed()
+    );
+    let t1 = Instant::now();
+    let dirs = Dirs {
+        clusters: names
+            .iter()
+            .map(|n| dir.path().join(format!("tsdb-{n}")))
+            .collect(),
+        unions: ns
+            .iter()
+            .map(|&n| (n, dir.path().join(format!("union-{n}"))))
+            .collect(),
+        schedule: sim.schedule.clone(),
+    };
+    // Biggest first, so that the two workers end together.
+    let mut jobs: Vec<(Vec<usize>, &PathBuf)> = dirs
+        .unions
+        .iter()
+        .map(|(n, d)| ((0..*n).collect(), d))
+        .collect();
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.0.len()));
+    jobs.extend(dirs.clusters.iter().enumerate().map(|(i, d)| (vec![i], d)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<u64, HarnessError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (jobs, next, writer, sim) = (&jobs, &next, &writer, &sim);
+                s.spawn(move || -> Result<u64, HarnessError> {
+                    let mut streamed = 0;
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((which, tsdb)) = jobs.get(k) else {
+                            return Ok(streamed);
+                        };
+                        streamed += data::write_block(writer, sim, which, tsdb)?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(err("tsdb-writer", "thread panicked")))
+            })
+            .collect()
+    });
+    let mut streamed = 0;
+    for r in results {
+        streamed += r?;
+    }
+    let bytes = |d: &[&PathBuf]| d.iter().map(|t| data::dir_bytes(t)).sum::<u64>() as f64 / 1e6;
+    let cluster_dirs: Vec<&PathBuf> = dirs.clusters.iter().collect();
+    let union_dirs: Vec<&PathBuf> = dirs.unions.iter().map(|u| &u.1).collect();
+    println!(
+        "wrote {:.0} MB of series through tsdb-writer into {:.0} MB of cluster blocks and {:.0} MB of union blocks in {:.1?} ({:.1?} in all)",
+        streamed as f64 / 1e6,
+        bytes(&cluster_dirs),
+        bytes(&union_dirs),
+        t1.elapsed(),
+        t0.elapsed()
+    );
+    Ok(dirs)
+}
+
+/// A promfed's figures over the timed runs, filled in by [`measure_query`].
+struct Timed {
+    times: Vec<Duration>,
+    own: u64,
+    backends: u64,
+}
+
+impl Timed {
+    fn new() -> Self {
+        Timed {
+            times: Vec::new(),
+            own: 0,
+            backends: 0,
+        }
+    }
+}
+
+/// Times one query on raw promfed, pushdown promfed and the union,
+/// `runs` times each, alternating.
+#[allow(clippy::too_many_arguments)]
+async fn measure_query(
     n: usize,
     name: &'static str,
-    promfed_ms: f64,
-    union_ms: f64,
-    rss_mb: f64,
-    idle_rss_mb: f64,
-    cpu_ms: f64,
-    union_cpu_ms: f64,
-    bytes: f64,
+    q: &str,
+    a: Ask,
     touched: f64,
-    equal: bool,
+    configs: [&str; 2],
+    union: &PromServer,
+    backends: &[&str],
+    backend_pids: &[u32],
+) -> Result<Row, HarnessError> {
+    let tps = measure::ticks_per_sec();
+    let upid = union.pid().ok_or_else(|| err("union", "not running"))?;
+    let t = Instant::now();
+    let want = ask(&union.url, q, a).await?;
+    // Cheap queries run ten times as often: CPU comes in 10 ms ticks.
+    let runs = env_usize("BENCH_RUNS", 7).max(1)
+        * if t.elapsed() < Duration::from_millis(50) {
+            10
+        } else {
+            1
+        };
+    // Fresh promfeds: their peak RSS is this query's.
+    let mut ps = Vec::new();
+    let mut sides = [Side::default(); 3];
+    for (i, c) in configs.iter().enumerate() {
+        let p = common::Promfed::start(c)?;
+        let pid = p.pid().ok_or_else(|| err("promfed", "not running"))?;
+        sides[i].idle_rss_mb = status_kb(pid, "VmRSS") as f64 / 1024.0;
+        let s0 = measure::sent_bytes(backends).await?;
+        let got = ask(&p.url, q, a).await?;
+        sides[i].sent = measure::sent_bytes(backends).await? - s0;
+        // Each scrape of the servers' /metrics is a new connection of its
+        // own: counted without a query first, then taken off.
+        let c0 = measure::accepted_connections(backends).await?;
+        let c1 = measure::accepted_connections(backends).await?;
+        ask(&p.url, q, a).await?;
+        let c2 = measure::accepted_connections(backends).await?;
+        sides[i].conns = (c2 - c1) - (c1 - c0);
+        let diff = common::compare::difference(&got, &want);
+        if let Some(d) = &diff {
+            println!(
+                "N={n} {name}: promfed ({}) differs from the union: {d}",
+                ["raw", "pushdown"][i]
+            );
+        }
+        sides[i].equal = diff.is_none();
+        sides[i].runs = runs;
+        ps.push((p, pid));
+    }
+    let mut recv0 = [0.0; 2];
+    for (i, (p, _)) in ps.iter().enumerate() {
+        recv0[i] = measure::metric(&p.url, "promfed_backend_bytes_received_total").await?;
+    }
+    let mut timed = [Timed::new(), Timed::new(), Timed::new()];
+    for r in 0..runs {
+        for k in 0..3 {
+            let side = (r + k) % 3;
+            let (url, pid) = match side {
+                2 => (union.url.as_str(), upid),
+                i => (ps[i].0.url.as_str(), ps[i].1),
+            };
+            let (c0, b0) = (cpu_ticks(pid), cpu_ticks_all(backend_pids));
+            let s = Instant::now();
+            ask(url, q, a).await?;
+            let took = s.elapsed();
+            let t = &mut timed[side];
+            t.times.push(took);
+            t.own += cpu_ticks(pid) - c0;
+            t.backends += cpu_ticks_all(backend_pids) - b0;
+        }
+    }
+    let per_query = |ticks: u64| ticks as f64 / tps * 1000.0 / runs as f64;
+    for (i, t) in timed.into_iter().enumerate() {
+        sides[i].ms = ms(median(t.times));
+        sides[i].cpu_ms = per_query(t.own);
+        if i < 2 {
+            sides[i].backend_cpu_ms = per_query(t.backends);
+        }
+    }
+    for (i, (p, pid)) in ps.iter_mut().enumerate() {
+        let recv = measure::metric(&p.url, "promfed_backend_bytes_received_total").await?;
+        sides[i].received = (recv - recv0[i]) / runs as f64;
+        sides[i].rss_mb = status_kb(*pid, "VmHWM") as f64 / 1024.0;
+        p.stop();
+    }
+    let [raw, push, mut union_side] = sides;
+    union_side.equal = true;
+    union_side.runs = runs;
+    Ok(Row {
+        n,
+        name,
+        raw,
+        push,
+        union: union_side,
+        touched,
+    })
+}
+
+/// `BENCH_HOLD=FILE`: with the 16 cluster servers up, writes a raw
+/// promfed config over all of them to FILE and waits (at most 30 minutes)
+/// until FILE is removed, to run promfed by hand under a profiler
+/// (`heaptrack target/release/promfed serve --config FILE`).
+async fn hold_for_profiling(file: &Path, clusters: &[PromServer]) -> Result<(), HarnessError> {
+    let backends: Vec<(&str, &str)> = clusters
+        .iter()
+        .map(|s| (s.name.as_str(), s.url.as_str()))
+        .collect();
+    std::fs::write(file, config(&backends, false))
+        .map_err(io(format!("writing {}", file.display())))?;
+    println!(
+        "holding: promfed config in {}; remove it to go on",
+        file.display()
+    );
+    let t = Instant::now();
+    while file.exists() && t.elapsed() < Duration::from_secs(1800) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -226,65 +358,14 @@ async fn bench_scale_promfed_vs_union() -> Result<(), HarnessError> {
         .filter_map(|n| n.trim().parse().ok())
         .filter(|n| (1..=CLUSTERS).contains(n))
         .collect();
-    let background = env_usize("BENCH_BACKGROUND", 2_000);
-    let runs = env_usize("BENCH_RUNS", 7).max(1);
     let tools = Tools::find()?;
     let dir = TempDir::new("promfed-scale")?;
-    let t0 = Instant::now();
     let names: Vec<String> = (1..=CLUSTERS).map(|i| format!("c{i:02}")).collect();
-    let sim = Simulation::generate(&SimConfig {
-        clusters: names.clone(),
-        duration_secs: DURATION_SECS,
-        background_series: background,
-        ..SimConfig::default()
-    })?;
-    let schedule = sim.schedule.clone();
-    let series: usize = (0..CLUSTERS).map(|i| sim.counts(i).series).sum();
-    let samples: usize = (0..CLUSTERS).map(|i| sim.counts(i).samples).sum();
-    println!(
-        "\ndata: {CLUSTERS} clusters, {} series and {} samples per cluster on average ({background} background series each), generated in {:.0?}",
-        series / CLUSTERS,
-        samples / CLUSTERS,
-        t0.elapsed()
-    );
-    // Backfill two clusters at a time (promtool is single-threaded).
-    let t1 = Instant::now();
-    let tsdbs: Vec<PathBuf> = (0..CLUSTERS)
-        .map(|i| dir.path().join(format!("tsdb-{}", names[i])))
-        .collect();
-    let mut text_bytes = 0;
-    for pair in (0..CLUSTERS).collect::<Vec<_>>().chunks(2) {
-        let done: Vec<Result<u64, HarnessError>> = std::thread::scope(|s| {
-            let hs: Vec<_> = pair
-                .iter()
-                .map(|&i| {
-                    let (tools, sim, work, tsdb) = (&tools, &sim, dir.path(), &tsdbs[i]);
-                    s.spawn(move || backfill_cluster(tools, sim, i, work, tsdb))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(err("backfill", "thread panicked")))
-                })
-                .collect()
-        });
-        for d in done {
-            text_bytes += d?;
-        }
-    }
-    drop(sim);
-    let block_bytes: u64 = tsdbs.iter().map(|t| dir_bytes(t)).sum();
-    println!(
-        "backfilled {:.1} GB of OpenMetrics text into {:.0} MB of blocks in {:.0?}",
-        text_bytes as f64 / 1e9,
-        block_bytes as f64 / 1e6,
-        t1.elapsed()
-    );
+    let dirs = make_data(&dir, &names, &ns)?;
     let mut clusters = Vec::new();
-    for (name, tsdb) in names.iter().zip(&tsdbs) {
+    for (name, tsdb) in names.iter().zip(&dirs.clusters) {
         let work = dir.path().join(format!("run-{name}"));
-        link_tree(tsdb, &work.join("data"))?;
+        data::link_tree(tsdb, &work.join("data"))?;
         clusters.push(PromServer::start(
             &tools,
             name,
@@ -296,132 +377,57 @@ async fn bench_scale_promfed_vs_union() -> Result<(), HarnessError> {
     for c in &mut clusters {
         c.wait_ready(common::READY_TIMEOUT)?;
     }
-    let at = schedule.end as f64 - 30.0;
-    let queries: [(&'static str, &str, Ask, String); 3] = [
+    if let Ok(hold) = std::env::var("BENCH_HOLD") {
+        hold_for_profiling(Path::new(&hold), &clusters).await?;
+    }
+    let at = dirs.schedule.end as f64 - 30.0;
+    let queries: [(&'static str, &str, Ask, &str); 3] = [
         (
             "seed instant",
             SUCCESS_RATE_QUERY,
             Ask::Instant(at),
             // The canary selector's samples in the 40 s window (the other
             // selector adds matchers to it: one select).
-            "sum(count_over_time(istio_requests_total{reporter=\"source\",destination_service=~\"helloworld-canary.helloworld.svc.cluster.local\"}[40s]))".into(),
+            "sum(count_over_time(istio_requests_total{reporter=\"source\",destination_service=~\"helloworld-canary.helloworld.svc.cluster.local\"}[40s]))",
         ),
         (
             "dashboard instant",
             DASHBOARD,
             Ask::Instant(at),
-            "sum(count_over_time(istio_requests_total[5m]))".into(),
+            "sum(count_over_time(istio_requests_total[5m]))",
         ),
         (
             "dashboard 1 h range, step 15 s",
             DASHBOARD,
             Ask::Range(at - 3600.0, at, 15.0),
-            "sum(count_over_time(istio_requests_total[65m]))".into(),
+            "sum(count_over_time(istio_requests_total[65m]))",
         ),
     ];
-    let tps = ticks_per_sec();
     let mut rows = Vec::new();
-    for &n in &ns {
-        // The union of N: the N clusters' blocks in one directory,
-        // compacted into one block before anything is timed.
-        let udir = dir.path().join(format!("union-{n}"));
-        for tsdb in &tsdbs[..n] {
-            link_tree(tsdb, &udir)?;
-        }
-        let mut union = PromServer::start(&tools, &format!("union-{n}"), &udir, &[], dir.path())?;
+    for (n, udir) in &dirs.unions {
+        let n = *n;
+        let mut union = PromServer::start(&tools, &format!("union-{n}"), udir, &[], dir.path())?;
         union.wait_ready(common::READY_TIMEOUT)?;
-        let tc = Instant::now();
-        while blocks(&udir).len() > 1 && tc.elapsed() < Duration::from_secs(300) {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        println!(
-            "N={n}: union holds {} block(s) after {:.0?} of compaction",
-            blocks(&udir).len(),
-            tc.elapsed()
-        );
-        let upid = union.pid().ok_or_else(|| err("union", "not running"))?;
-        let specs_labels: Vec<[(&str, &str); 1]> = names[..n]
+        println!("N={n}: union holds {} block(s)", data::blocks(udir).len());
+        let backends: Vec<(&str, &str)> = clusters[..n]
             .iter()
-            .map(|c| [("cluster", c.as_str())])
+            .map(|s| (s.name.as_str(), s.url.as_str()))
             .collect();
-        let specs: Vec<common::BackendSpec<'_>> = clusters[..n]
-            .iter()
-            .zip(&specs_labels)
-            .map(|(s, l)| (s.name.as_str(), s.url.as_str(), &l[..]))
-            .collect();
-        let config = common::config_yaml(&specs, "");
-        for (name, q, a, touched_q) in &queries {
+        let urls: Vec<&str> = backends.iter().map(|b| b.1).collect();
+        let pids: Vec<u32> = clusters[..n].iter().filter_map(PromServer::pid).collect();
+        let (raw, push) = (config(&backends, false), config(&backends, true));
+        for (name, q, a, touched_q) in queries.iter().filter(|q| picked(q.0)) {
             let touched = ask(&union.url, touched_q, Ask::Instant(at))
                 .await?
                 .first_value()
                 .unwrap_or(0.0);
-            // A fresh promfed per query: its peak RSS is this query's.
-            let mut p = common::Promfed::start(&config)?;
-            let ppid = p.pid().ok_or_else(|| err("promfed", "not running"))?;
-            let idle_rss = status_kb(ppid, "VmRSS");
-            let got = ask(&p.url, q, *a).await?;
-            let want = ask(&union.url, q, *a).await?;
-            let diff = common::compare::difference(&got, &want);
-            if let Some(d) = &diff {
-                println!("N={n} {name}: promfed differs from the union: {d}");
-            }
-            let (mut pt, mut ut) = (Vec::new(), Vec::new());
-            let (mut pc, mut uc) = (0, 0);
-            let b0 = metric(&p.url, "promfed_backend_bytes_received_total").await?;
-            for r in 0..runs {
-                // Alternate which side goes first.
-                for side in [r % 2, 1 - r % 2] {
-                    let (url, pid) = if side == 0 {
-                        (&p.url, ppid)
-                    } else {
-                        (&union.url, upid)
-                    };
-                    let c0 = cpu_ticks(pid);
-                    let s = Instant::now();
-                    ask(url, q, *a).await?;
-                    let took = s.elapsed();
-                    let c = cpu_ticks(pid) - c0;
-                    if side == 0 {
-                        pt.push(took);
-                        pc += c;
-                    } else {
-                        ut.push(took);
-                        uc += c;
-                    }
-                }
-            }
-            let bytes = metric(&p.url, "promfed_backend_bytes_received_total").await? - b0;
-            let row = Row {
-                n,
-                name,
-                promfed_ms: ms(median(pt)),
-                union_ms: ms(median(ut)),
-                rss_mb: status_kb(ppid, "VmHWM") as f64 / 1024.0,
-                idle_rss_mb: idle_rss as f64 / 1024.0,
-                cpu_ms: pc as f64 / tps * 1000.0 / runs as f64,
-                union_cpu_ms: uc as f64 / tps * 1000.0 / runs as f64,
-                bytes: bytes / runs as f64,
-                touched,
-                equal: diff.is_none(),
-            };
-            println!(
-                "N={n} {name}: {:.1} / {:.1} ms (ratio {:.2}), peak RSS {:.1} MB (idle {:.1}), CPU {:.1} / {:.1} ms, {:.0} kB received, {} samples touched, answers {}",
-                row.promfed_ms,
-                row.union_ms,
-                row.promfed_ms / row.union_ms,
-                row.rss_mb,
-                row.idle_rss_mb,
-                row.cpu_ms,
-                row.union_cpu_ms,
-                row.bytes / 1e3,
-                row.touched,
-                if row.equal { "equal" } else { "DIFFER" }
-            );
+            let row =
+                measure_query(n, name, q, *a, touched, [&raw, &push], &union, &urls, &pids).await?;
+            report::print_line(&row);
             rows.push(row);
-            p.stop();
         }
         union.stop();
-        let _ = std::fs::remove_dir_all(&udir);
+        let _ = std::fs::remove_dir_all(udir);
     }
     println!(
         "\nload average at the end: {}",
@@ -429,48 +435,12 @@ async fn bench_scale_promfed_vs_union() -> Result<(), HarnessError> {
             .unwrap_or_default()
             .trim()
     );
-    println!(
-        "\n| N | query | median ms promfed / union | ratio | promfed peak RSS MB (idle) | touched samples × 16 B, MB | RSS over idle / touched bytes | promfed CPU ms per query (union) | kB received per query | answers |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    for r in &rows {
-        let touched_mb = r.touched * 16.0 / 1e6;
-        println!(
-            "| {} | {} | {:.1} / {:.1} | {:.2} | {:.1} ({:.1}) | {:.1} | {:.2} | {:.1} ({:.1}) | {:.0} | {} |",
-            r.n,
-            r.name,
-            r.promfed_ms,
-            r.union_ms,
-            r.promfed_ms / r.union_ms,
-            r.rss_mb,
-            r.idle_rss_mb,
-            touched_mb,
-            (r.rss_mb - r.idle_rss_mb) * 1.048_576 / touched_mb.max(f64::MIN_POSITIVE),
-            r.cpu_ms,
-            r.union_cpu_ms,
-            r.bytes / 1e3,
-            if r.equal { "equal" } else { "differ" }
-        );
-    }
-    // Latency growth: the ratio at the largest N over the ratio at the
-    // smallest, per query (goal ≤ 1.5).
-    if let (Some(&lo), Some(&hi)) = (ns.first(), ns.last()) {
-        println!();
-        for (name, ..) in &queries {
-            let ratio = |n: usize| {
-                rows.iter()
-                    .find(|r| r.n == n && r.name == *name)
-                    .map(|r| r.promfed_ms / r.union_ms)
-            };
-            if let (Some(a), Some(b)) = (ratio(lo), ratio(hi)) {
-                println!("{name}: ratio at N={hi} / ratio at N={lo} = {:.2}", b / a);
-            }
-        }
-    }
+    let names: Vec<&'static str> = queries.iter().map(|q| q.0).collect();
+    report::print_tables(&rows, &ns, &names);
     for c in &mut clusters {
         c.stop();
     }
-    if rows.iter().any(|r| !r.equal) {
+    if rows.iter().any(|r| !r.raw.equal || !r.push.equal) {
         return Err(err(
             "scale bench",
             "promfed's answers differ from the union's",

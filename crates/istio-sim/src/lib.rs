@@ -26,7 +26,10 @@
 //! - Background: bookinfo (productpage, details, reviews v1–v3, ratings,
 //!   a gRPC recommendations service; counters only) and
 //!   [`SimConfig::background_series`] plain application series (`up`,
-//!   `process_*`, `go_goroutines`, `http_server_requests_total`).
+//!   `process_*`, `go_goroutines`, `http_server_requests_total`), and
+//!   [`SimConfig::background_mesh_series`] `istio_requests_total` series of
+//!   those services (none by default; the scale benchmark's clusters have
+//!   thousands, so that the dashboard's aggregations touch many series).
 //! - One counter reset: the first cluster's ingress gateway pod restarts
 //!   a quarter into the third step ([`Schedule::counter_reset`]); its
 //!   series restart from zero and it misses one or two scrapes.
@@ -39,6 +42,7 @@
 //! millisecond the simulation meant ([`Simulation::series`] returns the very
 //! samples a Prometheus loaded from the files holds).
 
+mod background;
 mod mesh;
 mod openmetrics;
 
@@ -151,6 +155,10 @@ pub struct SimConfig {
     pub canary: Canary,
     /// Plain (non-Istio) background series per cluster.
     pub background_series: usize,
+    /// `istio_requests_total` series of the background services per
+    /// cluster (their pods' destination-reported requests from other
+    /// background services, 200 and 503 answers), on top of the mesh's.
+    pub background_mesh_series: usize,
     /// Canary weight of each rollout step, percent.
     pub weights: Vec<u32>,
 }
@@ -164,6 +172,7 @@ impl Default for SimConfig {
             seed: DEFAULT_SEED,
             canary: Canary::Good,
             background_series: DEFAULT_BACKGROUND_SERIES,
+            background_mesh_series: 0,
             weights: DEFAULT_WEIGHTS.to_vec(),
         }
     }

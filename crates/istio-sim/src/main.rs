@@ -33,6 +33,9 @@ struct Args {
     /// Plain (non-Istio) background series per cluster.
     #[arg(long, default_value_t = sim::DEFAULT_BACKGROUND_SERIES)]
     background_series: usize,
+    /// `istio_requests_total` series of the background services per cluster.
+    #[arg(long, default_value_t = 0)]
+    background_mesh_series: usize,
     /// Canary weight of each rollout step, percent, comma-separated.
     #[arg(long, default_value = "0,20,40,60,80,100")]
     weights: String,
@@ -59,6 +62,7 @@ fn config(args: &Args) -> Result<SimConfig, sim::SimError> {
         seed: args.seed,
         canary: args.canary.parse::<Canary>()?,
         background_series: args.background_series,
+        background_mesh_series: args.background_mesh_series,
         weights,
     })
 }
@@ -123,6 +127,8 @@ mod tests {
             "10,50,100",
             "--background-series",
             "7",
+            "--background-mesh-series",
+            "5",
             "--start",
             "1700000000",
         ]))
@@ -133,6 +139,7 @@ mod tests {
         assert_eq!(cfg.canary, Canary::Bad);
         assert_eq!(cfg.weights, [10, 50, 100]);
         assert_eq!(cfg.background_series, 7);
+        assert_eq!(cfg.background_mesh_series, 5);
         assert_eq!(cfg.start, 1_700_000_000);
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::background;
 use super::{
     ClusterData, Family, Kind, Schedule, SimConfig, SimSeries, CROSS_CLUSTER_SHARE, SHARE_503,
     V1_ERROR_RATE,
@@ -22,13 +23,13 @@ const LE: [&str; 20] = [
 ];
 const NB: usize = LE.len();
 
-const F_REQUESTS: usize = 0;
-const F_DURATION: usize = 1;
-const F_UP: usize = 2;
-const F_CPU: usize = 3;
-const F_MEM: usize = 4;
-const F_GOROUTINES: usize = 5;
-const F_HTTP: usize = 6;
+pub(super) const F_REQUESTS: usize = 0;
+pub(super) const F_DURATION: usize = 1;
+pub(super) const F_UP: usize = 2;
+pub(super) const F_CPU: usize = 3;
+pub(super) const F_MEM: usize = 4;
+pub(super) const F_GOROUTINES: usize = 5;
+pub(super) const F_HTTP: usize = 6;
 
 /// The metric families, indexed by the `F_*` constants.
 pub(super) fn families() -> Vec<Family> {
@@ -297,7 +298,7 @@ pub(super) fn ingress_rps(c: usize) -> f64 {
 }
 
 /// FNV-1a, stable across Rust versions (unlike `DefaultHasher`).
-fn fnv(parts: &[&[u8]]) -> u64 {
+pub(super) fn fnv(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.iter().chain(std::iter::once(&0xffu8)) {
@@ -309,7 +310,7 @@ fn fnv(parts: &[&[u8]]) -> u64 {
 }
 
 /// A Kubernetes-looking name suffix of `len` characters.
-fn k8s_suffix(h: u64, len: usize) -> String {
+pub(super) fn k8s_suffix(h: u64, len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut h = h;
     let mut s = String::with_capacity(len);
@@ -348,14 +349,14 @@ fn pod_ip(c: usize, wl: usize, pod: usize) -> String {
 }
 
 /// A standard normal draw (Box-Muller).
-fn gauss(rng: &mut ChaCha8Rng) -> f64 {
+pub(super) fn gauss(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
     let u2: f64 = rng.gen();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// A Poisson draw (Knuth below 30, normal approximation above).
-fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
+pub(super) fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     if lambda <= 0.0 {
         return 0;
     }
@@ -375,16 +376,18 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
 }
 
 /// True when promtool, reading `t` printed as `secs.mmm`, stores exactly `t`
-/// (it computes `int64(float * 1000)`, which truncates).
+/// (it computes `int64(float * 1000)`, which truncates). The text parses
+/// to the double nearest to t / 1000, which is what the (correctly
+/// rounded) division of the exact `t as f64` gives, for any
+/// `0 <= t < 2^53`: no text needs to be made (this runs once a sample).
 pub(super) fn ts_roundtrips(t: i64) -> bool {
-    let s = format!("{}.{:03}", t / 1000, t % 1000);
-    s.parse::<f64>().map(|f| (f * 1000.0) as i64 == t) == Ok(true)
+    (0..1 << 53).contains(&t) && ((t as f64 / 1000.0) * 1000.0) as i64 == t
 }
 
 /// Scrape times (ms) of one series: every 15 s from a per-series offset,
 /// with a few ms of jitter per scrape; never on a whole second; none in the
 /// `down` window (ms, half-open).
-fn scrape_times(
+pub(super) fn scrape_times(
     seed: u64,
     key: &str,
     start_ms: i64,
@@ -639,7 +642,10 @@ pub(super) fn simulate(cfg: &SimConfig, schedule: &Schedule) -> Vec<ClusterData>
         out[key.reporter_cluster].series.extend(series);
     }
     for (c, data) in out.iter_mut().enumerate() {
-        data.series.extend(background(cfg, c, start_ms, end_ms));
+        data.series
+            .extend(background::plain(cfg, c, start_ms, end_ms));
+        data.series
+            .extend(background::mesh(cfg, c, start_ms, end_ms));
         data.series
             .sort_by(|a, b| (a.family, &a.name, &a.labels).cmp(&(b.family, &b.name, &b.labels)));
     }
@@ -840,118 +846,5 @@ fn group_series(
         }
     }
     out.push(mk(F_REQUESTS, "istio_requests_total", labels.clone(), req));
-    out
-}
-
-/// Extra labels of a background series.
-type ExtraLabels = &'static [(&'static str, &'static str)];
-
-const BG_APPS: [(&str, &str); 10] = [
-    ("cart", "shop"),
-    ("checkout", "shop"),
-    ("catalog", "shop"),
-    ("search", "shop"),
-    ("payments", "payments"),
-    ("accounts", "accounts"),
-    ("notifications", "messaging"),
-    ("inventory", "shop"),
-    ("shipping", "logistics"),
-    ("email", "messaging"),
-];
-
-/// Plain application series of background pods, `cfg.background_series`
-/// of them.
-fn background(cfg: &SimConfig, c: usize, start_ms: i64, end_ms: i64) -> Vec<SimSeries> {
-    // (family, name, extra labels, kind of values)
-    const PER_POD: [(usize, &str, ExtraLabels); 8] = [
-        (F_UP, "up", &[]),
-        (F_CPU, "process_cpu_seconds_total", &[]),
-        (F_MEM, "process_resident_memory_bytes", &[]),
-        (F_GOROUTINES, "go_goroutines", &[]),
-        (
-            F_HTTP,
-            "http_server_requests_total",
-            &[("method", "GET"), ("code", "200"), ("handler", "/api")],
-        ),
-        (
-            F_HTTP,
-            "http_server_requests_total",
-            &[("method", "GET"), ("code", "500"), ("handler", "/api")],
-        ),
-        (
-            F_HTTP,
-            "http_server_requests_total",
-            &[("method", "POST"), ("code", "200"), ("handler", "/api")],
-        ),
-        (
-            F_HTTP,
-            "http_server_requests_total",
-            &[("method", "GET"), ("code", "200"), ("handler", "/healthz")],
-        ),
-    ];
-    let mut out = Vec::with_capacity(cfg.background_series);
-    for i in 0..cfg.background_series {
-        let pod_i = i / PER_POD.len();
-        let (family, name, extra) = PER_POD[i % PER_POD.len()];
-        let (app, ns) = BG_APPS[pod_i % BG_APPS.len()];
-        let replica = pod_i / BG_APPS.len();
-        let rs = k8s_suffix(fnv(&[app.as_bytes()]), 10);
-        let id = k8s_suffix(
-            fnv(&[
-                app.as_bytes(),
-                &(c as u64).to_le_bytes(),
-                &(replica as u64).to_le_bytes(),
-            ]),
-            5,
-        );
-        let pod = format!("{app}-{rs}-{id}-{replica}");
-        let instance = format!(
-            "10.{}.{}.{}:8080",
-            c % 250 + 1,
-            128 + (pod_i / 250) % 128,
-            pod_i % 250 + 2
-        );
-        let mut pairs: Vec<(&str, String)> = vec![
-            ("job", "kubernetes-pods".to_string()),
-            ("namespace", ns.to_string()),
-            ("pod", pod),
-            ("instance", instance),
-            ("app", app.to_string()),
-        ];
-        pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        let labels = Labels::from_pairs(pairs);
-        let key = format!("bg {c} {name} {labels}");
-        let times = scrape_times(cfg.seed, &key, start_ms, end_ms, None);
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(fnv(&[b"values", &cfg.seed.to_le_bytes(), key.as_bytes()]));
-        let mut samples = Vec::with_capacity(times.len());
-        let mut v: f64 = match family {
-            F_UP => 1.0,
-            F_CPU => (rng.gen_range(100.0..5000.0f64) * 100.0).round() / 100.0,
-            F_MEM => rng.gen_range(40_000_000.0..400_000_000.0f64).round(),
-            F_GOROUTINES => rng.gen_range(20.0..300.0f64).round(),
-            _ => rng.gen_range(0..100_000) as f64,
-        };
-        let http_rate = match extra.get(1) {
-            Some((_, "500")) => 0.02,
-            _ => rng.gen_range(1.0..8.0),
-        };
-        for &t in &times {
-            samples.push(Sample { t, v });
-            v = match family {
-                F_UP => 1.0,
-                F_CPU => ((v + rng.gen_range(0.3..4.0)) * 100.0).round() / 100.0,
-                F_MEM => (v * (1.0 + 0.01 * gauss(&mut rng))).round().max(1e6),
-                F_GOROUTINES => (v + rng.gen_range(-3.0..=3.0f64).round()).max(5.0),
-                _ => v + poisson(&mut rng, http_rate * 15.0) as f64,
-            };
-        }
-        out.push(SimSeries {
-            family,
-            name: name.to_string(),
-            labels,
-            samples,
-        });
-    }
     out
 }

@@ -329,3 +329,77 @@ fn schedule_steps_cover_the_run() {
     assert!(reset_step.weight > 0, "reset must hit canary traffic");
     assert!((s.counter_reset.at as f64 - reset_step.mid()).abs() > 60.0);
 }
+
+/// `ts_roundtrips` decides without text what printing `secs.mmm` and
+/// parsing it back as a float (as promtool does) decides.
+#[test]
+fn ts_roundtrips_agrees_with_the_text_route() {
+    let by_text = |t: i64| {
+        let s = format!("{}.{:03}", t / 1000, t % 1000);
+        s.parse::<f64>().map(|f| (f * 1000.0) as i64 == t) == Ok(true)
+    };
+    let mut disagree = Vec::new();
+    let mut rejected = 0;
+    let starts = [
+        0,
+        DEFAULT_START * 1000,
+        1_700_000_000_000,
+        4_102_444_800_000,
+    ];
+    for start in starts {
+        for t in start..start + 200_000 {
+            if by_text(t) != mesh::ts_roundtrips(t) {
+                disagree.push(t);
+            }
+            rejected += usize::from(!by_text(t));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{:?}",
+        &disagree[..disagree.len().min(10)]
+    );
+    // The check is not vacuous: some timestamps do not survive the text.
+    assert!(rejected > 1000, "{rejected}");
+}
+
+/// `background_mesh_series` adds exactly that many `istio_requests_total`
+/// series a cluster, destination-reported by the background services,
+/// with unique label sets and counters that never decrease.
+#[test]
+fn background_mesh_series_are_added() {
+    let base = small(Canary::Good);
+    let plain = Simulation::generate(&base).expect("valid config");
+    let with = Simulation::generate(&SimConfig {
+        background_mesh_series: 50,
+        ..base
+    })
+    .expect("valid config");
+    for (i, c) in with.clusters.iter().enumerate() {
+        let requests = |c: &ClusterData| {
+            c.series
+                .iter()
+                .filter(|s| s.name == "istio_requests_total")
+                .count()
+        };
+        assert_eq!(requests(c), requests(&plain.clusters[i]) + 50);
+        let bg: Vec<&SimSeries> = c
+            .series
+            .iter()
+            .filter(|s| s.name == "istio_requests_total")
+            .filter(|s| s.labels.get("destination_app") == Some("cart"))
+            .collect();
+        assert!(!bg.is_empty());
+        for s in &bg {
+            assert_eq!(s.labels.get("reporter"), Some("destination"));
+            assert_eq!(s.labels.get("destination_cluster"), Some(c.name.as_str()));
+            assert!(s.samples.windows(2).all(|w| w[0].v <= w[1].v));
+        }
+        let unique: BTreeSet<String> = c
+            .series
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.labels))
+            .collect();
+        assert_eq!(unique.len(), c.series.len(), "label sets are unique");
+    }
+}
