@@ -10,6 +10,7 @@ use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
 use super::{CallError, RESPONSE_BATCH_SIZE};
 use crate::model::histogram::HistogramSample;
 use crate::model::{Labels, Sample};
+use crate::source::arrival::Arrival;
 use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
 use crate::source::remote_read::histogram_chunk::{decode_histogram_into, histogram_sample_count};
 use crate::source::{any_series_matcher, MetaQuery, ReadOptions, Select, SelectOutput, StoreInfo};
@@ -124,6 +125,9 @@ pub(super) struct Collector {
     max_samples: usize,
     total: usize,
     series: BTreeMap<Labels, (Vec<Sample>, Vec<HistogramSample>)>,
+    /// The query's budget, shared with its other backends, charged chunk
+    /// by chunk as the stream is decoded.
+    arrival: Arrival,
 }
 
 impl Collector {
@@ -134,6 +138,7 @@ impl Collector {
             max_samples,
             total: 0,
             series: BTreeMap::new(),
+            arrival: Arrival::new(),
         }
     }
 
@@ -162,9 +167,13 @@ impl Collector {
                         return Err(CallError::TooManySamples(self.max_samples));
                     }
                     let before = samples.len();
+                    samples.reserve(announced);
                     decode_xor_into(&raw.data, start, end, samples)
                         .map_err(|e| bad(e.to_string()))?;
                     total += samples.len() - before;
+                    self.arrival
+                        .arrive((samples.len() - before) as u64)
+                        .map_err(CallError::Budget)?;
                 }
                 // Thanos sends Prometheus's own histogram chunk encodings.
                 Ok(e @ (ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram)) => {
@@ -173,10 +182,14 @@ impl Collector {
                         return Err(CallError::TooManySamples(self.max_samples));
                     }
                     let before = histograms.len();
+                    histograms.reserve(announced);
                     let float = e == ChunkEncoding::FloatHistogram;
                     decode_histogram_into(&raw.data, float, start, end, histograms)
                         .map_err(|e| bad(e.to_string()))?;
                     total += histograms.len() - before;
+                    self.arrival
+                        .arrive((histograms.len() - before) as u64)
+                        .map_err(CallError::Budget)?;
                 }
                 Err(_) => {
                     return Err(bad(format!("a chunk of unknown encoding {}", raw.r#type)));
