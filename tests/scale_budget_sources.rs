@@ -158,3 +158,87 @@ async fn a_query_past_max_samples_over_sixteen_store_api_backends_stops_at_the_b
     );
     drop(sidecar);
 }
+
+/// `q` asked of the Prometheus itself (the oracle), as a number.
+async fn oracle(prom: &common::PromServer, q: &str) -> f64 {
+    let r = client()
+        .post(format!("{}/api/v1/query", prom.url))
+        .form(&[("query", q), ("time", &(T0 + SPAN_S).to_string())])
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("prometheus answers");
+    let (status, body) = json(r).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a number: {body}"))
+}
+
+/// A wide query inside the budget over four backends, each answer read as
+/// a stream (series cut out of the query API's JSON, StoreAPI chunks
+/// decoded frame by frame): its answer is `times` the 3.8's own. Returns
+/// how much promfed's peak memory grew and how long the query took (both
+/// printed, for docs/benchmarks.md; the peak is the engine's, after the
+/// reads).
+async fn wide_query_answers(prom: &common::PromServer, p: &Promfed, times: f64) -> (u64, f64) {
+    let q = "sum(count_over_time(wide_m[3h]))";
+    let want = oracle(prom, q).await * times;
+    let (status, body) = query(p, "count(wide_m{i=\"7\"})").await;
+    assert_eq!(status, 200, "{body}");
+    let base = vm_hwm(p);
+    let began = std::time::Instant::now();
+    let (status, body) = query(p, q).await;
+    let took = began.elapsed().as_secs_f64();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["result"][0]["value"][1],
+        want.to_string(),
+        "{body}"
+    );
+    (vm_hwm(p).saturating_sub(base), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_query_over_query_api_backends_read_as_a_stream_is_exact() {
+    let prom = prometheus();
+    let mut cfg = String::from("limits: {query_timeout: 120s}\nbackends:\n");
+    for i in 0..4 {
+        cfg.push_str(&format!(
+            "  - name: b{i:02}\n    url: {}\n    protocol: query_api\n    timeout: 120s\n    external_labels: {{cluster: b{i:02}}}\n",
+            prom.url
+        ));
+    }
+    let p = Promfed::start("wide-api", &cfg);
+    let (grew, took) = wide_query_answers(&prom, &p, 4.0).await;
+    eprintln!(
+        "query_api, 4 x 741,000 samples: peak memory grew by {} MB in {took:.2} s",
+        grew >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_query_over_store_api_backends_read_as_a_stream_is_exact() {
+    let prom = prometheus();
+    let work = common::process::TempDir::new("promfed-wide-sidecar").expect("temp dir");
+    let sidecar = ThanosProc::sidecar("wide", &prom, work.path()).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = String::from("limits: {query_timeout: 120s}\nbackends:\n");
+    for i in 0..4 {
+        cfg.push_str(&store_backend(
+            &format!("b{i:02}"),
+            &sidecar.grpc_url(),
+            &[],
+            "120s",
+        ));
+    }
+    let p = Promfed::start("wide-store", &cfg);
+    // The sidecar announces `cluster="wide"` for all four: their series
+    // are the same, merged into one copy.
+    let (grew, took) = wide_query_answers(&prom, &p, 1.0).await;
+    eprintln!(
+        "thanos_store, 4 x 741,000 samples: peak memory grew by {} MB in {took:.2} s",
+        grew >> 20
+    );
+    drop(sidecar);
+}
