@@ -82,3 +82,131 @@ fn bad_series_are_errors() {
         .expect("a number for a series");
     assert!(e.to_string().contains("not a series"), "{e}");
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A label value with the characters JSON escapes or the scanner
+    /// watches (quotes, backslashes, brackets, commas, colons, non-ASCII).
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('"'),
+                Just('\\'),
+                Just('['),
+                Just(']'),
+                Just('{'),
+                Just('}'),
+                Just(','),
+                Just(':'),
+                Just('é'),
+                Just('\n'),
+                proptest::char::range('a', 'z'),
+            ],
+            1..8,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        ]
+    }
+
+    /// A Go-style value string that parses back to `v` (NaN as `NaN`).
+    fn go_value(v: f64) -> String {
+        if v.is_nan() {
+            "NaN".into()
+        } else if v == f64::INFINITY {
+            "+Inf".into()
+        } else if v == f64::NEG_INFINITY {
+            "-Inf".into()
+        } else {
+            format!("{v:e}")
+        }
+    }
+
+    type Drawn = Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>;
+
+    fn matrix() -> impl Strategy<Value = Drawn> {
+        proptest::collection::vec(
+            (
+                proptest::collection::vec((text(), text()), 0..4),
+                proptest::collection::vec((0i64..100_000, value()), 0..6),
+            ),
+            0..6,
+        )
+    }
+
+    proptest! {
+        /// Whatever the series and however the answer is split, the reader
+        /// gives what a plain parse of the whole answer gives.
+        #[test]
+        fn the_stream_reads_as_the_whole_answer(m in matrix(), piece in 1usize..40, warn in text()) {
+            let result: Vec<serde_json::Value> = m
+                .iter()
+                .map(|(labels, samples)| {
+                    let metric: serde_json::Map<String, serde_json::Value> = labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                        .collect();
+                    let values: Vec<serde_json::Value> = samples
+                        .iter()
+                        .map(|(t, v)| serde_json::json!([*t as f64 / 1000.0, go_value(*v)]))
+                        .collect();
+                    serde_json::json!({"metric": metric, "values": values})
+                })
+                .collect();
+            let body = serde_json::json!({
+                "status": "success",
+                "data": {"resultType": "matrix", "result": result},
+                "warnings": [warn],
+            })
+            .to_string();
+            let (start, end) = (10_000, 90_000);
+            let got = read(&body, piece, start, end).expect("a valid answer");
+            // The reference: the whole answer parsed at once, by hand.
+            let whole: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let mut want = Vec::new();
+            for s in whole["data"]["result"].as_array().expect("a list") {
+                let labels = Labels::from_pairs(
+                    s["metric"]
+                        .as_object()
+                        .expect("labels")
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
+                );
+                let samples: Vec<(i64, u64)> = s["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .map(|p| {
+                        let t = (p[0].as_f64().expect("time") * 1000.0).round() as i64;
+                        let v = parse_value(p[1].as_str().expect("value")).expect("a number");
+                        (t, v.to_bits())
+                    })
+                    .filter(|(t, _)| (start..=end).contains(t))
+                    .collect();
+                if !samples.is_empty() {
+                    want.push((labels, samples));
+                }
+            }
+            let got: Vec<(Labels, Vec<(i64, u64)>)> = got
+                .series
+                .into_iter()
+                .map(|s| (s.labels, s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect()))
+                .collect();
+            prop_assert_eq!(got, want);
+            let envelope: serde_json::Value =
+                serde_json::from_slice(&read(&body, piece, start, end).expect("valid").envelope)
+                    .expect("the envelope stays JSON");
+            prop_assert_eq!(&envelope["warnings"][0], &serde_json::Value::String(warn));
+            prop_assert_eq!(&envelope["data"]["result"], &serde_json::json!([]));
+        }
+    }
+}
