@@ -99,6 +99,9 @@ impl PrometheusHttpSource {
         self.read_body(&mut resp, what, |piece| {
             reader.feed(piece).map_err(|e| match e {
                 matrix::MatrixError::Budget(e) => e,
+                matrix::MatrixError::Held(e) => {
+                    SourceError::Limit(format!("backend {}: query API answer: {e}", self.name))
+                }
                 e => unexpected(&e),
             })
         })

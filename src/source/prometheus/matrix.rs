@@ -9,8 +9,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::parse_value;
+use crate::limits::meter::LimitError;
 use crate::model::{Labels, Sample, Series};
 use crate::source::arrival::Arrival;
+use crate::source::remote_read::held::HeldBytes;
 use crate::source::SourceError;
 
 /// Why an answer could not be read, before it is named after the backend.
@@ -22,6 +24,9 @@ pub(super) enum MatrixError {
     /// Over the query's budget (the error to pass on as it is).
     #[error("{0}")]
     Budget(SourceError),
+    /// The query's byte budget has no room for the answer's buffers.
+    #[error("{0}")]
+    Held(LimitError),
 }
 
 /// The depth of the `data.result` array (root object 1, `data` 2).
@@ -51,6 +56,10 @@ pub(super) struct MatrixReader {
     in_result: bool,
     /// A byte other than a series, a comma or blank in `data.result`.
     stray: Option<u8>,
+    /// The buffers below, charged to the query's bytes as they grow.
+    held: HeldBytes,
+    /// The byte budget refused a buffer's growth.
+    over: Option<LimitError>,
     /// The bytes of the series being read.
     element: Vec<u8>,
     /// Everything outside the series.
@@ -84,6 +93,8 @@ impl MatrixReader {
             is_result: false,
             in_result: false,
             stray: None,
+            held: HeldBytes::new(),
+            over: None,
             element: Vec::new(),
             envelope: Vec::new(),
             series: Vec::new(),
@@ -130,7 +141,7 @@ impl MatrixReader {
                     }
                     if self.depth == RESULT_DEPTH {
                         // The result list itself stays in the envelope, empty.
-                        self.envelope.push(b);
+                        keep(&mut self.envelope, b, &mut self.held, &mut self.over);
                     } else {
                         self.route(b, self.depth);
                     }
@@ -140,7 +151,7 @@ impl MatrixReader {
                     self.depth = depth.saturating_sub(1);
                     if self.in_result && depth == RESULT_DEPTH {
                         self.in_result = false;
-                        self.envelope.push(b);
+                        keep(&mut self.envelope, b, &mut self.held, &mut self.over);
                     } else {
                         self.route(b, depth);
                         if self.in_result && depth == RESULT_DEPTH + 1 {
@@ -162,6 +173,9 @@ impl MatrixReader {
                 }
                 _ => self.route(b, self.depth),
             }
+        }
+        if let Some(e) = self.over.take() {
+            return Err(MatrixError::Held(e));
         }
         match self.stray {
             Some(b) => Err(MatrixError::Json(de::Error::custom(format!(
@@ -202,9 +216,9 @@ impl MatrixReader {
     /// being read, nowhere (the commas between series), or the envelope.
     fn route(&mut self, b: u8, depth: usize) {
         if !self.in_result {
-            self.envelope.push(b);
+            keep(&mut self.envelope, b, &mut self.held, &mut self.over);
         } else if depth > RESULT_DEPTH {
-            self.element.push(b);
+            keep(&mut self.element, b, &mut self.held, &mut self.over);
         } else if !(b == b',' || b.is_ascii_whitespace()) {
             self.stray.get_or_insert(b);
         }
@@ -239,6 +253,24 @@ impl MatrixReader {
             histograms: self.histograms,
         })
     }
+}
+
+/// Appends `b` to `buf`, charging its growth to the query's bytes first;
+/// once a growth is refused (`over`), bytes are dropped until the caller
+/// reports it.
+fn keep(buf: &mut Vec<u8>, b: u8, held: &mut HeldBytes, over: &mut Option<LimitError>) {
+    if buf.len() == buf.capacity() {
+        if over.is_some() {
+            return;
+        }
+        let more = buf.capacity().max(4096);
+        if let Err(e) = held.take(more) {
+            *over = Some(e);
+            return;
+        }
+        buf.reserve_exact(more);
+    }
+    buf.push(b);
 }
 
 /// One series of a matrix, as the API writes it.

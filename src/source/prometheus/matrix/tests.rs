@@ -83,6 +83,41 @@ fn bad_series_are_errors() {
     assert!(e.to_string().contains("not a series"), "{e}");
 }
 
+#[tokio::test]
+async fn buffers_are_charged_to_the_query_s_bytes_and_given_back() {
+    use crate::limits::{scope, LimitsConfig, QueryContext};
+    use std::sync::Arc;
+    // One series of 2,000 samples: about 30 kB of JSON cut out at once.
+    let values: Vec<String> = (0..2000).map(|i| format!("[{i},\"{i}\"]")).collect();
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
+        values.join(",")
+    );
+    let ctx = |max| {
+        Arc::new(QueryContext::new(&LimitsConfig {
+            max_query_bytes: Some(max),
+            ..LimitsConfig::default()
+        }))
+    };
+    let small = ctx(20_000);
+    let r = scope(small.clone(), async { read(&body, 512, 0, i64::MAX).err() }).await;
+    assert!(matches!(r, Some(MatrixError::Held(_))), "{r:?}");
+    assert_eq!(small.bytes(), 0, "given back when the reader drops");
+    let enough = ctx(200_000);
+    let (n, held) = scope(enough.clone(), async {
+        let mut r = MatrixReader::new(0, i64::MAX);
+        for p in body.as_bytes().chunks(512) {
+            r.feed(p).expect("room for the buffers");
+        }
+        let held = crate::limits::current().map(|c| c.bytes());
+        (r.finish().expect("whole").series[0].samples.len(), held)
+    })
+    .await;
+    assert_eq!(n, 2000);
+    assert!(held.is_some_and(|b| b >= 30_000), "{held:?}");
+    assert_eq!(enough.bytes(), 0);
+}
+
 mod random {
     use super::*;
     use proptest::prelude::*;
