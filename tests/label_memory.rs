@@ -23,7 +23,7 @@ fn labels(i: usize, wide: bool) -> String {
     format!(
         "cluster=\"k8s-{}\",connection_security_policy=\"mutual_tls\",destination_app=\"svc-{}\",destination_service=\"svc-{}.ns-{}.svc.cluster.local\",destination_workload=\"svc-{}-v{}\",instance=\"10.0.{}.{}:15020\",job=\"kubernetes-pods\",pod=\"svc-{}-7d9f-{}\",reporter=\"{}\",response_code=\"{}\",source_workload=\"svc-{}-v1\"",
         i % 16, i % 200, i % 200, i % 20, i % 200, i % 3, (i / 10) % 250, (i / 10) % 200, i % 200, i / 10,
-        if i % 2 == 0 { "source" } else { "destination" }, ["200", "404", "503", "500"][i % 4], (i * 7) % 200 + i / 1000
+        if i.is_multiple_of(2) { "source" } else { "destination" }, ["200", "404", "503", "500"][i % 4], (i * 7) % 200 + i / 1000
     )
 }
 
