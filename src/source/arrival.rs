@@ -11,7 +11,7 @@ use crate::limits::QueryContext;
 /// The current query's arrival count (nothing is counted outside a query).
 pub struct Arrival {
     ctx: Option<Arc<QueryContext>>,
-    /// Counted but not yet charged (charged in batches of [`BATCH`]).
+    /// Counted but not yet charged (charged in batches of `BATCH`).
     pending: u64,
 }
 
@@ -35,8 +35,8 @@ impl Arrival {
         self.flush()
     }
 
-    /// Counts one sample, charged with the next batch (at most
-    /// [`BATCH`] samples late).
+    /// Counts one sample, charged with the next batch (at most 1,024
+    /// samples late).
     pub fn one(&mut self) -> Result<(), SourceError> {
         self.pending += 1;
         if self.pending >= BATCH {
