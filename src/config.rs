@@ -195,7 +195,8 @@ pub struct BackendConfig {
     pub idle_connection_timeout: Duration,
     /// Largest answer body read from this backend for one request, bytes
     /// (default 134217728, 128 MiB). Bodies are decoded as they arrive
-    /// where the format allows (streamed remote read) and are never
+    /// where the format allows (streamed remote read, StoreAPI frames,
+    /// the query API's answers to selectors) and are never
     /// buffered past this; a larger answer fails with `execution` (422),
     /// naming the backend. Bytes also count against the query's
     /// `limits.max_fetched_bytes`.

@@ -1,6 +1,7 @@
 //! The `Source` trait: anything that answers "which series match these
 //! matchers, with which samples between these times".
 
+pub mod arrival;
 pub mod body;
 pub mod client;
 pub mod connector;

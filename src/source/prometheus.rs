@@ -1,14 +1,16 @@
 //! Reads raw samples from any Prometheus-compatible HTTP API by asking
 //! `/api/v1/query` for a range selector at the window's end.
 
+mod answer;
+mod matrix;
+
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use promql_parser::label::{MatchOp, Matcher};
-use serde::Deserialize;
 
 use super::{ApiData, MetaOutput, MetaQuery, Select, SelectOutput, Source, SourceError};
-use crate::model::{Labels, Sample, Series};
+use crate::model::Labels;
 
 /// Largest answer body read from a backend's HTTP API by default (JSON is
 /// about 25 bytes a sample: some 5 M samples); `backends[].max_response_bytes`.
@@ -83,7 +85,33 @@ impl PrometheusHttpSource {
             .client
             .post(format!("{}/api/v1/query", self.base))
             .form(&[("query", query.as_str()), ("time", time.as_str())]);
-        let (data, mut warnings, _) = self.exchange::<MatrixData>(req, "/api/v1/query").await?;
+        let what = "/api/v1/query";
+        let mut resp = self.send(req, what).await?;
+        let status = resp.status().as_u16();
+        let unexpected = |e: &dyn std::fmt::Display| {
+            self.err(format!(
+                "unexpected response to {what} (HTTP {status}): {e}"
+            ))
+        };
+        // The series are decoded one by one as the answer arrives, their
+        // samples charged to the query's budget before they are kept.
+        let mut reader = matrix::MatrixReader::new(sel.start_ms, sel.end_ms);
+        self.read_body(&mut resp, what, |piece| {
+            reader.feed(piece).map_err(|e| match e {
+                matrix::MatrixError::Budget(e) => e,
+                matrix::MatrixError::Held(e) => {
+                    SourceError::Limit(format!("backend {}: query API answer: {e}", self.name))
+                }
+                e => unexpected(&e),
+            })
+        })
+        .await?;
+        let answer = reader.finish().map_err(|e| match e {
+            matrix::MatrixError::Budget(e) => e,
+            e => unexpected(&e),
+        })?;
+        let (data, mut warnings, _) =
+            self.envelope::<answer::MatrixData>(&answer.envelope, what, status)?;
         let data = data.ok_or_else(|| self.err("success response without data"))?;
         if data.result_type != "matrix" {
             return Err(self.err(format!(
@@ -91,98 +119,21 @@ impl PrometheusHttpSource {
                 data.result_type
             )));
         }
-        let mut series = Vec::with_capacity(data.result.len());
-        let mut histograms = 0;
-        for s in data.result {
-            histograms += s.histograms.len();
-            let labels = Labels::from_pairs(s.metric);
-            let mut samples = Vec::with_capacity(s.values.len());
-            for (ts, v) in s.values {
-                let t = (ts * 1000.0).round() as i64;
-                if t < sel.start_ms || t > sel.end_ms {
-                    continue;
-                }
-                let v =
-                    parse_value(&v).ok_or_else(|| self.err(format!("bad sample value {v:?}")))?;
-                samples.push(Sample { t, v });
-            }
-            if !samples.is_empty() {
-                series.push(Series {
-                    labels,
-                    samples,
-                    histograms: Vec::new(),
-                });
-            }
+        if !data.result.is_empty() {
+            return Err(unexpected(
+                &"data.result could not be read series by series",
+            ));
         }
+        let mut series = answer.series;
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
-
-        if histograms > 0 {
+        if answer.histograms > 0 {
             // Never a silently smaller answer: say what was left out.
             warnings.push(format!(
-                "backend {}: skipped {histograms} native histogram sample(s): the query_api protocol cannot carry them exactly (use remote_read or thanos_store)",
-                self.name
+                "backend {}: skipped {} native histogram sample(s): the query_api protocol cannot carry them exactly (use remote_read or thanos_store)",
+                self.name, answer.histograms
             ));
         }
         Ok(SelectOutput { series, warnings })
-    }
-
-    /// Sends `req` and reads Prometheus's answer envelope: its `data` and
-    /// warnings, or an error naming this backend and `what` was asked.
-    async fn exchange<T: serde::de::DeserializeOwned>(
-        &self,
-        req: super::http::RequestBuilder<'_>,
-        what: &str,
-    ) -> Result<(Option<T>, Vec<String>, Vec<String>), SourceError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.err(format!("request failed: {}", without_url(&e))))?;
-        let status = resp.status();
-        let mut resp = resp;
-        let max = self.max_response_bytes;
-        // Reserved for what the answer announces, never past the cap: the
-        // buffer does not grow by doubling beyond it.
-        let announced = resp.content_length().unwrap_or(0);
-        // An answer that declares more than the cap is refused unread.
-        if announced > max as u64 {
-            return Err(self.err(format!(
-                "answer to {what} declares {announced} bytes, over the limit of {max} bytes (backends[].max_response_bytes)"
-            )));
-        }
-        let mut body: Vec<u8> = Vec::with_capacity(announced as usize);
-        super::body::read_capped(
-            &mut resp,
-            max,
-            |chunk| {
-                if body.capacity() - body.len() < chunk.len() {
-                    let want = (body.len() + chunk.len()).max(body.capacity() * 2).min(max);
-                    body.reserve_exact(want - body.len());
-                }
-                body.extend_from_slice(chunk);
-                Ok(())
-            },
-            || {
-                self.err(format!(
-                    "answer to {what} is larger than {max} bytes (backends[].max_response_bytes)"
-                ))
-            },
-            |e| self.err(format!("reading response: {}", without_url(&e))),
-        )
-        .await?;
-        let parsed: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
-            self.err(format!(
-                "unexpected response to {what} (HTTP {}): {e}",
-                status.as_u16()
-            ))
-        })?;
-        if parsed.status != "success" {
-            return Err(self.err(format!(
-                "{what}: {}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_default()
-            )));
-        }
-        Ok((parsed.data, parsed.warnings, parsed.infos))
     }
 }
 
@@ -494,45 +445,6 @@ fn encoded_len(params: &[(String, String)]) -> usize {
             .sum::<usize>()
     };
     params.iter().map(|(k, v)| enc(k) + enc(v) + 2).sum()
-}
-
-/// An HTTP error and its causes (never the URL, which may hold
-/// credentials).
-fn without_url(e: &super::http::HttpError) -> String {
-    e.to_string()
-}
-
-/// Prometheus's answer envelope.
-#[derive(Deserialize)]
-struct Envelope<T> {
-    status: String,
-    data: Option<T>,
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
-    #[serde(default)]
-    warnings: Vec<String>,
-    #[serde(default)]
-    infos: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct MatrixData {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    #[serde(default)]
-    result: Vec<ApiSeries>,
-}
-
-#[derive(Deserialize)]
-struct ApiSeries {
-    metric: std::collections::HashMap<String, String>,
-    #[serde(default)]
-    values: Vec<(f64, String)>,
-    /// Native histogram samples: counted, not read (the JSON lacks the
-    /// schema, zero threshold and reset hint an exact histogram needs).
-    #[serde(default)]
-    histograms: Vec<serde::de::IgnoredAny>,
 }
 
 /// Parses a sample value as Prometheus writes it (`NaN`, `+Inf`, `-Inf`, decimals).

@@ -6,7 +6,7 @@ pub mod chunk;
 pub mod chunk_encode;
 mod collect;
 pub mod frame;
-mod held;
+pub(crate) mod held;
 pub mod histogram_chunk;
 pub mod histogram_pb;
 pub mod prompb;

@@ -2,14 +2,16 @@
 //! messages: matchers, the partial-response strategy, label sets, store
 //! info, and the collector that decodes `Series` frames into samples.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use promql_parser::label::{MatchOp, Matcher};
 
 use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
 use super::{CallError, RESPONSE_BATCH_SIZE};
-use crate::model::histogram::HistogramSample;
-use crate::model::{Labels, Sample};
+use crate::model::Labels;
+use crate::source::arrival::Arrival;
+use crate::source::in_time_order::Gathered;
 use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
 use crate::source::remote_read::histogram_chunk::{decode_histogram_into, histogram_sample_count};
 use crate::source::{any_series_matcher, MetaQuery, ReadOptions, Select, SelectOutput, StoreInfo};
@@ -123,7 +125,10 @@ pub(super) struct Collector {
     end_ms: i64,
     max_samples: usize,
     total: usize,
-    series: BTreeMap<Labels, (Vec<Sample>, Vec<HistogramSample>)>,
+    series: BTreeMap<Labels, Gathered>,
+    /// The query's budget, shared with its other backends, charged chunk
+    /// by chunk as the stream is decoded.
+    arrival: Arrival,
 }
 
 impl Collector {
@@ -134,56 +139,42 @@ impl Collector {
             max_samples,
             total: 0,
             series: BTreeMap::new(),
+            arrival: Arrival::new(),
         }
     }
 
     /// Adds one series (or a time slice of it: a store may split a series
-    /// over consecutive frames).
+    /// over consecutive frames). Its label set is kept once, without a
+    /// copy: a new series is decoded apart and then moved into the map.
     pub(super) fn add(&mut self, s: storepb::Series) -> Result<(), CallError> {
         let labels = labels_of(s.labels);
-        let (start, end) = (self.start_ms, self.end_ms);
-        let mut total = self.total;
-        let (samples, histograms) = self.series.entry(labels.clone()).or_default();
-        for c in s.chunks {
-            if c.max_time < start || c.min_time > end {
-                continue;
-            }
-            let bad = |problem: String| CallError::Chunk {
+        let mut d = Decode {
+            start: self.start_ms,
+            end: self.end_ms,
+            max_samples: self.max_samples,
+            total: self.total,
+            arrival: &mut self.arrival,
+        };
+        let named = |labels: &Labels, e: ChunkProblem| match e {
+            ChunkProblem::Bad(problem) => CallError::Chunk {
                 labels: labels.to_string(),
                 problem,
-            };
-            let raw = c.raw.ok_or_else(|| {
-                bad("a chunk without raw data (downsampled data is not read)".into())
-            })?;
-            match ChunkEncoding::try_from(raw.r#type) {
-                Ok(ChunkEncoding::Xor) => {
-                    let announced = xor_sample_count(&raw.data);
-                    if total.saturating_add(announced) > self.max_samples {
-                        return Err(CallError::TooManySamples(self.max_samples));
-                    }
-                    let before = samples.len();
-                    decode_xor_into(&raw.data, start, end, samples)
-                        .map_err(|e| bad(e.to_string()))?;
-                    total += samples.len() - before;
-                }
-                // Thanos sends Prometheus's own histogram chunk encodings.
-                Ok(e @ (ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram)) => {
-                    let announced = histogram_sample_count(&raw.data);
-                    if total.saturating_add(announced) > self.max_samples {
-                        return Err(CallError::TooManySamples(self.max_samples));
-                    }
-                    let before = histograms.len();
-                    let float = e == ChunkEncoding::FloatHistogram;
-                    decode_histogram_into(&raw.data, float, start, end, histograms)
-                        .map_err(|e| bad(e.to_string()))?;
-                    total += histograms.len() - before;
-                }
-                Err(_) => {
-                    return Err(bad(format!("a chunk of unknown encoding {}", raw.r#type)));
+            },
+            ChunkProblem::Call(e) => e,
+        };
+        match self.series.entry(labels) {
+            Entry::Occupied(mut o) => d
+                .chunks(s.chunks, o.get_mut())
+                .map_err(|e| named(o.key(), e))?,
+            Entry::Vacant(v) => {
+                let mut g = Gathered::default();
+                d.chunks(s.chunks, &mut g).map_err(|e| named(v.key(), e))?;
+                if !g.0.is_empty() || !g.1.is_empty() {
+                    v.insert(g);
                 }
             }
         }
-        self.total = total;
+        self.total = d.total;
         Ok(())
     }
 
@@ -195,5 +186,77 @@ impl Collector {
             series,
             warnings: Vec::new(),
         }
+    }
+}
+
+/// Why a series' chunks could not be decoded, before it is named.
+enum ChunkProblem {
+    Bad(String),
+    Call(CallError),
+}
+
+/// Decodes one series' chunks under the select's and the query's budgets.
+struct Decode<'a> {
+    start: i64,
+    end: i64,
+    max_samples: usize,
+    /// Samples gathered by the select so far.
+    total: usize,
+    arrival: &'a mut Arrival,
+}
+
+impl Decode<'_> {
+    fn chunks(
+        &mut self,
+        chunks: Vec<storepb::AggrChunk>,
+        (samples, histograms): &mut Gathered,
+    ) -> Result<(), ChunkProblem> {
+        let (start, end) = (self.start, self.end);
+        for c in chunks {
+            if c.max_time < start || c.min_time > end {
+                continue;
+            }
+            let raw = c.raw.ok_or_else(|| {
+                ChunkProblem::Bad("a chunk without raw data (downsampled data is not read)".into())
+            })?;
+            let encoding = ChunkEncoding::try_from(raw.r#type).map_err(|_| {
+                ChunkProblem::Bad(format!("a chunk of unknown encoding {}", raw.r#type))
+            })?;
+            // Checked before decoding, from the count the header announces.
+            let announced = match encoding {
+                ChunkEncoding::Xor => xor_sample_count(&raw.data),
+                // Thanos sends Prometheus's own histogram chunk encodings.
+                ChunkEncoding::Histogram | ChunkEncoding::FloatHistogram => {
+                    histogram_sample_count(&raw.data)
+                }
+            };
+            if self.total.saturating_add(announced) > self.max_samples {
+                return Err(ChunkProblem::Call(CallError::TooManySamples(
+                    self.max_samples,
+                )));
+            }
+            let decoded = match encoding {
+                ChunkEncoding::Xor => {
+                    let before = samples.len();
+                    samples.reserve(announced);
+                    decode_xor_into(&raw.data, start, end, samples)
+                        .map_err(|e| ChunkProblem::Bad(e.to_string()))?;
+                    samples.len() - before
+                }
+                e => {
+                    let before = histograms.len();
+                    histograms.reserve(announced);
+                    let float = e == ChunkEncoding::FloatHistogram;
+                    decode_histogram_into(&raw.data, float, start, end, histograms)
+                        .map_err(|e| ChunkProblem::Bad(e.to_string()))?;
+                    histograms.len() - before
+                }
+            };
+            self.total += decoded;
+            self.arrival
+                .arrive(decoded as u64)
+                .map_err(|e| ChunkProblem::Call(CallError::Budget(e)))?;
+        }
+        Ok(())
     }
 }
