@@ -152,6 +152,25 @@ impl Collector {
         let mut total = self.total;
         let mut unknown = 0;
         let g = self.series_of(series.labels);
+        // One exact reservation for the frame's float chunks: what they
+        // keep of the window (announced counts, scaled for chunks the
+        // window cuts), instead of a whole chunk at a time (which doubled
+        // the capacity each time it grew: up to 2x the samples held).
+        let keep: usize = series
+            .chunks
+            .iter()
+            .filter(|c| c.r#type == ChunkEncoding::Xor as i32)
+            .map(|c| {
+                kept_estimate(
+                    xor_sample_count(&c.data),
+                    c.min_time_ms,
+                    c.max_time_ms,
+                    start,
+                    end,
+                )
+            })
+            .sum();
+        g.0.reserve_exact(keep);
         for c in series.chunks {
             if c.max_time_ms < start || c.min_time_ms > end {
                 continue;
@@ -174,7 +193,6 @@ impl Collector {
             match encoding {
                 Ok(ChunkEncoding::Xor) => {
                     let before = g.0.len();
-                    g.0.reserve(announced);
                     decode_xor_into(&c.data, start, end, &mut g.0)?;
                     total += g.0.len() - before;
                 }
@@ -231,5 +249,43 @@ impl Collector {
         }
         let series = series_in_time_order(self.series);
         SelectOutput { series, warnings }
+    }
+}
+
+/// How many of a chunk's `announced` samples, spread over
+/// `[min_ms, max_ms]`, fall in `[start, end]`: all of them when the chunk
+/// lies inside, else its share of the overlap, rounded up (an estimate
+/// for a reservation; decoding keeps the exact ones).
+fn kept_estimate(announced: usize, min_ms: i64, max_ms: i64, start: i64, end: i64) -> usize {
+    if max_ms < start || min_ms > end {
+        return 0;
+    }
+    if min_ms >= start && max_ms <= end {
+        return announced;
+    }
+    let span = i128::from(max_ms) - i128::from(min_ms);
+    if span <= 0 {
+        return announced;
+    }
+    let overlap = i128::from(max_ms.min(end)) - i128::from(min_ms.max(start));
+    let share = (announced as i128 * overlap + span - 1) / span + 1;
+    (share.max(0) as usize).min(announced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_estimate;
+
+    #[test]
+    fn the_reservation_covers_the_window_share_of_a_chunk() {
+        // 120 samples over [0, 119_000] ms, one a second.
+        assert_eq!(kept_estimate(120, 0, 119_000, 0, 200_000), 120);
+        assert_eq!(kept_estimate(120, 0, 119_000, 200_000, 300_000), 0);
+        // The window keeps samples 60..=119 (60 of them): at least that.
+        let half = kept_estimate(120, 0, 119_000, 60_000, 300_000);
+        assert!((60..=62).contains(&half), "{half}");
+        // Never more than announced, also for one-point chunks.
+        assert_eq!(kept_estimate(1, 5, 5, 0, 10), 1);
+        assert_eq!(kept_estimate(120, i64::MIN, i64::MAX, 0, 1), 2);
     }
 }
