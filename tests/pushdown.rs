@@ -433,6 +433,12 @@ async fn aggregations_not_certain_fall_back() -> R {
     let h = harness();
     let t = h.schedule.steps[2].mid();
     let cases = [
+        // Pushed whole, the groups would come cluster by cluster; the
+        // union's come app by app.
+        (
+            "sum by (app, cluster) (rate(process_cpu_seconds_total[5m]))",
+            "raw sum by (app, cluster) (rate(process_cpu_seconds_total)): backend k8s-1: label app sorts before external label cluster; pushed rate(process_cpu_seconds_total) to k8s-1,k8s-2",
+        ),
         (
             "sum by (destination_workload) (rate(istio_requests_total[5m]))",
             "pushed rate(istio_requests_total) to k8s-1,k8s-2",

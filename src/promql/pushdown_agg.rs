@@ -508,3 +508,6 @@ pub(crate) fn as_values(
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests;
