@@ -1,7 +1,8 @@
 //! Exact pushdown, the engine's half: finds the nodes whose answer for the
-//! whole fleet is exactly the union of every backend's own answer, has the
-//! federation send them to each backend's query API, and hands the
-//! evaluator their values in place of raw samples.
+//! whole fleet is exactly the union of every backend's own answer (or
+//! combines exactly from them), has the federation send them to each
+//! backend's query API, and hands the evaluator their values in place of
+//! raw samples.
 //!
 //! Pushed: a per-series range function (`rate`, `increase`, `*_over_time`,
 //! ...) of one metric's selector, outside subqueries. Each output series
@@ -11,8 +12,14 @@
 //! samples as the union's, bit for bit. The values come back as the raw
 //! path would build them (metric name kept, to be dropped at the end), in
 //! its order (sorted by label set), so that the aggregations above sum the
-//! same terms in the same order. Everything else, and every node a backend
-//! answers with a failure, an annotation or a native histogram, is read raw.
+//! same terms in the same order. Whole aggregations over such nodes:
+//! `pushdown_agg`. Everything else, and every node a backend answers with
+//! a failure, an annotation or a native histogram, is read raw.
+//!
+//! What is pushed is planned before any backend is asked ([`plan`]), so
+//! that the pushed sub-queries ([`Pushdown::run`]) and the raw reads of
+//! the rest start together; the few nodes the backends then do not answer
+//! are read after.
 
 use std::collections::{HashMap, HashSet};
 
@@ -391,7 +398,7 @@ impl<'a> Pushdown<'a> {
             pushdown_agg::as_values(a, answers, &external, self.grid).ok_or_else(|| {
                 NotPushed::Answer {
                     backend: names.join(","),
-                    why: "series off the grid or a group on two backends".into(),
+                    why: "not certain (a tie or NaN where topk/bottomk re-rank, a group on two backends or a point off the grid)".into(),
                 }
             })?;
         Ok((values, names))

@@ -40,6 +40,8 @@
 //! parentheses or arithmetic with a number). An instant query's backends
 //! answer vectors in evaluation order, so any node may be pushed.
 
+mod rerank;
+
 use std::collections::{BTreeMap, HashMap};
 
 use promql_parser::label::{MatchOp, Matcher};
@@ -63,8 +65,10 @@ const WHOLE: &[&str] = &[
 /// series order (backends in external-label order) with Prometheus's rule
 /// (a NaN is replaced by anything; a value only by a strictly smaller or
 /// greater one) gives what one pass over all series gives, NaN only when
-/// every value is NaN and the same zero sign on ties.
-const COMBINED: &[&str] = &["count", "group", "min", "max"];
+/// every value is NaN and the same zero sign on ties. `topk`/`bottomk`
+/// are re-ranked from every backend's own top k (`rerank`), only where no
+/// tie or NaN makes the union's pick depend on its heap.
+const COMBINED: &[&str] = &["count", "group", "min", "max", "topk", "bottomk"];
 
 /// Instant-vector functions that map each series' value alone, the same
 /// in Go and here.
@@ -304,9 +308,16 @@ impl AggNode<'_> {
             (Some(_), true) => format!(" by ({})", self.names.join(", ")),
             (Some(_), false) => format!(" without ({})", self.names.join(", ")),
         };
+        // Re-ranking asks each backend for one more than k: a tie at the
+        // k-th place then shows in its answer.
+        let extra = if self.combine && self.selects_series() {
+            1.0
+        } else {
+            0.0
+        };
         let param = self
             .param
-            .map(|p| format!("{}, ", num_text(p)))
+            .map(|p| format!("{}, ", num_text(p + extra)))
             .unwrap_or_default();
         let mut inner = String::new();
         self.render(&self.agg.expr, matchers, bounds, &mut inner);
@@ -442,8 +453,9 @@ pub(crate) fn order_kept(
 /// labels `external[i]`) as the raw path builds the node: backends in the
 /// order of their external label values, each answer in its own order,
 /// the external labels the output keeps added, and for topk/bottomk the
-/// metric name its input had (marked to be dropped). `None` when a point
-/// is off the grid or two series share a label set.
+/// metric name its input had (marked to be dropped); groups on several
+/// backends combined. `None` when a point is off the grid, two series
+/// share a label set where they may not, or a re-ranking is not certain.
 pub(crate) fn as_values(
     node: &AggNode<'_>,
     answers: Vec<Pushed>,
@@ -458,9 +470,9 @@ pub(crate) fn as_values(
     });
     let mut answers: Vec<Option<Pushed>> = answers.into_iter().map(Some).collect();
     let n = grid.len();
-    let mut out: Vec<VSeries> = Vec::new();
-    let mut seen: HashMap<Labels, usize> = HashMap::new();
-    for i in order {
+    // Every answer series in the union's order, with its backend's rank.
+    let mut all: Vec<(usize, VSeries)> = Vec::new();
+    for (rank, i) in order.into_iter().enumerate() {
         let a = answers.get_mut(i)?.take()?;
         let ext = external.get(i)?;
         for s in a.series {
@@ -483,28 +495,48 @@ pub(crate) fn as_values(
                 }
                 vals[i] = Some(p.v);
             }
-            if let Some(&at) = seen.get(&labels) {
-                // A group on several backends: only combined operators.
-                if !node.combine {
-                    return None;
-                }
-                let acc = &mut out.get_mut(at)?.vals;
-                for (a, v) in acc.iter_mut().zip(vals) {
-                    *a = match (*a, v) {
-                        (Some(a), Some(v)) => Some(fold(&node.op, a, v)),
-                        (a, v) => a.or(v),
-                    };
-                }
-                continue;
-            }
-            seen.insert(labels.clone(), out.len());
-            out.push(VSeries {
-                labels,
-                drop_name,
-                vals,
-                hists: Vec::new(),
-            });
+            all.push((
+                rank,
+                VSeries {
+                    labels,
+                    drop_name,
+                    vals,
+                    hists: Vec::new(),
+                },
+            ));
         }
+    }
+    if node.combine && node.selects_series() {
+        let k = node.param?;
+        let group = |l: &Labels| {
+            Labels::from_pairs(
+                l.iter()
+                    .filter(|x| x.name != METRIC_NAME && node.groups_by(&x.name))
+                    .map(|x| (x.name.as_str(), x.value.as_str())),
+            )
+        };
+        let top = node.op == "topk";
+        return rerank::rerank(all, k, top, group, n == 1);
+    }
+    let mut out: Vec<VSeries> = Vec::new();
+    let mut seen: HashMap<Labels, usize> = HashMap::new();
+    for (_, s) in all {
+        if let Some(&at) = seen.get(&s.labels) {
+            // A group on several backends: only combined operators.
+            if !node.combine {
+                return None;
+            }
+            let acc = &mut out.get_mut(at)?.vals;
+            for (a, v) in acc.iter_mut().zip(s.vals) {
+                *a = match (*a, v) {
+                    (Some(a), Some(v)) => Some(fold(&node.op, a, v)),
+                    (a, v) => a.or(v),
+                };
+            }
+            continue;
+        }
+        seen.insert(s.labels.clone(), out.len());
+        out.push(s);
     }
     Some(out)
 }

@@ -104,7 +104,12 @@ fn groups_must_stay_on_one_backend_unless_partial_results_combine() {
     assert!(check("sum(m)", &[&b]).is_ok());
     assert!(check("sum by (x) (m)", &[&a, &b]).is_err());
     assert!(check("avg without (cluster) (m)", &[&a, &b]).is_err());
-    assert!(check("topk(2, m)", &[&a, &b]).is_err());
+    assert_eq!(
+        check("topk(2, m)", &[&a, &b]),
+        Ok("topk(2, m), combined".into())
+    );
+    assert!(check("sum(m)", &[&a, &b]).is_err());
+    assert!(check("stddev by (x) (m)", &[&a, &b]).is_err());
     assert!(check("sum by (cluster) (m)", &[&a, &r]).is_err());
     assert_eq!(
         check("count by (x) (m)", &[&a, &b]),
@@ -252,4 +257,81 @@ fn answers_in_external_label_order_with_kept_labels_added() {
         )
     });
     assert!(twice.is_none());
+}
+
+#[test]
+fn topk_is_reranked_only_without_ties() {
+    let vs = |l: &str, v: &[Option<f64>]| VSeries {
+        labels: Labels::from_pairs([("s", l)]),
+        drop_name: false,
+        vals: v.to_vec(),
+        hists: Vec::new(),
+    };
+    let one = |_: &Labels| Labels::empty();
+    // Backend 0 answered its best 3 (k + 1 for k = 2), backend 1 its 2.
+    let all = || {
+        vec![
+            (0, vs("a", &[Some(5.0), Some(1.0)])),
+            (0, vs("b", &[Some(3.0), Some(2.0)])),
+            (0, vs("c", &[Some(1.0), None])),
+            (1, vs("d", &[Some(4.0), Some(9.0)])),
+            (1, vs("e", &[Some(0.5), Some(3.0)])),
+        ]
+    };
+    let got = rerank::rerank(all(), 2.0, true, one, false).expect("no ties");
+    let shown: Vec<(String, Vec<Option<f64>>)> = got
+        .iter()
+        .map(|s| (s.labels.to_string(), s.vals.clone()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("{s=\"a\"}".to_string(), vec![Some(5.0), None]),
+            ("{s=\"d\"}".to_string(), vec![Some(4.0), Some(9.0)]),
+            ("{s=\"e\"}".to_string(), vec![None, Some(3.0)]),
+        ]
+    );
+    // One step: best first.
+    let first = |s: &VSeries| s.vals[0];
+    let step0: Vec<VSeries> = all()
+        .into_iter()
+        .map(|(r, mut s)| {
+            s.vals.truncate(1);
+            (r, s)
+        })
+        .map(|(_, s)| s)
+        .collect();
+    let got = rerank::rerank(
+        step0.into_iter().map(|s| (0, s)).collect(),
+        3.0,
+        false,
+        one,
+        true,
+    )
+    .expect("no ties");
+    assert_eq!(
+        got.iter().map(first).collect::<Vec<_>>(),
+        [Some(0.5), Some(1.0), Some(3.0)]
+    );
+    // A tie at the boundary, among the kept, or a NaN: not certain.
+    let tie = vec![
+        (0, vs("a", &[Some(5.0)])),
+        (1, vs("b", &[Some(3.0)])),
+        (1, vs("c", &[Some(3.0)])),
+    ];
+    assert!(rerank::rerank(tie.clone(), 2.0, true, one, true).is_none());
+    assert!(rerank::rerank(tie.clone(), 3.0, true, one, true).is_none());
+    assert!(rerank::rerank(tie, 1.0, true, one, true).is_some());
+    let nan = vec![(0, vs("a", &[Some(f64::NAN)])), (1, vs("b", &[Some(1.0)]))];
+    assert!(rerank::rerank(nan, 1.0, true, one, true).is_none());
+    // A backend that answered k + 1 whose last is the k-th value: its
+    // left-out series may tie.
+    let hidden = vec![
+        (0, vs("a", &[Some(5.0)])),
+        (0, vs("b", &[Some(3.0)])),
+        (1, vs("c", &[Some(3.0)])),
+    ];
+    assert!(rerank::rerank(hidden, 1.0, true, one, true).is_some());
+    // k not a whole number: read raw.
+    assert!(rerank::rerank(all(), 1.5, true, one, true).is_none());
 }
