@@ -77,7 +77,9 @@ pub struct Config {
     /// one backend (its `by` keeps, or `without` spares, an external label
     /// telling the backends apart: `sum`, `avg`, `count`, `min`, `max`,
     /// `group`, `stddev`, `stdvar`, `quantile`, `topk`, `bottomk`), or its
-    /// partial results combine exactly (`count`, `group`, `min`, `max`),
+    /// partial results combine exactly (`count`, `group`, `min`, `max`;
+    /// `topk`/`bottomk` re-ranked from each backend's best k + 1 unless a
+    /// tie or NaN lets Prometheus's heap decide),
     /// and every backend's external labels sort before the labels of its
     /// series (asked of its `/api/v1/labels`), so that its order is the
     /// union's; in a range query only at the root. A node is pushed only

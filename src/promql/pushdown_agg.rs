@@ -23,12 +23,18 @@
 //! Operators: `sum`, `avg`, `count`, `min`, `max`, `group`, `stddev`,
 //! `stdvar`, `quantile` (literal φ), `topk`/`bottomk` (literal k): each
 //! group's answer is computed by one backend exactly as the union does.
-//! Not pushed: `count_values` (Prometheus orders its output through a
-//! map), `limitk`/`limit_ratio` (experimental: a backend may not enable
-//! them), and any aggregation whose groups may span backends: `sum`/`avg`
-//! of partial sums are not bit-exact (the union adds every series' value
-//! in one Kahan-compensated pass; adding per-backend sums rounds
-//! differently), so they are read raw.
+//! Where groups span backends, only operators whose partial results
+//! combine exactly (`COMBINED`): `count`, `group`, `min`, `max` folded in
+//! the union's order, and `topk`/`bottomk` re-ranked from each backend's
+//! best k + 1 (`rerank`: not when a tie or NaN lets Prometheus's heap
+//! decide); then the groups come in first-seen order over the backends in
+//! turn, as the union's input has them. Not pushed: `count_values`
+//! (Prometheus orders its output through a Go map), `limitk`/`limit_ratio`
+//! (experimental: a backend may not enable them), and `sum`/`avg`/
+//! `stddev`/`stdvar`/`quantile` whose groups may span backends: partial
+//! sums are not bit-exact (the union adds every series' value in one
+//! Kahan-compensated pass; adding per-backend sums rounds differently),
+//! so they are read raw.
 //!
 //! The inner expression is one metric's selector under per-series
 //! operations only: a range function of `pushdown::PER_SERIES`, `abs`,
