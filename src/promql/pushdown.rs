@@ -503,6 +503,8 @@ fn as_vectors(
 }
 
 #[cfg(test)]
+mod concurrent;
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Labels, Sample, Series};
