@@ -297,6 +297,13 @@ async fn aggregations_pushed_whole_or_combined_match_the_union() -> R {
             DASHBOARD.into(),
             vec![format!("pushed sum by (destination_workload, cluster) ({rate}) {both}")],
         ),
+        // Groups in first-seen order, which is not the order of their
+        // labels here (the union's input is sorted by `destination_*`
+        // before `source_workload`).
+        (
+            "count by (cluster, source_workload) (istio_requests_total)".into(),
+            vec![format!("pushed count by (cluster, source_workload) (istio_requests_total) {both}")],
+        ),
         (
             "avg without (pod, instance) (rate(istio_requests_total{reporter=\"destination\"}[5m]))".into(),
             vec![format!("pushed avg without (pod, instance) ({rate}) {both}")],
@@ -347,6 +354,10 @@ async fn aggregations_pushed_whole_or_combined_match_the_union() -> R {
             vec![format!("pushed count by (destination_workload) (istio_requests_total), combined {both}")],
         ),
         (
+            "max by (source_workload) (istio_requests_total)".into(),
+            vec![format!("pushed max by (source_workload) (istio_requests_total), combined {both}")],
+        ),
+        (
             "group by (response_code) (rate(istio_requests_total[5m]))".into(),
             vec![format!("pushed group by (response_code) ({rate}), combined {both}")],
         ),
@@ -390,6 +401,12 @@ async fn aggregations_pushed_whole_or_combined_match_the_union() -> R {
             let what = format!("{q} at {t} (plan: {plan})");
             assert_exact(&what, &got, &want);
             non_empty |= !want.vector().is_empty();
+            if q.contains("source_workload") {
+                let labels: Vec<_> = want.vector().into_iter().map(|e| e.0).collect();
+                let mut sorted = labels.clone();
+                sorted.sort();
+                assert_ne!(labels, sorted, "{what}: the union's order is its labels'");
+            }
             assert_eq!(plan, plan_want.join("; "), "{q} at {t}");
         }
         assert!(non_empty, "{q}: the union answers nothing");
