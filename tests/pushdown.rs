@@ -1,7 +1,10 @@
 //! Exact pushdown (`pushdown: true`): promfed sends per-series range
-//! functions to each cluster Prometheus's query API and still answers the
-//! project's differential set exactly as the union Prometheus 3.8 does;
-//! `X-Promfed-Plan` says what was pushed, and an HA pair is read raw.
+//! functions, and aggregations whose groups stay on one cluster or whose
+//! partial results combine exactly, to each cluster Prometheus's query API
+//! and still answers the project's differential set (and more
+//! aggregations) exactly as the union Prometheus 3.8 does, an instant
+//! vector's order and annotations included; `X-Promfed-Plan` says what was
+//! pushed, and an HA pair is read raw.
 //!
 //! Real servers: the shared harness's Prometheus 3.8 per cluster and its
 //! union, promfed as its own process.
@@ -119,7 +122,7 @@ async fn range_with_plan(
 
 /// The differential set, pushdown on: every instant query at four times
 /// and every range query equal to the union; the queries whose
-/// per-series functions may be pushed are pushed.
+/// per-series functions or aggregations may be pushed are pushed.
 #[tokio::test]
 async fn differential_set_with_pushdown_matches_the_union() -> R {
     let h = harness();

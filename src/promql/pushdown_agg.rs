@@ -80,6 +80,17 @@ const COMBINED: &[&str] = &["count", "group", "min", "max", "topk", "bottomk"];
 /// in Go and here.
 const MATH: &[&str] = &["abs", "ceil", "floor", "sgn"];
 
+/// Why an aggregation is not pushed whole or combined.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum NotWhole {
+    #[error("backends with other external label names")]
+    LabelNames,
+    #[error("a group may span backends")]
+    Spans,
+    #[error("label {label} sorts before external label {external}")]
+    Order { label: String, external: String },
+}
+
 /// Identifies an aggregation node of the parsed query (its address).
 pub(crate) fn agg_id(a: &AggregateExpr) -> usize {
     a as *const AggregateExpr as usize
@@ -390,7 +401,7 @@ impl AggNode<'_> {
     /// labels): they must share their label names, and either each pair
     /// differs in one the grouping keeps (no group spans two of them), or
     /// the operator's partial results combine exactly (`combine` is set).
-    pub fn partitions(&mut self, targets: &[&BTreeMap<String, String>]) -> Result<(), String> {
+    pub fn partitions(&mut self, targets: &[&BTreeMap<String, String>]) -> Result<(), NotWhole> {
         let whole = self.partitions_whole(targets);
         if whole.is_err() && COMBINED.contains(&self.op.as_str()) && self.agg_names_ok(targets) {
             self.combine = true;
@@ -405,12 +416,12 @@ impl AggNode<'_> {
             .is_some_and(|f| targets.iter().all(|t| t.keys().eq(f.keys())))
     }
 
-    fn partitions_whole(&self, targets: &[&BTreeMap<String, String>]) -> Result<(), String> {
+    fn partitions_whole(&self, targets: &[&BTreeMap<String, String>]) -> Result<(), NotWhole> {
         let Some(first) = targets.first() else {
             return Ok(());
         };
         if targets.iter().any(|t| !t.keys().eq(first.keys())) {
-            return Err("backends with other external label names".into());
+            return Err(NotWhole::LabelNames);
         }
         for (i, a) in targets.iter().enumerate() {
             for b in &targets[i + 1..] {
@@ -418,7 +429,7 @@ impl AggNode<'_> {
                     .iter()
                     .any(|(k, v)| self.groups_by(k) && b.get(k).is_some_and(|w| w != v));
                 if !apart {
-                    return Err("a group may span backends".into());
+                    return Err(NotWhole::Spans);
                 }
             }
         }
@@ -442,7 +453,7 @@ fn fold(op: &str, acc: f64, v: f64) -> f64 {
 pub(crate) fn order_kept(
     external: &BTreeMap<String, String>,
     names: &[String],
-) -> Result<(), String> {
+) -> Result<(), NotWhole> {
     let Some(last) = external.keys().next_back() else {
         return Ok(());
     };
@@ -450,7 +461,10 @@ pub(crate) fn order_kept(
         .iter()
         .find(|n| n.as_str() != METRIC_NAME && n.as_str() <= last.as_str())
     {
-        Some(n) => Err(format!("label {n} sorts before external label {last}")),
+        Some(n) => Err(NotWhole::Order {
+            label: n.clone(),
+            external: last.clone(),
+        }),
         None => Ok(()),
     }
 }
