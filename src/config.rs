@@ -70,15 +70,28 @@ pub struct Config {
     /// and the experimental ones) is sent whole to the `/api/v1/query`
     /// (`query_range`) of every backend that may hold the metric, and only
     /// its answer (one point per series and step, gzipped JSON) comes back
-    /// instead of the raw samples; promfed evaluates the rest. A node is pushed only when
-    /// every backend it reaches has `pushdown: true`, none is an HA replica
-    /// (has a `replica_labels` label) and their external labels tell each
-    /// pair apart (so no series spans two backends); otherwise, or when a
-    /// backend's answer fails, warns or holds a native histogram, its
-    /// samples are read as usual. The `X-Promfed-Plan` answer header says
-    /// what was pushed. Requests with Thanos' `dedup`, `replicaLabels[]` or
-    /// `partial_response` parameters and cached queries are not pushed
-    /// down. Read at start.
+    /// instead of the raw samples; promfed evaluates the rest. An
+    /// aggregation of such a function, of the metric's selector or of
+    /// per-series arithmetic with a number (`sum by (cluster)
+    /// (rate(x[5m]))`, `count(x)`) is sent whole when its groups stay on
+    /// one backend (its `by` keeps, or `without` spares, an external label
+    /// telling the backends apart: `sum`, `avg`, `count`, `min`, `max`,
+    /// `group`, `stddev`, `stdvar`, `quantile`, `topk`, `bottomk`), or its
+    /// partial results combine exactly (`count`, `group`, `min`, `max`;
+    /// `topk`/`bottomk` re-ranked from each backend's best k + 1 unless a
+    /// tie or NaN lets Prometheus's heap decide),
+    /// and every backend's external labels sort before the labels of its
+    /// series (asked of its `/api/v1/labels`), so that its order is the
+    /// union's; in a range query only at the root. A node is pushed only
+    /// when every backend it reaches has `pushdown: true`, none is an HA
+    /// replica (has a `replica_labels` label) and their external labels
+    /// tell each pair apart (so no series spans two backends); otherwise,
+    /// or when a backend's answer fails, warns or holds a native
+    /// histogram, its samples are read as usual. Pushed nodes are asked
+    /// while the other selectors are read. The `X-Promfed-Plan` answer
+    /// header says what was pushed. Requests with Thanos' `dedup`,
+    /// `replicaLabels[]` or `partial_response` parameters and cached
+    /// queries are not pushed down. Read at start.
     #[serde(default)]
     pub pushdown: bool,
     /// Limits on what one query or request may cost (see `limits.rs`).

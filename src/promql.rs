@@ -24,6 +24,7 @@ mod labelset;
 mod memo;
 mod plan;
 mod pushdown;
+mod pushdown_agg;
 mod selector;
 mod steps;
 pub mod value;
@@ -245,22 +246,43 @@ impl Engine {
         } else {
             QueryOptions::default().lookback_delta_ms
         };
-        let pushed = match &self.pushdown {
-            Some(fed) => pushdown::push(fed, &expr, grid, bounds, instant).await,
-            None => pushdown::PushPlan::default(),
+        // The pushed nodes are asked while the rest is read; the nodes the
+        // backends do not answer are read after.
+        let planned = self
+            .pushdown
+            .as_deref()
+            .map(|fed| pushdown::plan(fed, &expr, grid, bounds, lookback, instant));
+        let skip = planned.as_ref().map(|p| p.node_ids()).unwrap_or_default();
+        let push = async {
+            match planned {
+                Some(p) => p.run().await,
+                None => pushdown::PushPlan::default(),
+            }
         };
-        for note in pushed.notes {
-            crate::limits::note_plan(note);
+        let read = plan::fetch(self.source.as_ref(), &expr, grid, bounds, lookback, &skip);
+        let (pushed, read) = futures::join!(push, read);
+        let (mut fetched, mut warnings) = read?;
+        for note in &pushed.notes {
+            crate::limits::note_plan(note.clone());
         }
-        let (mut fetched, mut warnings) = plan::fetch(
-            self.source.as_ref(),
-            &expr,
-            grid,
-            bounds,
-            lookback,
-            &pushed.values.keys().copied().collect(),
-        )
-        .await?;
+        if !pushed.raw.is_empty() {
+            let (more, w) = plan::fetch_under(
+                self.source.as_ref(),
+                &expr,
+                grid,
+                bounds,
+                lookback,
+                &pushed.values.keys().copied().collect(),
+                &pushed.raw,
+            )
+            .await?;
+            fetched.absorb(more);
+            for w in w {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
         fetched.pushed = pushed.values;
         let small = fetched.sample_count() <= INLINE_EVAL_SAMPLES;
         // Evaluation is CPU-bound: keep it off the async workers, unless it

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use super::{observe, route_matchers, Backend, Federation};
 use crate::model::{Labels, Sample, Series, METRIC_NAME};
-use crate::source::prometheus::{format_api_time, parse_value};
+use crate::source::prometheus::{format_api_time, parse_value, selector_text};
 use crate::source::SelectOutput;
 
 /// Why a node is not pushed down (its samples are read instead).
@@ -44,6 +44,9 @@ pub struct PushGrid {
     pub start_ms: i64,
     pub end_ms: i64,
     pub step_ms: i64,
+    /// The query's lookback delta, sent (`lookback_delta`) when the node
+    /// has an instant selector.
+    pub lookback_ms: Option<i64>,
 }
 
 /// One backend's answer to a pushed-down node.
@@ -120,19 +123,21 @@ impl Federation {
     }
 
     /// Asks every target's query API for `query(target's matchers)` on
-    /// `grid`; each answer's series get the backend's external labels and
-    /// must still match `matchers` (but the metric name). Any failure,
-    /// warning, info or native histogram refuses the whole node.
+    /// `grid`; when `matchers` are given (a per-series node), each
+    /// answer's series get the backend's external labels and must still
+    /// match them (but the metric name); otherwise (an aggregation) the
+    /// series are left as the backend labels them. Any failure, warning,
+    /// info or native histogram refuses the whole node.
     pub async fn push_query(
         &self,
         targets: &[Target<'_>],
-        matchers: &[Matcher],
+        matchers: Option<&[Matcher]>,
         query: impl Fn(&[Matcher]) -> String,
         grid: PushGrid,
     ) -> Result<Vec<Pushed>, NotPushed> {
         let asks = targets.iter().map(|t| {
             let text = query(&t.matchers);
-            let (path, params) = if grid.step_ms == 0 {
+            let (path, mut params) = if grid.step_ms == 0 {
                 (
                     "/api/v1/query",
                     vec![
@@ -151,6 +156,9 @@ impl Federation {
                     ],
                 )
             };
+            if let Some(l) = grid.lookback_ms {
+                params.push(("lookback_delta".to_string(), format_api_time(l)));
+            }
             async move {
                 let started = Instant::now();
                 let answer = t.backend.source.api_get(path, &params).await;
@@ -176,8 +184,10 @@ impl Federation {
             let external = b.labels();
             let mut series = parse_result(&data.data, &b.name)?;
             for s in &mut series {
-                let l = std::mem::take(&mut s.labels);
-                s.labels = Federation::with_external(&external, l);
+                if matchers.is_some() {
+                    let l = std::mem::take(&mut s.labels);
+                    s.labels = Federation::with_external(&external, l);
+                }
                 if s.labels
                     .iter()
                     .any(|l| self.opts.replica_labels.contains(&l.name))
@@ -185,6 +195,7 @@ impl Federation {
                     return Err(refuse("a series has a replica label".into()));
                 }
                 if !matchers
+                    .unwrap_or_default()
                     .iter()
                     .filter(|m| m.name != METRIC_NAME)
                     .all(|m| m.is_match(s.labels.get(&m.name).unwrap_or("")))
@@ -207,6 +218,57 @@ impl Federation {
                 backend: b.name.clone(),
                 series: charged.series,
             });
+        }
+        Ok(out)
+    }
+}
+
+impl Federation {
+    /// The label names of the series each target holds for its matchers
+    /// in `[start_ms, end_ms]` (its `/api/v1/labels`), in target order.
+    pub async fn push_label_names(
+        &self,
+        targets: &[Target<'_>],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Vec<String>>, NotPushed> {
+        let asks = targets.iter().map(|t| {
+            let params = vec![
+                ("match[]".to_string(), selector_text(&t.matchers)),
+                ("start".to_string(), format_api_time(start_ms)),
+                ("end".to_string(), format_api_time(end_ms)),
+            ];
+            async move { t.backend.source.api_get("/api/v1/labels", &params).await }
+        });
+        let mut out = Vec::with_capacity(targets.len());
+        for (t, answer) in targets.iter().zip(join_all(asks).await) {
+            let b = &t.backend.name;
+            let data = match answer {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err(NotPushed::NotPushable(b.clone())),
+                Err(e) => {
+                    return Err(NotPushed::Answer {
+                        backend: b.clone(),
+                        why: e.to_string(),
+                    })
+                }
+            };
+            let Some(names) = data.data.as_array() else {
+                return Err(NotPushed::Answer {
+                    backend: b.clone(),
+                    why: "label names answer is not a list".into(),
+                });
+            };
+            out.push(
+                names
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| NotPushed::Answer {
+                        backend: b.clone(),
+                        why: "a label name is not a string".into(),
+                    })?,
+            );
         }
         Ok(out)
     }

@@ -80,7 +80,11 @@ impl<'a> Evaluator<'a> {
             Expr::MatrixSelector(ms) => Ok(selector::range(self, ms)),
             Expr::Subquery(sq) => self.subquery(sq),
             Expr::Binary(b) => binary::eval(self, b),
-            Expr::Aggregate(a) => aggregate::eval(self, a),
+            Expr::Aggregate(a) => match self.data.pushed.get(&super::pushdown_agg::agg_id(a)) {
+                // Pushed down whole: the backends' groups, in the raw path's order.
+                Some(v) => Ok(Val::Vector(v.clone())),
+                None => aggregate::eval(self, a),
+            },
             Expr::Call(c) => match self.data.pushed.get(&super::pushdown::call_id(c)) {
                 // Pushed down: the backends' values, as the raw path builds them.
                 Some(v) => Ok(Val::Vector(v.clone())),

@@ -113,12 +113,32 @@ struct Planner<'a> {
     bounds: Bounds,
     lookback: i64,
     needs: Vec<Need<'a>>,
-    /// Call nodes answered by pushdown: their selectors are not read.
+    /// Call and aggregation nodes answered by pushdown: their selectors
+    /// are not read.
     pushed: &'a HashSet<usize>,
+    /// When set, only the selectors under these nodes are read (how many
+    /// of them the walk is inside).
+    only: Option<&'a HashSet<usize>>,
+    inside: usize,
 }
 
 impl<'a> Planner<'a> {
     fn walk(&mut self, e: &'a Expr, grid: Grid, func: Option<&str>) {
+        let id = match e {
+            Expr::Call(c) => Some(super::pushdown::call_id(c)),
+            Expr::Aggregate(a) => Some(super::pushdown_agg::agg_id(a)),
+            _ => None,
+        };
+        if id.is_some_and(|id| self.pushed.contains(&id)) {
+            return;
+        }
+        let entered = matches!((self.only, id), (Some(o), Some(id)) if o.contains(&id));
+        self.inside += usize::from(entered);
+        self.walk_node(e, grid, func);
+        self.inside -= usize::from(entered);
+    }
+
+    fn walk_node(&mut self, e: &'a Expr, grid: Grid, func: Option<&str>) {
         match e {
             Expr::VectorSelector(vs) => self.need(vs, grid, self.lookback, func, 0),
             Expr::MatrixSelector(ms) => {
@@ -142,9 +162,6 @@ impl<'a> Planner<'a> {
             }
             Expr::Paren(p) => self.walk(&p.expr, grid, func),
             Expr::Call(c) => {
-                if self.pushed.contains(&super::pushdown::call_id(c)) {
-                    return;
-                }
                 if c.func.name == "info" {
                     match c.args.args.get(1).map(|a| a.as_ref()) {
                         Some(Expr::VectorSelector(vs)) => self.need_named(
@@ -197,6 +214,9 @@ impl<'a> Planner<'a> {
         range: i64,
         default_name: Option<&'static str>,
     ) {
+        if self.only.is_some() && self.inside == 0 {
+            return;
+        }
         let off = offset_ms(&vs.offset);
         let (s, e) = match at_ms(&vs.at, self.bounds) {
             Some(t) => (t, t),
@@ -285,6 +305,14 @@ impl Fetched {
         self.sets.iter().flatten().map(|s| s.samples.len()).sum()
     }
 
+    /// Adds the reads of `other` (of other selector nodes).
+    pub fn absorb(&mut self, other: Fetched) {
+        let base = self.sets.len();
+        self.sets.extend(other.sets);
+        self.by_node
+            .extend(other.by_node.into_iter().map(|(n, i)| (n, base + i)));
+    }
+
     pub fn get(&self, vs: &VectorSelector) -> &[FetchedSeries] {
         self.by_node
             .get(&node_id(vs))
@@ -321,7 +349,8 @@ fn matchers_key(sets: &[Vec<Matcher>]) -> String {
     alts.join(" or ")
 }
 
-/// Finds every selector of `expr` evaluated on `grid` and fetches them all concurrently.
+/// Finds every selector of `expr` evaluated on `grid` (but under the
+/// `pushed` nodes) and fetches them all concurrently.
 pub(crate) async fn fetch(
     source: &dyn Source,
     expr: &Expr,
@@ -330,11 +359,38 @@ pub(crate) async fn fetch(
     lookback: i64,
     pushed: &HashSet<usize>,
 ) -> Result<(Fetched, Vec<String>), EngineError> {
+    fetch_some(source, expr, grid, bounds, lookback, pushed, None).await
+}
+
+/// As [`fetch`], only the selectors under the nodes `only`.
+pub(crate) async fn fetch_under(
+    source: &dyn Source,
+    expr: &Expr,
+    grid: Grid,
+    bounds: Bounds,
+    lookback: i64,
+    pushed: &HashSet<usize>,
+    only: &HashSet<usize>,
+) -> Result<(Fetched, Vec<String>), EngineError> {
+    fetch_some(source, expr, grid, bounds, lookback, pushed, Some(only)).await
+}
+
+async fn fetch_some(
+    source: &dyn Source,
+    expr: &Expr,
+    grid: Grid,
+    bounds: Bounds,
+    lookback: i64,
+    pushed: &HashSet<usize>,
+    only: Option<&HashSet<usize>>,
+) -> Result<(Fetched, Vec<String>), EngineError> {
     let mut p = Planner {
         bounds,
         lookback,
         needs: Vec::new(),
         pushed,
+        only,
+        inside: 0,
     };
     p.walk(expr, grid, None);
     let mut reads: Vec<Read> = Vec::new();

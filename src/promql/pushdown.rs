@@ -1,7 +1,8 @@
 //! Exact pushdown, the engine's half: finds the nodes whose answer for the
-//! whole fleet is exactly the union of every backend's own answer, has the
-//! federation send them to each backend's query API, and hands the
-//! evaluator their values in place of raw samples.
+//! whole fleet is exactly the union of every backend's own answer (or
+//! combines exactly from them), has the federation send them to each
+//! backend's query API, and hands the evaluator their values in place of
+//! raw samples.
 //!
 //! Pushed: a per-series range function (`rate`, `increase`, `*_over_time`,
 //! ...) of one metric's selector, outside subqueries. Each output series
@@ -11,18 +12,25 @@
 //! samples as the union's, bit for bit. The values come back as the raw
 //! path would build them (metric name kept, to be dropped at the end), in
 //! its order (sorted by label set), so that the aggregations above sum the
-//! same terms in the same order. Everything else, and every node a backend
-//! answers with a failure, an annotation or a native histogram, is read raw.
+//! same terms in the same order. Whole aggregations over such nodes:
+//! `pushdown_agg`. Everything else, and every node a backend answers with
+//! a failure, an annotation or a native histogram, is read raw.
+//!
+//! What is pushed is planned before any backend is asked ([`plan`]), so
+//! that the pushed sub-queries ([`Pushdown::run`]) and the raw reads of
+//! the rest start together; the few nodes the backends then do not answer
+//! are read after.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Call, Expr, MatrixSelector};
 
 use super::plan::{at_ms, duration_ms, matcher_sets_with_default, offset_ms, Bounds};
+use super::pushdown_agg::{self, agg_id, AggNode};
 use super::steps::{Grid, VSeries};
-use crate::federation::pushdown::{NotPushed, PushGrid};
+use crate::federation::pushdown::{NotPushed, PushGrid, Target};
 use crate::federation::Federation;
 use crate::model::METRIC_NAME;
 use crate::source::prometheus::{format_api_time, selector_text};
@@ -31,7 +39,7 @@ use crate::source::prometheus::{format_api_time, selector_text};
 /// results Prometheus computes the same on any server holding that series.
 /// Not `absent_over_time` (it answers for series no backend holds), nor the
 /// experimental ones (a backend may not have them enabled).
-const PER_SERIES: &[&str] = &[
+pub(crate) const PER_SERIES: &[&str] = &[
     "rate",
     "irate",
     "increase",
@@ -60,11 +68,14 @@ pub(crate) fn call_id(c: &Call) -> usize {
     c as *const Call as usize
 }
 
-/// The pushed nodes' values, by call node, and a note per node considered.
+/// The pushed nodes' values, by node, a note per node considered, and
+/// the planned nodes the backends did not answer (read raw, but for the
+/// nodes inside them in `values`).
 #[derive(Debug, Default)]
 pub(crate) struct PushPlan {
     pub values: HashMap<usize, Vec<VSeries>>,
     pub notes: Vec<String>,
+    pub raw: HashSet<usize>,
 }
 
 /// A node that may be pushed: `func(metric{...}[range])`.
@@ -118,32 +129,67 @@ fn single_metric(ms: &MatrixSelector) -> Option<(String, Vec<Matcher>)> {
     Some((name, set))
 }
 
+/// A node to push: a per-series function, or a whole aggregation with
+/// the per-series functions inside it to push instead when it cannot be.
+enum Node<'a> {
+    Series(Candidate<'a>),
+    Agg(AggNode<'a>, Vec<Candidate<'a>>),
+}
+
+fn is_number(e: &Expr) -> bool {
+    match e {
+        Expr::Paren(p) => is_number(&p.expr),
+        Expr::NumberLiteral(_) => true,
+        _ => false,
+    }
+}
+
 /// Every pushable node of `e` evaluated on the query's own grid (not
-/// under a subquery, whose grid differs).
-fn candidates<'a>(e: &'a Expr, out: &mut Vec<Candidate<'a>>) {
+/// under a subquery, whose grid differs). Whole aggregations only in an
+/// `instant` query (the backends answer vectors in evaluation order) or
+/// where `any_order` (the order of their output cannot change the answer:
+/// a range query's root, under parentheses or arithmetic with a number).
+fn candidates<'a>(e: &'a Expr, instant: bool, any_order: bool, out: &mut Vec<Node<'a>>) {
+    let any_order = instant || any_order;
     match e {
         Expr::Aggregate(a) => {
-            if let Some(p) = &a.param {
-                candidates(p, out);
+            if any_order {
+                if let Some(node) = pushdown_agg::candidate(a) {
+                    let mut inner = Vec::new();
+                    candidates(&a.expr, instant, false, &mut inner);
+                    let inner = inner
+                        .into_iter()
+                        .filter_map(|n| match n {
+                            Node::Series(c) => Some(c),
+                            Node::Agg(..) => None,
+                        })
+                        .collect();
+                    out.push(Node::Agg(node, inner));
+                    return;
+                }
             }
-            candidates(&a.expr, out)
+            if let Some(p) = &a.param {
+                candidates(p, instant, false, out);
+            }
+            candidates(&a.expr, instant, false, out)
         }
-        Expr::Unary(u) => candidates(&u.expr, out),
+        Expr::Unary(u) => candidates(&u.expr, instant, any_order, out),
         Expr::Binary(b) => {
-            candidates(&b.lhs, out);
-            candidates(&b.rhs, out)
+            let keep = any_order && (is_number(&b.lhs) || is_number(&b.rhs));
+            candidates(&b.lhs, instant, keep, out);
+            candidates(&b.rhs, instant, keep, out)
         }
-        Expr::Paren(p) => candidates(&p.expr, out),
+        Expr::Paren(p) => candidates(&p.expr, instant, any_order, out),
         Expr::Call(c) => {
             if PER_SERIES.contains(&c.func.name) && c.args.args.len() == 1 {
                 if let Some(Expr::MatrixSelector(ms)) = c.args.args.first().map(|a| a.as_ref()) {
                     if let Some((name, matchers)) = single_metric(ms) {
-                        out.push(Candidate {
+                        out.push(Node::Series(Candidate {
                             call: c,
                             ms,
                             name,
                             matchers,
-                        });
+                        }));
                     }
                 }
                 return;
@@ -152,7 +198,7 @@ fn candidates<'a>(e: &'a Expr, out: &mut Vec<Candidate<'a>>) {
                 return;
             }
             for a in &c.args.args {
-                candidates(a, out);
+                candidates(a, instant, false, out);
             }
         }
         Expr::Subquery(_)
@@ -164,64 +210,258 @@ fn candidates<'a>(e: &'a Expr, out: &mut Vec<Candidate<'a>>) {
     }
 }
 
-/// Pushes down every node of `expr` it can (evaluated on `grid`; `instant`
-/// for an instant query); the others are left to the raw reads.
-pub(crate) async fn push(
-    fed: &Federation,
-    expr: &Expr,
+/// A node with the backends it goes to.
+struct Planned<'a> {
+    node: Node<'a>,
+    targets: Vec<Target<'a>>,
+}
+
+/// What a query pushes down, decided before any backend is asked (so that
+/// the raw reads of the rest start at the same time).
+pub(crate) struct Pushdown<'a> {
+    fed: &'a Federation,
+    nodes: Vec<Planned<'a>>,
+    notes: Vec<String>,
     grid: Grid,
     bounds: Bounds,
+    lookback: i64,
     instant: bool,
-) -> PushPlan {
-    let mut plan = PushPlan::default();
-    let mut found = Vec::new();
-    candidates(expr, &mut found);
-    if found.is_empty() {
-        return plan;
-    }
-    if !instant && grid.len() > MAX_RANGE_POINTS {
-        plan.notes.push(format!(
-            "raw: {} steps, over a backend's {MAX_RANGE_POINTS} points",
-            grid.len()
-        ));
-        return plan;
-    }
-    let push_grid = PushGrid {
-        start_ms: grid.start,
-        end_ms: grid.end,
-        step_ms: if instant { 0 } else { grid.step },
-    };
-    let asks = found.iter().map(|c| async move {
-        let vs = &c.ms.vs;
+}
+
+impl Candidate<'_> {
+    fn window(&self, grid: Grid, bounds: Bounds) -> (i64, i64) {
+        let vs = &self.ms.vs;
         let off = offset_ms(&vs.offset);
-        let range = duration_ms(&c.ms.range);
+        let range = duration_ms(&self.ms.range);
         let (s, e) = match at_ms(&vs.at, bounds) {
             Some(t) => (t, t),
             None => (grid.start, grid.end),
         };
-        let targets = fed.push_targets(&c.matchers, s - off - range, e - off)?;
-        let answers = fed
-            .push_query(&targets, &c.matchers, |m| c.text(m, bounds), push_grid)
+        (s - off - range, e - off)
+    }
+}
+
+/// Plans the pushdown of every node of `expr` it can (evaluated on `grid`
+/// with `lookback`; `instant` for an instant query).
+pub(crate) fn plan<'a>(
+    fed: &'a Federation,
+    expr: &'a Expr,
+    grid: Grid,
+    bounds: Bounds,
+    lookback: i64,
+    instant: bool,
+) -> Pushdown<'a> {
+    let mut p = Pushdown {
+        fed,
+        nodes: Vec::new(),
+        notes: Vec::new(),
+        grid,
+        bounds,
+        lookback,
+        instant,
+    };
+    let mut found = Vec::new();
+    candidates(expr, instant, true, &mut found);
+    if found.is_empty() {
+        return p;
+    }
+    if !instant && grid.len() > MAX_RANGE_POINTS {
+        p.notes.push(format!(
+            "raw: {} steps, over a backend's {MAX_RANGE_POINTS} points",
+            grid.len()
+        ));
+        return p;
+    }
+    for node in found {
+        p.add(node);
+    }
+    p
+}
+
+impl<'a> Pushdown<'a> {
+    /// Adds `node` with its targets, or notes why it stays raw (a whole
+    /// aggregation falls back to the functions inside it).
+    fn add(&mut self, node: Node<'a>) {
+        match node {
+            Node::Series(c) => {
+                let (s, e) = c.window(self.grid, self.bounds);
+                match self.fed.push_targets(&c.matchers, s, e) {
+                    Ok(targets) => self.nodes.push(Planned {
+                        node: Node::Series(c),
+                        targets,
+                    }),
+                    Err(why) => self.notes.push(format!("raw {}: {why}", c.label())),
+                }
+            }
+            Node::Agg(mut a, inner) => {
+                let (s, e) = a.window(self.grid, self.bounds, self.lookback);
+                let targets = self
+                    .fed
+                    .push_targets(&a.matchers, s, e)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        let ext: Vec<_> =
+                            t.iter().map(|t| t.backend.labels().into_owned()).collect();
+                        a.partitions(&ext.iter().collect::<Vec<_>>())
+                            .map(|()| t)
+                            .map_err(|e| e.to_string())
+                    });
+                match targets {
+                    Ok(targets) => self.nodes.push(Planned {
+                        node: Node::Agg(a, inner),
+                        targets,
+                    }),
+                    Err(why) => {
+                        if inner.is_empty() {
+                            self.notes.push(format!("raw {}: {why}", a.label()));
+                        }
+                        for c in inner {
+                            self.add(Node::Series(c));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The nodes whose selectors the raw reads leave out.
+    pub fn node_ids(&self) -> HashSet<usize> {
+        self.nodes
+            .iter()
+            .map(|p| match &p.node {
+                Node::Series(c) => call_id(c.call),
+                Node::Agg(a, _) => agg_id(a.agg),
+            })
+            .collect()
+    }
+
+    fn push_grid(&self, lookback: bool) -> PushGrid {
+        PushGrid {
+            start_ms: self.grid.start,
+            end_ms: self.grid.end,
+            step_ms: if self.instant { 0 } else { self.grid.step },
+            lookback_ms: lookback.then_some(self.lookback),
+        }
+    }
+
+    async fn series(
+        &self,
+        c: &Candidate<'_>,
+        targets: &[Target<'_>],
+    ) -> Result<(Vec<VSeries>, Vec<String>), NotPushed> {
+        let answers = self
+            .fed
+            .push_query(
+                targets,
+                Some(&c.matchers),
+                |m| c.text(m, self.bounds),
+                self.push_grid(false),
+            )
             .await?;
         let names: Vec<String> = answers.iter().map(|a| a.backend.clone()).collect();
         let series = answers.into_iter().flat_map(|a| a.series);
-        let values = as_vectors(series, &c.name, grid).ok_or_else(|| NotPushed::Answer {
+        let values = as_vectors(series, &c.name, self.grid).ok_or_else(|| NotPushed::Answer {
             backend: names.join(","),
             why: "series off the grid or on two backends".into(),
         })?;
-        Ok::<_, NotPushed>((values, names))
-    });
-    for (c, outcome) in found.iter().zip(join_all(asks).await) {
-        match outcome {
-            Ok((values, names)) => {
-                plan.notes
-                    .push(format!("pushed {} to {}", c.label(), names.join(",")));
-                plan.values.insert(call_id(c.call), values);
-            }
-            Err(why) => plan.notes.push(format!("raw {}: {why}", c.label())),
-        }
+        Ok((values, names))
     }
-    plan
+
+    async fn whole(
+        &self,
+        a: &AggNode<'_>,
+        targets: &[Target<'_>],
+    ) -> Result<(Vec<VSeries>, Vec<String>), NotPushed> {
+        let (s, e) = a.window(self.grid, self.bounds, self.lookback);
+        let (labels, answers) = futures::join!(
+            self.fed.push_label_names(targets, s, e),
+            self.fed.push_query(
+                targets,
+                None,
+                |m| a.text(m, self.bounds),
+                self.push_grid(a.uses_lookback()),
+            )
+        );
+        let (labels, answers) = (labels?, answers?);
+        for (t, names) in targets.iter().zip(&labels) {
+            pushdown_agg::order_kept(&t.backend.labels(), names).map_err(|why| {
+                NotPushed::Answer {
+                    backend: t.backend.name.clone(),
+                    why: why.to_string(),
+                }
+            })?;
+        }
+        let names: Vec<String> = answers.iter().map(|a| a.backend.clone()).collect();
+        let external: Vec<_> = targets
+            .iter()
+            .map(|t| t.backend.labels().into_owned())
+            .collect();
+        let values =
+            pushdown_agg::as_values(a, answers, &external, self.grid).ok_or_else(|| {
+                NotPushed::Answer {
+                    backend: names.join(","),
+                    why: "not certain (a tie or NaN where topk/bottomk re-rank, a group on two backends or a point off the grid)".into(),
+                }
+            })?;
+        Ok((values, names))
+    }
+
+    /// Asks the backends for every planned node; a whole aggregation they
+    /// cannot answer falls back to the functions inside it. Nodes left
+    /// without values are listed in `raw`, to be read.
+    pub async fn run(self) -> PushPlan {
+        let this = &self;
+        let mut plan = PushPlan {
+            notes: self.notes.clone(),
+            ..PushPlan::default()
+        };
+        let asks = self.nodes.iter().map(|p| async move {
+            match &p.node {
+                Node::Series(c) => this.series(c, &p.targets).await,
+                Node::Agg(a, _) => this.whole(a, &p.targets).await,
+            }
+        });
+        let outcomes = join_all(asks).await;
+        let mut retry = Vec::new();
+        for (p, outcome) in self.nodes.iter().zip(outcomes) {
+            let (id, label) = match &p.node {
+                Node::Series(c) => (call_id(c.call), c.label()),
+                Node::Agg(a, _) => (agg_id(a.agg), a.label()),
+            };
+            match outcome {
+                Ok((values, names)) => {
+                    plan.notes
+                        .push(format!("pushed {label} to {}", names.join(",")));
+                    plan.values.insert(id, values);
+                }
+                Err(why) => {
+                    plan.notes.push(format!("raw {label}: {why}"));
+                    plan.raw.insert(id);
+                    if let Node::Agg(_, inner) = &p.node {
+                        retry.extend(inner.iter());
+                    }
+                }
+            }
+        }
+        // The functions inside an aggregation the backends could not
+        // answer whole: asked now, after it.
+        let asks = retry.iter().map(|c| async move {
+            let (s, e) = c.window(this.grid, this.bounds);
+            let targets = this.fed.push_targets(&c.matchers, s, e)?;
+            this.series(c, &targets).await
+        });
+        for (c, outcome) in retry.iter().zip(join_all(asks).await) {
+            match outcome {
+                Ok((values, names)) => {
+                    plan.notes
+                        .push(format!("pushed {} to {}", c.label(), names.join(",")));
+                    plan.values.insert(call_id(c.call), values);
+                }
+                Err(why) => plan.notes.push(format!("raw {}: {why}", c.label())),
+            }
+        }
+        plan
+    }
 }
 
 /// The backends' series as the raw path's function would build them:
@@ -265,94 +505,6 @@ fn as_vectors(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Labels, Sample, Series};
-
-    fn series(labels: &[(&str, &str)], pts: &[(i64, f64)]) -> Series {
-        Series {
-            labels: Labels::from_pairs(labels.iter().copied()),
-            samples: pts.iter().map(|&(t, v)| Sample { t, v }).collect(),
-            histograms: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn answers_become_the_raw_paths_vectors() {
-        let grid = Grid {
-            start: 1000,
-            end: 3000,
-            step: 1000,
-        };
-        let got = as_vectors(
-            vec![
-                series(&[("cluster", "b"), ("a", "1")], &[(2000, 1.5)]),
-                series(
-                    &[("cluster", "a"), ("a", "1")],
-                    &[(1000, 0.5), (3000, -0.0)],
-                ),
-                // last_over_time keeps the name.
-                series(&[("__name__", "x"), ("cluster", "c")], &[(3000, 2.0)]),
-            ]
-            .into_iter(),
-            "x",
-            grid,
-        )
-        .expect("on the grid");
-        let labels: Vec<String> = got.iter().map(|s| s.labels.to_string()).collect();
-        assert_eq!(
-            labels,
-            [
-                "{__name__=\"x\", a=\"1\", cluster=\"a\"}",
-                "{__name__=\"x\", a=\"1\", cluster=\"b\"}",
-                "{__name__=\"x\", cluster=\"c\"}"
-            ]
-        );
-        assert_eq!(
-            got.iter().map(|s| s.drop_name).collect::<Vec<_>>(),
-            [true, true, false]
-        );
-        assert_eq!(got[0].vals, vec![Some(0.5), None, Some(-0.0)]);
-        assert!(got[0].vals[2].is_some_and(|v| v.is_sign_negative()));
-        assert_eq!(got[1].vals, vec![None, Some(1.5), None]);
-        // Off the grid, or one series from two backends: not used.
-        let off = as_vectors(
-            vec![series(&[("a", "1")], &[(1500, 1.0)])].into_iter(),
-            "x",
-            grid,
-        );
-        assert!(off.is_none());
-        let twice = as_vectors(
-            vec![
-                series(&[("a", "1")], &[(1000, 1.0)]),
-                series(&[("a", "1")], &[(2000, 1.0)]),
-            ]
-            .into_iter(),
-            "x",
-            grid,
-        );
-        assert!(twice.is_none());
-    }
-
-    #[test]
-    fn only_per_series_functions_of_one_metric_outside_subqueries() {
-        let pushed = |q: &str| -> Vec<String> {
-            let e = crate::model::query_text::parse(q).expect("parses");
-            let mut found = Vec::new();
-            candidates(&e, &mut found);
-            found.iter().map(|c| c.label()).collect()
-        };
-        assert_eq!(
-            pushed("sum(rate(a[5m])) / sum by (c) (max_over_time(b{c=\"1\"}[1m] offset 1m))"),
-            ["rate(a)", "max_over_time(b)"]
-        );
-        assert!(pushed("max_over_time(rate(a[1m])[5m:])").is_empty());
-        assert!(pushed("rate({__name__=~\"a|b\"}[5m])").is_empty());
-        assert!(pushed("absent_over_time(a[5m])").is_empty());
-        assert!(pushed("quantile_over_time(0.5, a[5m])").is_empty());
-        assert_eq!(
-            pushed("label_replace(irate(a[1m]), \"x\", \"$1\", \"c\", \"(.*)\")"),
-            ["irate(a)"]
-        );
-    }
-}
+mod concurrent;
+#[cfg(test)]
+mod tests;
