@@ -6,8 +6,9 @@
 //! (default 2,000) `istio_requests_total` series of those services per
 //! cluster, about 20,600 series a cluster; each cluster written into its
 //! own block by `tests/tsdb-writer` (Prometheus 3.8's tsdb library; see
-//! `scale_bench/data.rs`), with the `cluster` label in the data, as in the
-//! union (the cluster servers also carry it as external label). The union
+//! `scale_bench/data.rs`) without a `cluster` label, as a Prometheus
+//! with `external_labels: {cluster: ...}` holds it (promfed's backends
+//! carry it as external label); the union has it in the data. The union
 //! of N is the N clusters' series written into one block, as a Prometheus
 //! holding all N would have compacted them.
 //!
@@ -94,6 +95,40 @@ async fn ask(base: &str, q: &str, a: Ask) -> Result<ApiResponse, HarnessError> {
     Ok(r)
 }
 
+/// promfed's `X-Promfed-Plan` for `q` (what was pushed down), or "-".
+async fn plan(base: &str, q: &str, a: Ask) -> String {
+    let params: Vec<(&str, String)> = match a {
+        Ask::Instant(t) => vec![("query", q.to_string()), ("time", format!("{t:.3}"))],
+        Ask::Range(s, e, st) => vec![
+            ("query", q.to_string()),
+            ("start", format!("{s:.3}")),
+            ("end", format!("{e:.3}")),
+            ("step", format!("{st}")),
+        ],
+    };
+    let path = match a {
+        Ask::Instant(_) => "/api/v1/query",
+        Ask::Range(..) => "/api/v1/query_range",
+    };
+    let Ok(client) = reqwest::Client::builder().no_proxy().build() else {
+        return "-".into();
+    };
+    match client
+        .post(format!("{base}{path}"))
+        .form(&params)
+        .send()
+        .await
+    {
+        Ok(r) => r
+            .headers()
+            .get("x-promfed-plan")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string(),
+        Err(_) => "-".into(),
+    }
+}
+
 /// Whether `BENCH_QUERIES` (comma-separated name prefixes, default all)
 /// picks the query `name`.
 fn picked(name: &str) -> bool {
@@ -177,7 +212,8 @@ fn make_data(dir: &TempDir, names: &[String], ns: &[usize]) -> Result<Dirs, Harn
                         let Some((which, tsdb)) = jobs.get(k) else {
                             return Ok(streamed);
                         };
-                        streamed += data::write_block(writer, sim, which, tsdb)?;
+                        // Unions (more than one cluster) hold the `cluster` label.
+                        streamed += data::write_block(writer, sim, which, which.len() > 1, tsdb)?;
                     }
                 })
             })
@@ -275,6 +311,9 @@ async fn measure_query(
             );
         }
         sides[i].equal = diff.is_none();
+        if i == 1 {
+            println!("N={n} {name}: X-Promfed-Plan: {}", plan(&p.url, q, a).await);
+        }
         sides[i].runs = runs;
         ps.push((p, pid));
     }

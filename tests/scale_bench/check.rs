@@ -59,7 +59,7 @@ fn tsdb_writer_writes_what_promtool_backfills() -> Result<(), HarnessError> {
     let text = dir.path().join("text");
     common::process::backfill(&tools, &om, &text)?;
     let bin = dir.path().join("bin");
-    data::write_block(&writer, &sim, &[0, 1], &bin)?;
+    data::write_block(&writer, &sim, &[0, 1], true, &bin)?;
     let (want, got) = (dump(&tools, &text)?, dump(&tools, &bin)?);
     let samples: usize = (0..2).map(|i| sim.counts(i).samples).sum();
     assert_eq!(want.len(), samples, "promtool's block holds every sample");

@@ -34,11 +34,17 @@ fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
     w.write_all(s.as_bytes())
 }
 
-/// The series of clusters `which` with `__name__` and their `cluster`
-/// label, in tsdb-writer's input format (see tests/tsdb-writer/main.go).
-fn write_series(sim: &Simulation, which: &[usize], w: &mut impl Write) -> std::io::Result<()> {
+/// The series of clusters `which` with `__name__` and, when `cluster` is
+/// set, their `cluster` label, in tsdb-writer's input format (see
+/// tests/tsdb-writer/main.go).
+fn write_series(
+    sim: &Simulation,
+    which: &[usize],
+    cluster: bool,
+    w: &mut impl Write,
+) -> std::io::Result<()> {
     for c in which.iter().filter_map(|&i| sim.clusters.get(i)) {
-        write_cluster_series(sim, c, w)?;
+        write_cluster_series(sim, c, cluster, w)?;
     }
     w.write_all(&0u32.to_le_bytes())
 }
@@ -46,10 +52,11 @@ fn write_series(sim: &Simulation, which: &[usize], w: &mut impl Write) -> std::i
 fn write_cluster_series(
     sim: &Simulation,
     c: &ClusterData,
+    cluster: bool,
     w: &mut impl Write,
 ) -> std::io::Result<()> {
     for s in &c.series {
-        let n = s.labels.len() + 2;
+        let n = s.labels.len() + 1 + usize::from(cluster);
         let n = u32::try_from(n).map_err(std::io::Error::other)?;
         let histogram = sim
             .families
@@ -59,8 +66,10 @@ fn write_cluster_series(
         w.write_all(&[u8::from(histogram)])?;
         put_str(w, "__name__")?;
         put_str(w, &s.name)?;
-        put_str(w, "cluster")?;
-        put_str(w, &c.name)?;
+        if cluster {
+            put_str(w, "cluster")?;
+            put_str(w, &c.name)?;
+        }
         for l in s.labels.iter() {
             put_str(w, &l.name)?;
             put_str(w, &l.value)?;
@@ -76,11 +85,15 @@ fn write_cluster_series(
 }
 
 /// Writes clusters `which` into one block under `tsdb` (one cluster's
-/// server, or a union); returns the bytes streamed to the writer.
+/// server, or a union); returns the bytes streamed to the writer. A union
+/// holds each series' `cluster` label (`cluster: true`); a cluster's own
+/// server does not: as a Prometheus with `external_labels`, promfed's
+/// backend `external_labels` add it.
 pub fn write_block(
     writer: &Path,
     sim: &Simulation,
     which: &[usize],
+    cluster: bool,
     tsdb: &Path,
 ) -> Result<u64, HarnessError> {
     std::fs::create_dir_all(tsdb).map_err(io(format!("creating {}", tsdb.display())))?;
@@ -97,7 +110,7 @@ pub fn write_block(
             inner: BufWriter::with_capacity(1 << 20, stdin),
             count: &mut sent,
         };
-        write_series(sim, which, &mut w).and_then(|()| w.flush())
+        write_series(sim, which, cluster, &mut w).and_then(|()| w.flush())
     });
     // stdin is closed here (dropped with the writer), so the child ends.
     let out = child
