@@ -8,7 +8,7 @@ use super::chunk::{self, decode_xor_into, xor_sample_count};
 use super::histogram_chunk::{self, decode_histogram_into, histogram_sample_count};
 use super::histogram_pb::{histogram_sample, HistogramPbError};
 use super::prompb::{self, ChunkEncoding};
-use crate::model::{Labels, Sample};
+use crate::model::{Interner, Labels, Sample};
 use crate::source::in_time_order::{series_in_time_order, Gathered};
 use crate::source::{Select, SelectOutput};
 
@@ -124,6 +124,9 @@ pub(super) struct Collector {
     total: usize,
     series: BTreeMap<Labels, Gathered>,
     unknown_chunks: usize,
+    /// This select's label strings: a name or value repeated over its
+    /// series is allocated once.
+    pool: Interner,
 }
 
 impl Collector {
@@ -135,11 +138,17 @@ impl Collector {
             total: 0,
             series: BTreeMap::new(),
             unknown_chunks: 0,
+            pool: Interner::new(),
         }
     }
 
     fn series_of(&mut self, labels: Vec<prompb::Label>) -> &mut Gathered {
-        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
+        let pool = &mut self.pool;
+        let labels = Labels::from_pairs(
+            labels
+                .iter()
+                .map(|l| (pool.intern(&l.name), pool.intern(&l.value))),
+        );
         self.series.entry(labels).or_default()
     }
 
