@@ -18,6 +18,11 @@ impl Str {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// True when both share one allocation (as interned strings do).
+    pub fn ptr_eq(a: &Str, b: &Str) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
 }
 
 impl Default for Str {

@@ -283,7 +283,41 @@ fn kept_estimate(announced: usize, min_ms: i64, max_ms: i64, start: i64, end: i6
 
 #[cfg(test)]
 mod tests {
-    use super::kept_estimate;
+    use super::{kept_estimate, prompb, Collector};
+    use crate::model::Str;
+
+    #[test]
+    fn one_select_shares_each_label_string() {
+        let mut c = Collector::new(0, 1_000, 100);
+        for i in ["1", "2"] {
+            let label = |name: &str, value: &str| prompb::Label {
+                name: name.into(),
+                value: value.into(),
+            };
+            let ts = prompb::TimeSeries {
+                labels: vec![label("job", "api"), label("i", i)],
+                samples: vec![prompb::Sample {
+                    value: 1.0,
+                    timestamp: 10,
+                }],
+                histograms: Vec::new(),
+            };
+            assert!(c.add_samples(ts).is_ok());
+        }
+        let out = c.finish("b");
+        assert_eq!(out.series.len(), 2);
+        let job = |k: usize| {
+            out.series[k]
+                .labels
+                .iter()
+                .find(|l| l.name == "job")
+                .cloned()
+        };
+        let (a, b) = (job(0).expect("job label"), job(1).expect("job label"));
+        assert_eq!(a.value, "api");
+        assert!(Str::ptr_eq(&a.value, &b.value));
+        assert!(Str::ptr_eq(&a.name, &b.name));
+    }
 
     #[test]
     fn the_reservation_covers_the_window_share_of_a_chunk() {
