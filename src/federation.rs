@@ -39,7 +39,7 @@ impl Backend {
             Some(info) if info.label_sets.len() == 1 => {
                 let mut all = self.external_labels.clone();
                 for l in info.label_sets[0].iter() {
-                    all.insert(l.name.clone(), l.value.clone());
+                    all.insert(l.name.to_string(), l.value.to_string());
                 }
                 Cow::Owned(all)
             }
@@ -247,7 +247,7 @@ impl Federation {
                     continue;
                 }
                 if let Some(replicas) = dedup {
-                    l.retain(|x| !replicas.contains(&x.name));
+                    l.retain(|x| !replicas.iter().any(|r| x.name == *r));
                 }
                 items.push(l);
             }

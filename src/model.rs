@@ -2,10 +2,13 @@
 
 pub mod gomath;
 pub mod histogram;
+pub mod label_str;
 pub mod query_text;
 pub mod time;
 
 use std::fmt;
+
+pub use label_str::{Interner, Str};
 
 /// Bit pattern of Prometheus's staleness marker (a NaN that ends a series).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -26,8 +29,8 @@ pub const METRIC_NAME: &str = "__name__";
 /// One label: a name and its value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
-    pub name: String,
-    pub value: String,
+    pub name: Str,
+    pub value: Str,
 }
 
 /// A label set, kept sorted by name with unique names and no empty values.
@@ -48,8 +51,8 @@ impl Labels {
     pub fn from_pairs<I, N, V>(pairs: I) -> Self
     where
         I: IntoIterator<Item = (N, V)>,
-        N: Into<String>,
-        V: Into<String>,
+        N: Into<Str>,
+        V: Into<Str>,
     {
         let mut v: Vec<Label> = Vec::new();
         for (n, val) in pairs {
@@ -96,13 +99,13 @@ impl Labels {
             Ok(i) if value.is_empty() => {
                 self.0.remove(i);
             }
-            Ok(i) => self.0[i].value = value.to_string(),
+            Ok(i) => self.0[i].value = value.into(),
             Err(_) if value.is_empty() => {}
             Err(i) => self.0.insert(
                 i,
                 Label {
-                    name: name.to_string(),
-                    value: value.to_string(),
+                    name: name.into(),
+                    value: value.into(),
                 },
             ),
         }

@@ -217,7 +217,7 @@ pub trait Source: Send + Sync {
             let mut names: Vec<String> = s
                 .items
                 .iter()
-                .flat_map(|l| l.iter().map(|l| l.name.clone()))
+                .flat_map(|l| l.iter().map(|l| l.name.to_string()))
                 .collect();
             names.sort();
             names.dedup();

@@ -686,8 +686,8 @@ async fn staleness_markers_survive_from_the_head() {
             labels: labels
                 .iter()
                 .map(|l| prompb::Label {
-                    name: l.name.clone(),
-                    value: l.value.clone(),
+                    name: l.name.to_string(),
+                    value: l.value.to_string(),
                 })
                 .collect(),
             samples: samples

@@ -128,7 +128,7 @@ fn ok(data: Json, warnings: &[String]) -> Response {
 fn labels_json(l: &Labels) -> Json {
     Json::Object(
         l.iter()
-            .map(|x| (x.name.clone(), Json::String(x.value.clone())))
+            .map(|x| (x.name.to_string(), Json::String(x.value.to_string())))
             .collect(),
     )
 }
@@ -390,7 +390,7 @@ pub(super) async fn stores(State(st): State<Arc<AppState>>, p: Params) -> Respon
                     .map(|l| {
                         to_json(
                             l.iter()
-                                .map(|x| (x.name.clone(), x.value.clone()))
+                                .map(|x| (x.name.to_string(), x.value.to_string()))
                                 .collect(),
                         )
                     })

@@ -190,7 +190,7 @@ impl Federation {
                 }
                 if s.labels
                     .iter()
-                    .any(|l| self.opts.replica_labels.contains(&l.name))
+                    .any(|l| self.opts.replica_labels.iter().any(|r| l.name == *r))
                 {
                     return Err(refuse("a series has a replica label".into()));
                 }

@@ -482,14 +482,22 @@ fn result_labels(
             if g.include {
                 Labels::from_sorted(
                     many.iter()
-                        .filter(|l| g.names.binary_search(&l.name).is_ok())
+                        .filter(|l| {
+                            g.names
+                                .binary_search_by(|n| n.as_str().cmp(&l.name))
+                                .is_ok()
+                        })
                         .cloned()
                         .collect(),
                 )
             } else {
                 Labels::from_sorted(
                     many.iter()
-                        .filter(|l| g.names.binary_search(&l.name).is_err())
+                        .filter(|l| {
+                            g.names
+                                .binary_search_by(|n| n.as_str().cmp(&l.name))
+                                .is_err()
+                        })
                         .cloned()
                         .collect(),
                 )

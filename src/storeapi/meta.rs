@@ -24,8 +24,8 @@ fn label_set(l: &Labels) -> storepb::LabelSet {
         labels: l
             .iter()
             .map(|l| storepb::Label {
-                name: l.name.clone(),
-                value: l.value.clone(),
+                name: l.name.to_string(),
+                value: l.value.to_string(),
             })
             .collect(),
     }

@@ -137,8 +137,8 @@ pub fn store_series(labels: &Labels, samples: &[Sample]) -> storepb::Series {
         labels: labels
             .iter()
             .map(|l| storepb::Label {
-                name: l.name.clone(),
-                value: l.value.clone(),
+                name: l.name.to_string(),
+                value: l.value.to_string(),
             })
             .collect(),
         chunks: encode_chunks(samples, MAX_SAMPLES_PER_CHUNK)

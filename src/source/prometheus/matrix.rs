@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::parse_value;
 use crate::limits::meter::LimitError;
-use crate::model::{Labels, Sample, Series};
+use crate::model::{Interner, Labels, Sample, Series};
 use crate::source::arrival::Arrival;
 use crate::source::remote_read::held::HeldBytes;
 use crate::source::SourceError;
@@ -67,6 +67,8 @@ pub(super) struct MatrixReader {
     series: Vec<Series>,
     histograms: usize,
     arrival: Arrival,
+    /// This answer's label strings, each distinct one allocated once.
+    pool: Interner,
 }
 
 /// What a whole answer held: its envelope (`data.result` left empty) and
@@ -100,6 +102,7 @@ impl MatrixReader {
             series: Vec::new(),
             histograms: 0,
             arrival: Arrival::new(),
+            pool: Interner::new(),
         }
     }
 
@@ -236,7 +239,12 @@ impl MatrixReader {
         if !samples.is_empty() {
             samples.shrink_to_fit();
             self.series.push(Series {
-                labels: Labels::from_pairs(s.metric.0),
+                labels: Labels::from_pairs(
+                    s.metric
+                        .0
+                        .iter()
+                        .map(|(n, v)| (self.pool.intern(n), self.pool.intern(v))),
+                ),
                 samples,
                 histograms: Vec::new(),
             });

@@ -8,7 +8,7 @@ use super::chunk::{self, decode_xor_into, xor_sample_count};
 use super::histogram_chunk::{self, decode_histogram_into, histogram_sample_count};
 use super::histogram_pb::{histogram_sample, HistogramPbError};
 use super::prompb::{self, ChunkEncoding};
-use crate::model::{Labels, Sample};
+use crate::model::{Interner, Labels, Sample};
 use crate::source::in_time_order::{series_in_time_order, Gathered};
 use crate::source::{Select, SelectOutput};
 
@@ -124,6 +124,9 @@ pub(super) struct Collector {
     total: usize,
     series: BTreeMap<Labels, Gathered>,
     unknown_chunks: usize,
+    /// This select's label strings: a name or value repeated over its
+    /// series is allocated once.
+    pool: Interner,
 }
 
 impl Collector {
@@ -135,11 +138,17 @@ impl Collector {
             total: 0,
             series: BTreeMap::new(),
             unknown_chunks: 0,
+            pool: Interner::new(),
         }
     }
 
     fn series_of(&mut self, labels: Vec<prompb::Label>) -> &mut Gathered {
-        let labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
+        let pool = &mut self.pool;
+        let labels = Labels::from_pairs(
+            labels
+                .iter()
+                .map(|l| (pool.intern(&l.name), pool.intern(&l.value))),
+        );
         self.series.entry(labels).or_default()
     }
 
@@ -274,7 +283,41 @@ fn kept_estimate(announced: usize, min_ms: i64, max_ms: i64, start: i64, end: i6
 
 #[cfg(test)]
 mod tests {
-    use super::kept_estimate;
+    use super::{kept_estimate, prompb, Collector};
+    use crate::model::Str;
+
+    #[test]
+    fn one_select_shares_each_label_string() {
+        let mut c = Collector::new(0, 1_000, 100);
+        for i in ["1", "2"] {
+            let label = |name: &str, value: &str| prompb::Label {
+                name: name.into(),
+                value: value.into(),
+            };
+            let ts = prompb::TimeSeries {
+                labels: vec![label("job", "api"), label("i", i)],
+                samples: vec![prompb::Sample {
+                    value: 1.0,
+                    timestamp: 10,
+                }],
+                histograms: Vec::new(),
+            };
+            assert!(c.add_samples(ts).is_ok());
+        }
+        let out = c.finish("b");
+        assert_eq!(out.series.len(), 2);
+        let job = |k: usize| {
+            out.series[k]
+                .labels
+                .iter()
+                .find(|l| l.name == "job")
+                .cloned()
+        };
+        let (a, b) = (job(0).expect("job label"), job(1).expect("job label"));
+        assert_eq!(a.value, "api");
+        assert!(Str::ptr_eq(&a.value, &b.value));
+        assert!(Str::ptr_eq(&a.name, &b.name));
+    }
 
     #[test]
     fn the_reservation_covers_the_window_share_of_a_chunk() {

@@ -9,7 +9,7 @@ use promql_parser::label::{MatchOp, Matcher};
 
 use super::storepb::{self, ChunkEncoding, MatcherType, PartialResponseStrategy};
 use super::{CallError, RESPONSE_BATCH_SIZE};
-use crate::model::Labels;
+use crate::model::{Interner, Labels};
 use crate::source::arrival::Arrival;
 use crate::source::in_time_order::Gathered;
 use crate::source::remote_read::chunk::{decode_xor_into, xor_sample_count};
@@ -104,6 +104,15 @@ pub(super) fn labels_of(labels: Vec<storepb::Label>) -> Labels {
     Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)))
 }
 
+/// As `labels_of`, with names and values shared through `pool`.
+fn labels_in(pool: &mut Interner, labels: Vec<storepb::Label>) -> Labels {
+    Labels::from_pairs(
+        labels
+            .iter()
+            .map(|l| (pool.intern(&l.name), pool.intern(&l.value))),
+    )
+}
+
 pub(super) fn store_info_of(r: storepb::InfoResponse) -> StoreInfo {
     let store = r.store.unwrap_or_default();
     StoreInfo {
@@ -129,6 +138,8 @@ pub(super) struct Collector {
     /// The query's budget, shared with its other backends, charged chunk
     /// by chunk as the stream is decoded.
     arrival: Arrival,
+    /// This select's label strings, each distinct one allocated once.
+    pool: Interner,
 }
 
 impl Collector {
@@ -140,6 +151,7 @@ impl Collector {
             total: 0,
             series: BTreeMap::new(),
             arrival: Arrival::new(),
+            pool: Interner::new(),
         }
     }
 
@@ -147,7 +159,7 @@ impl Collector {
     /// over consecutive frames). Its label set is kept once, without a
     /// copy: a new series is decoded apart and then moved into the map.
     pub(super) fn add(&mut self, s: storepb::Series) -> Result<(), CallError> {
-        let labels = labels_of(s.labels);
+        let labels = labels_in(&mut self.pool, s.labels);
         let mut d = Decode {
             start: self.start_ms,
             end: self.end_ms,
