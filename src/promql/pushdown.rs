@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{Call, Expr, MatrixSelector};
+use promql_parser::parser::{Call, Expr, MatrixSelector, VectorSelector};
 
 use super::plan::{at_ms, duration_ms, matcher_sets_with_default, offset_ms, Bounds};
 use super::pushdown_agg::{self, agg_id, AggNode};
@@ -114,8 +114,7 @@ impl Candidate<'_> {
 
 /// The metric a selector names by an equality matcher, and its matchers,
 /// when it has no `or` alternatives.
-fn single_metric(ms: &MatrixSelector) -> Option<(String, Vec<Matcher>)> {
-    let vs = &ms.vs;
+pub(crate) fn single_metric(vs: &VectorSelector) -> Option<(String, Vec<Matcher>)> {
     if !vs.matchers.or_matchers.is_empty() {
         return None;
     }
@@ -183,7 +182,7 @@ fn candidates<'a>(e: &'a Expr, instant: bool, any_order: bool, out: &mut Vec<Nod
         Expr::Call(c) => {
             if PER_SERIES.contains(&c.func.name) && c.args.args.len() == 1 {
                 if let Some(Expr::MatrixSelector(ms)) = c.args.args.first().map(|a| a.as_ref()) {
-                    if let Some((name, matchers)) = single_metric(ms) {
+                    if let Some((name, matchers)) = single_metric(&ms.vs) {
                         out.push(Node::Series(Candidate {
                             call: c,
                             ms,

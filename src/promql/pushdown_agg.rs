@@ -50,11 +50,11 @@ mod rerank;
 
 use std::collections::{BTreeMap, HashMap};
 
-use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::label::Matcher;
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
 
-use super::plan::{at_ms, duration_ms, matcher_sets_with_default, offset_ms, Bounds};
-use super::pushdown::PER_SERIES;
+use super::plan::{at_ms, duration_ms, offset_ms, Bounds};
+use super::pushdown::{single_metric, PER_SERIES};
 use super::steps::{Grid, VSeries};
 use crate::federation::pushdown::Pushed;
 use crate::model::{Labels, METRIC_NAME};
@@ -191,16 +191,7 @@ pub(crate) fn candidate(agg: &AggregateExpr) -> Option<AggNode<'_>> {
         None => None,
     };
     let (vs, range_ms) = inner_selector(&agg.expr)?;
-    if !vs.matchers.or_matchers.is_empty() {
-        return None;
-    }
-    let mut sets = matcher_sets_with_default(vs, None);
-    let set = sets.pop().filter(|_| sets.is_empty())?;
-    let name = set
-        .iter()
-        .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)?
-        .value
-        .clone();
+    let (name, set) = single_metric(vs)?;
     Some(AggNode {
         agg,
         op,
